@@ -1,0 +1,1 @@
+"""Connectors read a person's sources and yield frozen records. They never touch the database."""

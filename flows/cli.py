@@ -1,0 +1,146 @@
+"""The ``plora`` command. Each command calls pipeline functions (or runs a flow) and formats the
+result: JSON on stdout with ``--json``, human output otherwise, progress on stderr."""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from flows.output import error, print_json, stdout
+
+app = typer.Typer(
+    name="plora",
+    help="Turn your own chats, notes and code into a personal LoRA adapter, refreshed monthly.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="plora home folder [default: $PLORA_HOME, else the current directory]",
+                 show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"plora {package_version('plora')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """plora: personal LoRA adapters from your own material."""
+
+
+@app.command()
+def init(
+    home: HomeOption = None,
+    example: Annotated[bool, typer.Option("--example", help="Use the example corpus in examples/.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing plora.toml.")] = False,
+    json: JsonOption = False,
+) -> None:
+    """Create plora.toml (the example one with --example) and the store."""
+    from pipeline.home import Home
+    from pipeline.init import init_home
+
+    result = init_home(Home.resolve(home), example=example, force=force)
+    if json:
+        print_json({"config": str(result.config_path), "store": result.store,
+                    "example_repo": str(result.example_repo) if result.example_repo else None})
+        return
+    stdout.print(f"wrote {escape(str(result.config_path))}")
+    stdout.print(f"store {escape(result.store)} ready")
+    if result.example_repo:
+        stdout.print(f"example git repository at {escape(str(result.example_repo))}")
+    stdout.print("next: [bold]plora ingest[/]")
+
+
+@app.command()
+def status(home: HomeOption = None, json: JsonOption = False) -> None:
+    """Counts of sources, documents, labels, redactions, datasets and adapters."""
+    from pipeline.status import status as get_status
+    from pipeline.workspace import open_workspace
+
+    with open_workspace(home, check_paths=False) as workspace:
+        report = get_status(workspace)
+    if json:
+        print_json(report)
+        return
+    _print_status(report)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    stdout.print(f"home  {escape(report['home'])}\nstore {escape(report['store'])}")
+    table = Table("source", "type", "documents", "conversations", "messages", "last ingest", box=None)
+    for name, row in report["sources"].items():
+        table.add_row(name, row["type"], str(row["documents"]), str(row["conversations"]),
+                      str(row["messages"]), row["last_ingest"] or "never")
+    stdout.print(table)
+    kinds = ", ".join(f"{kind} {count}" for kind, count in report["documents_by_kind"].items())
+    labels = report["labels"]
+    stdout.print(f"documents: {kinds}")
+    stdout.print(f"labels: good {labels['good']}, bad {labels['bad']}, corrections {labels['corrections']}, "
+                 f"unlabelled conversations {labels['unlabelled_conversations']}")
+    redactions = ", ".join(f"{kind} {count}" for kind, count in report["redactions"].items()) or "none"
+    stdout.print(f"redactions: {redactions}")
+    stdout.print(f"datasets: {report['datasets']}")
+    adapters = ", ".join(f"{profile} {row['current'] or '-'} ({row['versions']} versions)"
+                         for profile, row in report["adapters"].items()) or "none"
+    stdout.print(f"adapters: {adapters}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(home: HomeOption = None) -> None:
+    """Apply pending migrations to the store (also done automatically on first use)."""
+    from pipeline.workspace import open_workspace
+
+    with open_workspace(home, check_paths=False) as workspace:
+        stdout.print(f"store {escape(workspace.store.display_url)} is at the latest schema")
+
+
+def _exit_code(exc: BaseException) -> int | None:
+    """2 for usage/config mistakes, 1 for work that failed, None for bugs (let them raise)."""
+    from connectors.records import ConnectorError
+    from pipeline.config import ConfigError
+    from pipeline.errors import PloraError, UsageError
+    from pipeline.home import UnsafeNameError
+    from storage import StorageError
+
+    if isinstance(exc, ConfigError | UnsafeNameError | UsageError):
+        return 2
+    if isinstance(exc, StorageError | ConnectorError | PloraError):
+        return 1
+    return None
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        error("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - turned into one line + exit code, or re-raised
+        code = _exit_code(exc)
+        if code is None:
+            raise
+        error(escape(str(exc)))
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

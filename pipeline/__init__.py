@@ -1,0 +1,1 @@
+"""Domain logic: config, ingest, redaction, labels, datasets, base model, train, evaluate, registry."""

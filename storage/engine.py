@@ -1,0 +1,124 @@
+"""Engine and sessions. SQLite gets WAL, foreign keys, a busy timeout and immediate write
+transactions, so concurrent plora processes wait for each other instead of failing with
+"database is locked". Any other SQLAlchemy URL (Postgres) works as it is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+BUSY_TIMEOUT_MS = 60_000
+_IMMEDIATE = "plora_immediate"
+
+
+class StorageError(Exception):
+    """The store can't be opened, migrated or written; the message says which store and why."""
+
+
+def resolve_url(url: str, home: Path) -> str:
+    """Make a relative SQLite path relative to the home folder; other URLs pass through."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise StorageError(f"store.url: {url!r} is not a database URL ({e})") from e
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return url
+    path = Path(parsed.database).expanduser()
+    if not path.is_absolute():
+        path = home / path
+    return parsed.set(database=str(path)).render_as_string(hide_password=False)
+
+
+def _is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Store:
+    """The store of one plora home: ``read()`` and ``write()`` give sessions in a transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine = create_engine(url, connect_args=self._connect_args(url))
+        except (ArgumentError, ImportError) as e:
+            raise StorageError(f"store.url: can't open {make_url(url).render_as_string()}: {e}") from e
+        if _is_sqlite(self.engine):
+            database = self.engine.url.database
+            if database not in (None, "", ":memory:"):
+                try:
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise StorageError(f"store.url: can't create the folder for {database}: {e.strerror}") from e
+            _configure_sqlite(self.engine)
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = sessionmaker(self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False)
+
+    @staticmethod
+    def _connect_args(url: str) -> dict[str, Any]:
+        if make_url(url).get_backend_name() == "sqlite":
+            return {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        return {}
+
+    @property
+    def display_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading (a deferred transaction: it never blocks writers)."""
+        with self._guard(), self._reader() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One unit of work: committed at the end, rolled back on error.
+
+        On SQLite the transaction starts with BEGIN IMMEDIATE, so a read-then-write never
+        fails half-way because another process wrote in between.
+        """
+        with self._guard(), self._writer() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except OperationalError as e:
+            raise StorageError(f"{self.display_url}: {e.orig}") from e
+
+    def upgrade(self) -> str:
+        """Apply pending migrations; returns the revision the store is at."""
+        from storage.migrate import upgrade
+
+        return upgrade(self)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = ["Store", "StorageError", "SQLAlchemyError", "resolve_url"]
