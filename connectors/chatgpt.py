@@ -1,0 +1,241 @@
+"""The official ChatGPT data export: the .zip, its folder, or its conversations.json.
+
+Each conversation is a tree of messages (``mapping``); the path from the root to
+``current_node`` is what the person kept (branch 0), every regenerated or edited reply and its
+subtree becomes a branch (1, 2, ...). Thumbs up/down from ``message_feedback.json`` become
+message-level ImportedLabels. conversations.json is streamed, one conversation at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from connectors._files import (
+    CHUNK_SIZE,
+    BadElement,
+    Export,
+    Node,
+    Turn,
+    arrange,
+    as_dict,
+    as_str,
+    conversation_record,
+    cursor_state,
+    fingerprints,
+    from_epoch,
+    is_empty,
+    iso,
+    locate_export,
+    unchanged,
+    without_duplicates,
+)
+from connectors.records import (
+    Cursor,
+    ImportedLabel,
+    Item,
+    LabelValue,
+    NothingChanged,
+    Record,
+    Role,
+    Skip,
+)
+from connectors.settings import ChatGPTSource
+
+CONVERSATIONS = "conversations.json"
+FEEDBACK = "message_feedback.json"
+TOOL_CONTENT_LIMIT = 2000
+
+_ROLES: frozenset[Role] = frozenset({"system", "user", "assistant", "tool"})
+_DROPPED_TYPES = frozenset(
+    {"user_editable_context", "model_editable_context", "thoughts", "reasoning_recap"}
+)
+_RATINGS: dict[str, LabelValue] = {
+    "thumbsup": "good",
+    "thumbs_up": "good",
+    "thumbsdown": "bad",
+    "thumbs_down": "bad",
+}
+
+Feedback = Mapping[str, Mapping[str, ImportedLabel]]
+
+
+def read(
+    settings: ChatGPTSource, cursor: Mapping[str, Any] | None, *, chunk_size: int = CHUNK_SIZE
+) -> Iterator[Item]:
+    """Records (or Skips) for every conversation of the export, then the Cursor."""
+    export = locate_export(settings.name, settings.path, CONVERSATIONS)
+    files = fingerprints(settings.name, export.files(FEEDBACK), cursor)
+    if unchanged(cursor, files):
+        yield NothingChanged()
+        yield Cursor(cursor_state(files))
+        return
+    feedback, problems = read_feedback(export)
+    yield from problems
+    yield from without_duplicates(_conversations(export, feedback, chunk_size))
+    yield Cursor(cursor_state(files))
+
+
+def _conversations(
+    export: Export, feedback: Feedback, chunk_size: int
+) -> Iterator[tuple[str, Record | Skip]]:
+    for index, element in enumerate(export.stream_array(chunk_size)):
+        where = f"{export.where}[{index}]"
+        yield where, conversation_item(element, where, feedback)
+
+
+def conversation_item(element: Any, item: str, feedback: Feedback) -> Record | Skip:
+    """One element of conversations.json as a Record, or a Skip saying what is wrong with it."""
+    if isinstance(element, BadElement):
+        return Skip(item, f"not valid JSON: {element.error}")
+    if not isinstance(element, dict):
+        return Skip(item, "not a conversation (expected a JSON object)")
+    conversation_id = as_str(element.get("id")) or as_str(element.get("conversation_id"))
+    if conversation_id is None:
+        return Skip(item, "conversation has no id")
+    mapping = element.get("mapping")
+    if not isinstance(mapping, dict):
+        reason = "malformed conversation: no message mapping"
+        return Skip(conversation_id, reason, external_id=conversation_id)
+    nodes = [_node(key, value) for key, value in mapping.items() if isinstance(value, dict)]
+    messages = arrange(nodes, as_str(element.get("current_node")))
+    if is_empty(messages):
+        return Skip(conversation_id, "empty conversation", external_id=conversation_id)
+    rated = feedback.get(conversation_id, {})
+    labels = tuple(rated[m.external_id] for m in messages if m.external_id in rated)
+    details = {
+        "create_time": iso(from_epoch(element.get("create_time"))),
+        "model": as_str(element.get("default_model_slug")),
+    }
+    return conversation_record(
+        conversation_id,
+        as_str(element.get("title")),
+        messages,
+        updated_at=from_epoch(element.get("update_time")),
+        metadata={key: value for key, value in details.items() if value},
+        labels=labels,
+    )
+
+
+def _node(key: str, node: dict[str, Any]) -> Node:
+    message = node.get("message")
+    turn = _turn(message) if isinstance(message, dict) else None
+    return Node(id=key, parent=as_str(node.get("parent")), turn=turn)
+
+
+def _turn(message: dict[str, Any]) -> Turn | None:
+    """The message as a Turn; None for hidden, empty or unknown-role messages."""
+    author = as_dict(message.get("author"))
+    role = author.get("role")
+    meta = as_dict(message.get("metadata"))
+    if not isinstance(role, str) or role not in _ROLES:
+        return None
+    if meta.get("is_visually_hidden_from_conversation"):
+        return None
+    content = as_dict(message.get("content"))
+    text = content_text(content).strip()
+    if not text:
+        return None
+    if role == "tool" and len(text) > TOOL_CONTENT_LIMIT:
+        more = len(text) - TOOL_CONTENT_LIMIT
+        text = f"{text[:TOOL_CONTENT_LIMIT]}\n… [{more} more characters]"
+    content_type = content.get("content_type")
+    details = {
+        "content_type": content_type if content_type != "text" else None,
+        "model": meta.get("model_slug"),
+        "recipient": message.get("recipient") if message.get("recipient") != "all" else None,
+        "tool": author.get("name") if role == "tool" else None,
+    }
+    return Turn(
+        role=role,
+        content=text,
+        external_id=as_str(message.get("id")),
+        created_at=from_epoch(message.get("create_time")),
+        metadata={key: value for key, value in details.items() if as_str(value)},
+    )
+
+
+def content_text(content: Mapping[str, Any]) -> str:
+    """The readable text of a message's ``content``, whatever its content_type; "" if none."""
+    content_type = content.get("content_type")
+    if isinstance(content_type, str) and content_type in _DROPPED_TYPES:
+        return ""
+    text = content.get("text")
+    if content_type == "code" and isinstance(text, str) and text.strip():
+        language = as_str(content.get("language"))
+        fence = "```" + (language if language and language != "unknown" else "")
+        return f"{fence}\n{text.strip()}\n```"
+    parts = content.get("parts")
+    if isinstance(parts, list):
+        return "\n".join(t for t in map(_part_text, parts) if t.strip())
+    for key in ("text", "result"):
+        if isinstance(content.get(key), str):
+            return content[key]
+    return ""
+
+
+def _part_text(part: Any) -> str:
+    if isinstance(part, str):
+        return part
+    if not isinstance(part, dict):
+        return ""
+    if part.get("content_type") == "image_asset_pointer":
+        return "[image]"
+    return part["text"] if isinstance(part.get("text"), str) else ""
+
+
+def read_feedback(export: Export) -> tuple[dict[str, dict[str, ImportedLabel]], list[Skip]]:
+    """Thumbs from message_feedback.json by conversation id, then message id.
+
+    A missing file means no labels; an unreadable one is a Skip (the conversations still come
+    through). For a message rated twice the later entry wins.
+    """
+    where = export.sibling_where(FEEDBACK)
+    with export.open(FEEDBACK) as stream:
+        if stream is None:
+            return {}, []
+        try:
+            entries = json.loads(stream.read())
+        except (ValueError, RecursionError) as e:
+            return {}, [Skip(where, f"not valid JSON ({e}); thumbs up/down were not imported")]
+    if not isinstance(entries, list):
+        reason = "expected a list of feedback entries; thumbs up/down were not imported"
+        return {}, [Skip(where, reason)]
+    labels: dict[str, dict[str, ImportedLabel]] = {}
+    problems: list[Skip] = []
+    for index, entry in enumerate(entries):
+        parsed = _feedback_label(entry)
+        if isinstance(parsed, str):
+            problems.append(Skip(f"{where}[{index}]", parsed))
+        else:
+            conversation_id, label = parsed
+            labels.setdefault(conversation_id, {})[label.message_external_id or ""] = label
+    return labels, problems
+
+
+def _feedback_label(entry: Any) -> tuple[str, ImportedLabel] | str:
+    """(conversation id, label), or the reason the entry can't be used."""
+    if not isinstance(entry, dict):
+        return "feedback entry is not an object"
+    conversation_id = as_str(entry.get("conversation_id"))
+    message_id = as_str(entry.get("message_id")) or as_str(entry.get("id"))
+    if conversation_id is None or message_id is None:
+        return "feedback entry has no conversation_id or message id"
+    rating = entry.get("rating")
+    value = _RATINGS.get(rating.lower()) if isinstance(rating, str) else None
+    if value is None:
+        return f"unknown rating {rating!r} (expected thumbsUp or thumbsDown)"
+    note = _feedback_note(entry.get("content"))
+    return conversation_id, ImportedLabel(value, message_external_id=message_id, note=note)
+
+
+def _feedback_note(content: Any) -> str | None:
+    """The text the person typed with the thumb; ``content`` is usually a JSON string."""
+    if isinstance(content, str):
+        try:
+            content = json.loads(content)
+        except ValueError:
+            return content.strip() or None
+    text = as_dict(content).get("text")
+    return (text.strip() or None) if isinstance(text, str) else None
