@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from flows.output import error, print_json, stdout
+from flows.output import error, print_json, progress_bar, stdout
 
 app = typer.Typer(
     name="plora",
@@ -24,6 +24,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+from flows import cli_labels  # noqa: E402 - registers label, labels and annotate on app
+
+cli_labels.register(app)
 
 HomeOption = Annotated[
     Path | None,
@@ -89,19 +92,62 @@ def _print_status(report: dict[str, Any]) -> None:
     table = Table("source", "type", "documents", "conversations", "messages", "last ingest", box=None)
     for name, row in report["sources"].items():
         table.add_row(name, row["type"], str(row["documents"]), str(row["conversations"]),
-                      str(row["messages"]), row["last_ingest"] or "never")
+                      str(row["messages"]), (row["last_ingest"] or "never")[:16].replace("T", " "))
     stdout.print(table)
     kinds = ", ".join(f"{kind} {count}" for kind, count in report["documents_by_kind"].items())
     labels = report["labels"]
     stdout.print(f"documents: {kinds}")
     stdout.print(f"labels: good {labels['good']}, bad {labels['bad']}, corrections {labels['corrections']}, "
-                 f"unlabelled conversations {labels['unlabelled_conversations']}")
+                 f"unlabelled conversations {labels['unlabelled_conversations']}, stale {labels['stale']}")
     redactions = ", ".join(f"{kind} {count}" for kind, count in report["redactions"].items()) or "none"
     stdout.print(f"redactions: {redactions}")
     stdout.print(f"datasets: {report['datasets']}")
     adapters = ", ".join(f"{profile} {row['current'] or '-'} ({row['versions']} versions)"
                          for profile, row in report["adapters"].items()) or "none"
     stdout.print(f"adapters: {adapters}")
+
+
+@app.command()
+def ingest(
+    home: HomeOption = None,
+    source: Annotated[list[str] | None, typer.Option("--source", help="Only this source (repeatable).")] = None,
+    json: JsonOption = False,
+) -> None:
+    """Pull every source (or the named ones) into the store, redacting secrets first."""
+    from pipeline.ingest import ingest as run_ingest
+    from pipeline.workspace import open_workspace
+
+    with open_workspace(home, check_paths=False) as workspace, progress_bar() as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(name: str, seen: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=None)
+            progress.update(tasks[name], completed=seen)
+
+        reports = run_ingest(workspace, source or None, progress=on_progress)
+    result = {"sources": {name: report.as_dict() for name, report in reports.items()}}
+    if json:
+        print_json(result)
+    else:
+        _print_ingest(result["sources"])
+    if any(report.error for report in reports.values()):
+        raise typer.Exit(1)
+
+
+def _print_ingest(sources: dict[str, dict[str, Any]]) -> None:
+    table = Table("source", "added", "updated", "unchanged", "deleted", "skipped", "redactions", box=None)
+    for name, row in sources.items():
+        table.add_row(name, *(str(row[key]) for key in ("added", "updated", "unchanged", "deleted")),
+                      str(len(row["skipped"])), str(row["redactions"]))
+    stdout.print(table)
+    for name, row in sources.items():
+        for skip in row["skipped"][:20]:
+            stdout.print(f"  [yellow]skipped[/] {escape(name)}: {escape(skip['item'])}: {escape(skip['reason'])}")
+        if len(row["skipped"]) > 20:
+            stdout.print(f"  ... and {len(row['skipped']) - 20} more skipped in {escape(name)} (see --json)")
+        if row["error"]:
+            error(escape(row["error"]))
 
 
 @db_app.command("upgrade")

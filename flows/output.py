@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 stderr = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)
@@ -24,3 +25,9 @@ def error(message: str) -> None:
 
 def warn(message: str) -> None:
     stderr.print(f"[yellow]warning:[/] {message}", markup=True, soft_wrap=True)
+
+
+def progress_bar() -> Progress:
+    """Progress on stderr, shown only on a terminal (never mixed into --json output)."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=stderr, transient=False, disable=not stderr.is_terminal)

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.labels import effective_labels
+from storage.labels import effective_labels, stale_labels
 from storage.models import (
     Adapter,
     DatasetSnapshot,
@@ -59,6 +59,7 @@ def label_stats(session: Session) -> dict[str, int]:
         "bad": sum(1 for label in labels.values() if label.value == LabelValue.bad),
         "corrections": sum(1 for label in labels.values() if label.correction),
         "unlabelled_conversations": len(live_conversations - labelled),
+        "stale": len(stale_labels(session, labels)),
     }
 
 

@@ -25,7 +25,7 @@ def test_init_then_status_json_in_an_empty_folder(home: Path, cli) -> None:
     report = status.json()
     assert STATUS_KEYS <= report.keys()
     assert report["documents_by_kind"] == {"conversation": 0, "note": 0, "runbook": 0, "code": 0, "commit": 0}
-    assert report["labels"] == {"good": 0, "bad": 0, "corrections": 0, "unlabelled_conversations": 0}
+    assert {"good": 0, "bad": 0, "corrections": 0, "unlabelled_conversations": 0}.items() <= report["labels"].items()
     assert report["datasets"] == 0 and report["adapters"] == {} and report["redactions"] == {}
 
 

@@ -1,0 +1,199 @@
+"""Ingest: run each source's connector, redact secrets, upsert into the store.
+
+Per source: records are redacted before anything is written, then written in batches (each
+batch one transaction). The cursor and the deletions are written last, in the final
+transaction, so the cursor is never ahead of the rows: a run killed half-way leaves complete
+documents behind, and the next run (with the old cursor) re-reads the rest, finding the
+documents already written unchanged by their hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from connectors.records import (
+    ConnectorError,
+    Cursor,
+    Message,
+    NothingChanged,
+    Record,
+    Skip,
+    Unchanged,
+    content_hash,
+    render_conversation,
+)
+from connectors.registry import reader_for
+from connectors.settings import SourceSettings
+from pipeline.redaction import RULES_VERSION, Redactor
+from pipeline.workspace import Workspace
+from storage import StorageError
+from storage.documents import Known, RedactionSpan, ensure_source, mark_deleted, save_cursor, source_state, upsert_document
+from storage.models import utcnow
+
+log = logging.getLogger(__name__)
+BATCH_SIZE = 200
+
+Progress = Callable[[str, int], None]  # (source name, items seen so far)
+
+
+@dataclass
+class SourceReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    redactions: int = 0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
+                "deleted": self.deleted, "skipped": self.skipped, "redactions": self.redactions,
+                "error": self.error}
+
+
+def ingest(workspace: Workspace, names: list[str] | None = None,
+           progress: Progress | None = None) -> dict[str, SourceReport]:
+    """Ingest the named sources (all by default); one source's failure doesn't stop the others."""
+    config = workspace.config
+    selected = [config.source(name) for name in names] if names else list(config.sources)
+    redactor = Redactor(config.redaction.extra_patterns, enabled=config.redaction.enabled)
+    salt = _redaction_salt(config.redaction.enabled, config.redaction.extra_patterns)
+    return {source.name: ingest_source(workspace, source, redactor, salt, progress) for source in selected}
+
+
+def ingest_source(workspace: Workspace, settings: SourceSettings, redactor: Redactor, salt: str,
+                  progress: Progress | None = None) -> SourceReport:
+    report = SourceReport()
+    started = utcnow()
+    try:
+        with workspace.store.read() as session:
+            cursor, known = source_state(session, settings.name)
+        stream = reader_for(settings.type)(settings, cursor)
+        outcome = _consume(workspace, settings, stream, known, redactor, salt, report, progress)
+        with workspace.store.write() as session:
+            source = ensure_source(session, settings.name, settings.type)
+            if not outcome.nothing_changed:
+                gone = [k.id for ext, k in known.items() if ext not in outcome.seen and not k.deleted]
+                report.deleted = mark_deleted(session, gone)
+            save_cursor(session, source, outcome.cursor, started)
+    except ConnectorError as e:
+        report.error = str(e)
+    except StorageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a broken reader must not stop the other sources
+        log.exception("source %s failed", settings.name)
+        report.error = f"{settings.name}: {type(e).__name__}: {e}"
+    return report
+
+
+@dataclass
+class _Outcome:
+    seen: set[str] = field(default_factory=set)
+    cursor: Mapping[str, Any] | None = None
+    nothing_changed: bool = False
+
+
+def _consume(workspace: Workspace, settings: SourceSettings, stream: Iterator[Any], known: dict[str, Known],
+             redactor: Redactor, salt: str, report: SourceReport, progress: Progress | None) -> _Outcome:
+    outcome = _Outcome()
+    batch: list[tuple[Record, str, list[RedactionSpan], Known | None]] = []
+    count = 0
+    for item in stream:
+        count += 1
+        if progress and count % 25 == 0:
+            progress(settings.name, count)
+        if isinstance(item, Record):
+            outcome.seen.add(item.external_id)
+            stored_hash = content_hash(item.content_hash, salt)
+            existing = known.get(item.external_id)
+            if existing is not None and existing.content_hash == stored_hash and not existing.deleted:
+                report.unchanged += 1
+                continue
+            redacted, spans = redact_record(item, redactor)
+            report.redactions += len(spans)
+            if existing is None:
+                report.added += 1
+            else:
+                report.updated += 1
+            batch.append((redacted, stored_hash, spans, existing))
+            if len(batch) >= BATCH_SIZE:
+                _write(workspace, settings, batch)
+                batch.clear()
+        elif isinstance(item, Unchanged):
+            outcome.seen.add(item.external_id)
+            report.unchanged += 1
+        elif isinstance(item, Skip):
+            if item.external_id:
+                outcome.seen.add(item.external_id)
+            report.skipped.append({"item": item.item, "reason": item.reason})
+        elif isinstance(item, NothingChanged):
+            outcome.nothing_changed = True
+            report.unchanged += sum(1 for k in known.values() if not k.deleted)
+        elif isinstance(item, Cursor):
+            outcome.cursor = item.state
+    if batch:
+        _write(workspace, settings, batch)
+    if progress:
+        progress(settings.name, count)
+    return outcome
+
+
+def _write(workspace: Workspace, settings: SourceSettings,
+           batch: list[tuple[Record, str, list[RedactionSpan], Known | None]]) -> None:
+    with workspace.store.write() as session:
+        source = ensure_source(session, settings.name, settings.type)
+        for record, stored_hash, spans, existing in batch:
+            upsert_document(session, source, record, stored_hash, spans, existing)
+
+
+def redact_record(record: Record, redactor: Redactor) -> tuple[Record, list[RedactionSpan]]:
+    """The record with every text redacted, and where each secret was (never its value)."""
+    spans: list[RedactionSpan] = []
+
+    def clean(text: str, location: str) -> str:
+        result = redactor.redact(text)
+        spans.extend(RedactionSpan(location, f.type, f.line, f.start, f.end) for f in result.findings)
+        return result.text
+
+    messages = tuple(
+        replace(m, content=clean(m.content, f"message[{m.position}.{m.branch}]"),
+                metadata=_clean_json(m.metadata, f"message[{m.position}.{m.branch}].metadata", clean))
+        for m in record.messages)
+    labels = tuple(replace(label, note=clean(label.note, "label.note")) if label.note else label
+                   for label in record.labels)
+    redacted = replace(
+        record,
+        title=clean(record.title, "title"),
+        content=_content(record, messages, clean),
+        metadata=_clean_json(record.metadata, "metadata", clean),
+        messages=messages,
+        labels=labels,
+    )
+    return redacted, spans
+
+
+def _content(record: Record, messages: tuple[Message, ...], clean: Callable[[str, str], str]) -> str:
+    """A conversation's content is its messages' text: reuse their redaction instead of scanning twice."""
+    if record.messages and record.content == render_conversation(record.messages):
+        return render_conversation(messages)
+    return clean(record.content, "content")
+
+
+def _clean_json(value: Any, location: str, clean: Callable[[str, str], str]) -> Any:
+    if isinstance(value, str):
+        return clean(value, location)
+    if isinstance(value, Mapping):
+        return {k: _clean_json(v, f"{location}.{k}"[:64], clean) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_json(v, location, clean) for v in value]
+    return value
+
+
+def _redaction_salt(enabled: bool, patterns: list[str]) -> str:
+    """Part of every stored hash: changing the redaction settings re-processes every document."""
+    return content_hash(RULES_VERSION, json.dumps({"enabled": enabled, "patterns": patterns}))
