@@ -36,6 +36,7 @@ from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 200
+MIN_SCRUB_LENGTH = 6  # shorter matches are too likely to occur by chance elsewhere
 
 Progress = Callable[[str, int], None]  # (source name, items seen so far)
 
@@ -152,28 +153,44 @@ def _write(workspace: Workspace, settings: SourceSettings,
 
 
 def redact_record(record: Record, redactor: Redactor) -> tuple[Record, list[RedactionSpan]]:
-    """The record with every text redacted, and where each secret was (never its value)."""
+    """The record with every text redacted, and where each secret was (never its value).
+
+    A secret found in one field is also scrubbed from every other field of the record, so text
+    derived from it by the connector (a title made of the first message, headings copied into
+    metadata) can't carry it out of its context, where the detector might not recognise it.
+    """
     spans: list[RedactionSpan] = []
+    secrets: dict[str, str] = {}
 
     def clean(text: str, location: str) -> str:
         result = redactor.redact(text)
-        spans.extend(RedactionSpan(location, f.type, f.line, f.start, f.end) for f in result.findings)
+        for f in result.findings:
+            spans.append(RedactionSpan(location, f.type, f.line, f.start, f.end))
+            if f.end - f.start >= MIN_SCRUB_LENGTH:
+                secrets[text[f.start:f.end]] = f.type
         return result.text
 
     messages = tuple(
         replace(m, content=clean(m.content, f"message[{m.position}.{m.branch}]"),
-                metadata=_clean_json(m.metadata, f"message[{m.position}.{m.branch}].metadata", clean))
+                metadata=_map_strings(m.metadata, f"message[{m.position}.{m.branch}].metadata", clean))
         for m in record.messages)
+    content = _content(record, messages, clean)
+    title = clean(record.title, "title")
+    metadata = _map_strings(record.metadata, "metadata", clean)
     labels = tuple(replace(label, note=clean(label.note, "label.note")) if label.note else label
                    for label in record.labels)
-    redacted = replace(
-        record,
-        title=clean(record.title, "title"),
-        content=_content(record, messages, clean),
-        metadata=_clean_json(record.metadata, "metadata", clean),
-        messages=messages,
-        labels=labels,
-    )
+    if secrets:
+        def scrub(text: str, _location: str = "") -> str:
+            for value in sorted(secrets, key=len, reverse=True):
+                if value in text:
+                    text = text.replace(value, f"[REDACTED:{secrets[value]}]")
+            return text
+
+        messages = tuple(replace(m, content=scrub(m.content), metadata=_map_strings(m.metadata, "", scrub))
+                         for m in messages)
+        content, title, metadata = scrub(content), scrub(title), _map_strings(metadata, "", scrub)
+        labels = tuple(replace(label, note=scrub(label.note)) if label.note else label for label in labels)
+    redacted = replace(record, title=title, content=content, metadata=metadata, messages=messages, labels=labels)
     return redacted, spans
 
 
@@ -184,13 +201,13 @@ def _content(record: Record, messages: tuple[Message, ...], clean: Callable[[str
     return clean(record.content, "content")
 
 
-def _clean_json(value: Any, location: str, clean: Callable[[str, str], str]) -> Any:
+def _map_strings(value: Any, location: str, clean: Callable[[str, str], str]) -> Any:
     if isinstance(value, str):
         return clean(value, location)
     if isinstance(value, Mapping):
-        return {k: _clean_json(v, f"{location}.{k}"[:64], clean) for k, v in value.items()}
+        return {k: _map_strings(v, f"{location}.{k}"[:64], clean) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean_json(v, location, clean) for v in value]
+        return [_map_strings(v, location, clean) for v in value]
     return value
 
 
