@@ -34,6 +34,9 @@ from connectors.records import (
 
 CHUNK_SIZE = 1 << 20
 TITLE_LENGTH = 80
+MAX_ITEM_MB = 64
+"""A JSONL line or conversations.json element over this many MB is skipped ("too large") without
+being held whole: no real conversation is that big, and parsing one costs several times its size."""
 
 Fingerprint = dict[str, Any]
 
@@ -156,7 +159,7 @@ class Export:
         """The elements of the main file's top-level JSON array (BadElement for broken ones)."""
         with self.open() as stream:
             assert stream is not None
-            yield from iter_json_array(stream, chunk_size)
+            yield from iter_json_array(stream, chunk_size, MAX_ITEM_MB << 20)
 
     def _sibling_member(self, name: str) -> str:
         return posixpath.join(posixpath.dirname(self.member or ""), name)
@@ -222,10 +225,16 @@ class JsonStreamError(ValueError):
 
 @dataclass(frozen=True)
 class BadElement:
-    """An array element that is not valid JSON; the reader went on after it."""
+    """An array element that is not valid JSON, or too large to read; reading went on after it."""
 
     offset: int
     error: str
+    too_large: bool = False
+
+    @property
+    def reason(self) -> str:
+        """Why the element can't be used, as a Skip's reason."""
+        return self.error if self.too_large else f"not valid JSON: {self.error}"
 
 
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -246,6 +255,7 @@ class _Window:
         self.base = 0
         self.eof = False
         self.started = False
+        self.read = 0  # bytes read from ``raw`` so far
 
     def fill(self) -> int:
         """Drop the text before ``pos`` and append the next chunk; return the characters dropped."""
@@ -255,6 +265,7 @@ class _Window:
             self.buf = self.buf[dropped:]
             self.pos = 0
         data = self.raw.read(self.chunk_size)
+        self.read += len(data)
         text = self.decoder.decode(data, final=not data)
         if not self.started and text:
             self.started = True
@@ -277,12 +288,16 @@ class _Window:
         return self.base + len(self.buf[:index].encode("utf-8", "surrogatepass"))
 
 
-def iter_json_array(raw: IO[bytes], chunk_size: int = CHUNK_SIZE) -> Iterator[Any]:
+def iter_json_array(
+    raw: IO[bytes], chunk_size: int = CHUNK_SIZE, max_bytes: int | None = None
+) -> Iterator[Any]:
     """Yield the elements of the JSON array in ``raw`` one at a time.
 
     Memory holds about one chunk plus the element being read. An element that is not valid JSON
-    but whose end can still be found is yielded as a :class:`BadElement`; a stream that is not an
-    array, or that breaks so that the next element can't be found, raises JsonStreamError.
+    but whose end can still be found is yielded as a :class:`BadElement`; so is one larger than
+    about ``max_bytes`` (``too_large``), read past a chunk at a time and never held whole. A
+    stream that is not an array, or that breaks so that the next element can't be found, raises
+    JsonStreamError.
     """
     window = _Window(raw, chunk_size)
     decoder = json.JSONDecoder()
@@ -295,7 +310,7 @@ def iter_json_array(raw: IO[bytes], chunk_size: int = CHUNK_SIZE) -> Iterator[An
     if window.skip_space() == "]":
         return
     while True:
-        yield _next_element(window, decoder)
+        yield _next_element(window, decoder, max_bytes)
         after = window.skip_space()
         if after == "]":
             return
@@ -308,7 +323,7 @@ def iter_json_array(raw: IO[bytes], chunk_size: int = CHUNK_SIZE) -> Iterator[An
         window.skip_space()
 
 
-def _next_element(window: _Window, decoder: json.JSONDecoder) -> Any:
+def _next_element(window: _Window, decoder: json.JSONDecoder, max_bytes: int | None) -> Any:
     try:
         value, end = decoder.raw_decode(window.buf, window.pos)
     except (ValueError, RecursionError):
@@ -317,7 +332,13 @@ def _next_element(window: _Window, decoder: json.JSONDecoder) -> Any:
         if window.eof or isinstance(value, dict | list | str):
             window.pos = end
             return value
-    end = _element_end(window)
+    offset = window.offset(window.pos)
+    end, too_large = _element_end(window, offset, max_bytes)
+    if too_large:
+        size, limit = (window.offset(end) - offset) / (1 << 20), (max_bytes or 0) / (1 << 20)
+        window.pos = end
+        reason = f"too large ({size:.1f} MB; conversations over {limit:g} MB are skipped)"
+        return BadElement(offset, reason, too_large=True)
     start = window.pos
     try:
         value, stop = decoder.raw_decode(window.buf, start)
@@ -334,12 +355,14 @@ def _next_element(window: _Window, decoder: json.JSONDecoder) -> Any:
     return BadElement(window.offset(start), error)
 
 
-def _element_end(window: _Window) -> int:
-    """Index of the ',' or ']' that ends the element at ``window.pos``, reading on as needed.
+def _element_end(window: _Window, start: int, max_bytes: int | None) -> tuple[int, bool]:
+    """Index of the ',' or ']' that ends the element at ``window.pos`` (byte offset ``start``),
+    reading on as needed, and whether the element is over ``max_bytes``.
 
-    Tracks only strings and bracket depth, so it also finds the end of an invalid element.
+    Tracks only strings and bracket depth, so it also finds the end of an invalid element. Once
+    the element is known to be too large, the text scanned so far is dropped at each read.
     """
-    start = window.offset(window.pos)
+    too_large = False
     depth, in_string, i = 0, False, window.pos
     while True:
         buf = window.buf
@@ -361,13 +384,16 @@ def _element_end(window: _Window) -> int:
                 elif char in "[{":
                     depth += 1
                 elif depth == 0:
-                    return match.start()
+                    return match.start(), too_large
                 else:
                     depth -= 1
                 continue
             i = len(buf)
         if window.eof:
             raise JsonStreamError("the file ends inside an element that starts here", start)
+        too_large = too_large or (max_bytes is not None and window.read - start > max_bytes)
+        if too_large:
+            window.pos = i
         i -= window.fill()
 
 
@@ -554,10 +580,20 @@ def _label_parts(labels: Iterable[ImportedLabel]) -> Iterator[str]:
         yield label.note or ""
 
 
+_WORD = re.compile(r"\S+")
+
+
 def fallback_title(messages: Iterable[Message]) -> str:
     """The first user message on the main path, on one line, at most TITLE_LENGTH characters."""
     first = next((m.content for m in messages if m.branch == 0 and m.role == "user"), "")
-    text = " ".join(first.split())
+    words: list[str] = []
+    length = -1
+    for word in _WORD.finditer(first):  # not first.split(): a 100 MB message is 20M words
+        words.append(word.group())
+        length += len(words[-1]) + 1
+        if length > TITLE_LENGTH:
+            break
+    text = " ".join(words)
     if len(text) > TITLE_LENGTH:
         text = text[: TITLE_LENGTH - 1].rstrip() + "…"
     return text or "Untitled conversation"

@@ -88,7 +88,7 @@ def _conversations(
 def conversation_item(element: Any, item: str, feedback: Feedback) -> Record | Skip:
     """One element of conversations.json as a Record, or a Skip saying what is wrong with it."""
     if isinstance(element, BadElement):
-        return Skip(item, f"not valid JSON: {element.error}")
+        return Skip(item, element.reason)
     if not isinstance(element, dict):
         return Skip(item, "not a conversation (expected a JSON object)")
     conversation_id = as_str(element.get("id")) or as_str(element.get("conversation_id"))

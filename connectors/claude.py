@@ -61,7 +61,7 @@ def _conversations(export: Export, chunk_size: int) -> Iterator[tuple[str, Recor
 def conversation_item(element: Any, item: str) -> Record | Skip:
     """One element of conversations.json as a Record, or a Skip saying what is wrong with it."""
     if isinstance(element, BadElement):
-        return Skip(item, f"not valid JSON: {element.error}")
+        return Skip(item, element.reason)
     if not isinstance(element, dict):
         return Skip(item, "not a conversation (expected a JSON object)")
     conversation_id = as_str(element.get("uuid"))

@@ -9,7 +9,8 @@ A line is ``{"id": ..., "messages": [{"role": ..., "content": ...}], "label": "g
   "[image]"). Roles are system, user, assistant and tool; "developer" is read as system and
   "function" as tool. Messages without text (an assistant turn that only calls tools) are dropped.
 - A line that can't be used (bad JSON, not an object, no messages, an unknown role, an id used
-  on an earlier line) is a Skip whose item is ``"<path>:<line>"``; reading goes on.
+  on an earlier line, over ``MAX_ITEM_MB``: "line too large", read past without being held
+  whole) is a Skip whose item is ``"<path>:<line>"``; reading goes on.
 - A ``label`` other than good/bad does not cost the conversation: it is kept without the label,
   and a Skip for that line says the label was ignored.
 - The cursor holds a fingerprint per file. When any file changed, every file is read again
@@ -21,11 +22,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from connectors._files import (
+    CHUNK_SIZE,
+    MAX_ITEM_MB,
     as_str,
     conversation_record,
     cursor_state,
@@ -41,6 +45,7 @@ from connectors.records import (
     LabelValue,
     Message,
     NothingChanged,
+    Record,
     Role,
     Skip,
 )
@@ -92,12 +97,32 @@ def jsonl_files(source: str, path: Path) -> dict[str, Path]:
 
 def _read_file(source: str, path: Path, prefix: str) -> Iterator[Record | Skip]:
     first_line: dict[str, int] = {}
+    limit = MAX_ITEM_MB << 20
     try:
         with path.open("rb") as stream:
-            for lineno, raw in enumerate(stream, start=1):
-                yield from _line_items(raw, f"{path}:{lineno}", lineno, prefix, first_line)
+            for lineno, raw in enumerate(_lines(stream, limit), start=1):
+                item = f"{path}:{lineno}"
+                if isinstance(raw, int):
+                    size = f"{raw / (1 << 20):.1f} MB"
+                    limit_mb = f"lines over {MAX_ITEM_MB} MB are skipped"
+                    yield Skip(item, f"line too large ({size}; {limit_mb})")
+                    continue
+                yield from _line_items(raw, item, lineno, prefix, first_line)
     except OSError as e:
         raise ConnectorError(source, f"{path}: cannot read it ({e.strerror or e})") from e
+
+
+def _lines(stream: IO[bytes], limit: int) -> Iterator[bytes | int]:
+    """Each line of ``stream``; for a line over ``limit`` bytes its size instead, read past a
+    chunk at a time so that it is never held whole."""
+    while line := stream.readline(limit + 1):
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        size = len(line)
+        while (rest := stream.readline(CHUNK_SIZE)) and not rest.endswith(b"\n"):
+            size += len(rest)
+        yield size + len(rest.rstrip(b"\n"))
 
 
 def _line_items(
@@ -174,7 +199,8 @@ def _messages(value: Any) -> tuple[Message, ...]:
         text = _content_text(entry.get("content"), index).strip()
         if text:
             weight = entry.get("weight")
-            numeric = isinstance(weight, int | float) and not isinstance(weight, bool)
+            finite = isinstance(weight, float) and math.isfinite(weight)  # no NaN, Infinity
+            numeric = (isinstance(weight, int) and not isinstance(weight, bool)) or finite
             metadata = {"weight": weight} if numeric else {}
             messages.append(Message(_ROLES[role], text, position=len(messages), metadata=metadata))
     return tuple(messages)

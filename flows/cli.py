@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from importlib.metadata import version as package_version
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.output import error, print_json, progress_bar, stdout
+from flows.options import HomeOption, JsonOption
 
 app = typer.Typer(
     name="plora",
@@ -23,17 +23,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 db_app = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-from flows import cli_labels  # noqa: E402 - registers label, labels and annotate on app
 
-cli_labels.register(app)
-
-HomeOption = Annotated[
-    Path | None,
-    typer.Option("--home", help="plora home folder [default: $PLORA_HOME, else the current directory]",
-                 show_default=False),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
 def _version(value: bool) -> None:
@@ -157,6 +147,14 @@ def db_upgrade(home: HomeOption = None) -> None:
 
     with open_workspace(home, check_paths=False) as workspace:
         stdout.print(f"store {escape(workspace.store.display_url)} is at the latest schema")
+
+
+# Commands that live in their own modules, registered in the order `plora --help` lists them.
+from flows import cli_adapters, cli_datasets, cli_labels, cli_train  # noqa: E402
+
+for _module in (cli_labels, cli_datasets, cli_train, cli_adapters):
+    _module.register(app)
+app.add_typer(db_app, name="db")
 
 
 def _exit_code(exc: BaseException) -> int | None:

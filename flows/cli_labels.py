@@ -14,13 +14,8 @@ import typer
 from rich.markup import escape
 
 from flows.output import print_json, stdout
+from flows.options import HomeOption, JsonOption
 
-HomeOption = Annotated[
-    Path | None,
-    typer.Option("--home", help="plora home folder [default: $PLORA_HOME, else the current directory]",
-                 show_default=False),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
 def register(app: typer.Typer) -> None:

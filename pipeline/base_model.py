@@ -79,11 +79,19 @@ __all__ = [
     "get_quantization_config",
     "import_bitsandbytes",
     "load_base",
+    "load_tokenizer",
     "resolve_device",
+    "tokenizer_fingerprint",
     "verify_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
+
+# The files that define a tokenizer and its chat template (what ``tokenizer_fingerprint`` covers).
+_TOKENIZER_FILES = frozenset({
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt",
+})
 
 BUILTIN_TINY_LLAMA = "builtin:tiny-llama"
 Quantization = Literal["nf4", "none"]
@@ -291,6 +299,8 @@ def load_base(
         ) from e
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
+    if quantization_config is not None:
+        keep_4bit_layout(model)
     model.eval()
     return LoadedBase(
         model=model,
@@ -301,3 +311,57 @@ def load_base(
         device=device,
         path=folder,
     )
+
+
+def keep_4bit_layout(model: Any) -> None:
+    """Stop bitsandbytes from repacking NF4 weights for CPU inference.
+
+    bitsandbytes >= 0.49, on a CPU with AVX512-BF16, converts a ``Linear4bit``'s weight in place to a
+    CPU-specific packed layout (absmax rounded to bf16) the first time the layer runs in eval mode on
+    an input that needs no gradient, and from then on multiplies through ``gemv_4bit``, which has no
+    autograd kernel. Evaluating the base before training (as plora does) would therefore change the
+    frozen base's numbers and cut the gradients of every LoRA weight afterwards, silently. Turning
+    the conversion off keeps one layout for evaluation and training (a little slower inference on
+    such CPUs; no effect on GPUs or other CPUs)."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:  # pragma: no cover - bitsandbytes is a dependency
+        return
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def load_tokenizer(name: str, *, home: Path) -> PreTrainedTokenizerBase:
+    """Just the tokenizer (and chat template) of the base named in ``[base_model]``, no weights.
+
+    The builtin is built first if needed; another name is a local folder or a cached hub id, as
+    for ``load_base``; no remote code runs. Gets ``pad_token = eos_token`` when it has none, like
+    ``load_base``. ``tokenizer.name_or_path`` is the folder it was loaded from."""
+    folder, _ = _resolve_folder(name, Path(home))
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as e:
+        raise _name_error(
+            name, f"could not load a tokenizer from {folder} ({type(e).__name__}: {_first_line(e)})"
+        ) from e
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tokenizer_fingerprint(folder: Path | str) -> str:
+    """sha256 over ``name NUL sha256(bytes) LF`` of the folder's tokenizer and chat-template files
+    (sorted by name): what decides how text becomes tokens, without hashing gigabytes of weights."""
+    import hashlib
+
+    outer = hashlib.sha256(b"plora-tokenizer-fingerprint-v1\n")
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name in _TOKENIZER_FILES) if folder.is_dir() else []
+    if not files:
+        raise TrainingError(f"{folder}: no tokenizer files to fingerprint")
+    for path in files:
+        outer.update(f"{path.name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return outer.hexdigest()

@@ -287,7 +287,7 @@ stages = ["sft", "dpo"]             # dpo pairs come from good/bad labels and re
 mode = "continue"                   # continue from the profile's current adapter
 eval_percent = 10
 lora = {{ r = 8, alpha = 16, dropout = 0.05, target_modules = ["q_proj", "v_proj"] }}
-train = {{ max_steps = 30, learning_rate = 2e-4, batch_size = 4, max_length = 512, packing = true }}
+train = {{ max_steps = 30, learning_rate = 2e-4, batch_size = 4, max_length = 1024, packing = true }}
 
 [profiles.creative]
 sources = ["vault"]
@@ -295,5 +295,5 @@ stages = ["sft"]
 mode = "scratch"                    # always start from the base model
 eval_percent = 10
 lora = {{ r = 8, alpha = 16, dropout = 0.05, target_modules = ["q_proj", "v_proj"] }}
-train = {{ max_steps = 10, learning_rate = 2e-4, batch_size = 4, max_length = 512, packing = true }}
+train = {{ max_steps = 10, learning_rate = 2e-4, batch_size = 4, max_length = 1024, packing = true }}
 """

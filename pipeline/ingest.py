@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 from connectors.records import (
@@ -108,6 +109,8 @@ def _consume(workspace: Workspace, settings: SourceSettings, stream: Iterator[An
         count += 1
         if progress and count % 25 == 0:
             progress(settings.name, count)
+        if isinstance(item, Record | Unchanged | Skip):
+            item = storable(item)
         if isinstance(item, Record):
             outcome.seen.add(item.external_id)
             stored_hash = content_hash(item.content_hash, salt)
@@ -150,6 +153,36 @@ def _write(workspace: Workspace, settings: SourceSettings,
         source = ensure_source(session, settings.name, settings.type)
         for record, stored_hash, spans, existing in batch:
             upsert_document(session, source, record, stored_hash, spans, existing)
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with each lone surrogate in its strings written as a ``\\udXXX`` escape.
+
+    JSON sources may hold escapes like ``"\\ud800"`` that decode to lone surrogates, which can't
+    be encoded as UTF-8 (SQLite, JSON output): one of them must cost neither its record nor the
+    rest of the source. Walks records, messages, labels, mappings and sequences; returns ``value``
+    itself when nothing needs changing.
+    """
+    if isinstance(value, str):
+        if _SURROGATE.search(value) is None:
+            return value
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, Mapping):
+        pairs = [(storable(k), storable(v)) for k, v in value.items()]
+        changed = any(a is not k or b is not v for (a, b), (k, v) in zip(pairs, value.items(), strict=True))
+        return dict(pairs) if changed else value
+    if isinstance(value, list | tuple):
+        items = [storable(v) for v in value]
+        changed = any(a is not b for a, b in zip(items, value, strict=True))
+        return type(value)(items) if changed else value
+    if is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: new for f in fields(value)
+                   if (new := storable(old := getattr(value, f.name))) is not old}
+        return replace(value, **changes) if changes else value
+    return value
 
 
 def redact_record(record: Record, redactor: Redactor) -> tuple[Record, list[RedactionSpan]]:

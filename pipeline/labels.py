@@ -64,7 +64,17 @@ def parse_ref(text: str) -> Ref:
     source, sep, external_id = text.partition(":")
     if not sep or not source or not external_id:
         raise UsageError(f"{text!r} is not a conversation ref; expected SOURCE:EXTERNAL_ID (e.g. chats:c1)")
+    if not _is_utf8(text):  # bytes the shell passed on undecoded: no stored ref looks like that
+        raise UsageError(f"{text!r} is not valid UTF-8 text; copy the ref from plora's own output")
     return Ref(source, external_id)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_value(text: str) -> LabelValue:
@@ -483,6 +493,8 @@ def _parse_line(path: Path, number: int, raw: str) -> _Line:
             return None
         if not isinstance(value, str) or (required and not value):
             raise bad(f"{key!r} must be {'a non-empty' if required else 'a'} string")
+        if not _is_utf8(value):  # a lone surrogate escape ("\ud800") the store can't hold
+            raise bad(f"{key!r} is not valid UTF-8 text")
         return value
 
     def number_(key: str, default: int | None) -> int | None:

@@ -33,6 +33,12 @@ def resolve_url(url: str, home: Path) -> str:
     path = Path(parsed.database).expanduser()
     if not path.is_absolute():
         path = home / path
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # a folder name in another encoding (surrogate escapes)
+        shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise StorageError(f"store.url: the store path {shown} is not valid UTF-8, which SQLite needs; "
+                           "use a home folder (or store.url) whose name is UTF-8") from None
     return parsed.set(database=str(path)).render_as_string(hide_password=False)
 
 

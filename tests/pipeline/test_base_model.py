@@ -394,3 +394,12 @@ def test_corrupted_cache_is_detected_and_rebuilt(built_home: Path, tmp_path: Pat
     reloaded = bm.load_base("builtin:tiny-llama", home=home, quantization="none", double_quant=False)
     assert reloaded.fingerprint == fingerprint
     assert _files(folder) == good
+
+
+def test_nf4_layers_keep_one_layout_for_eval_and_training(tmp_path: Path) -> None:
+    """bitsandbytes would repack NF4 weights for CPU inference (and cut LoRA gradients); load_base stops it."""
+    import bitsandbytes as bnb
+
+    loaded = bm.load_base("builtin:tiny-llama", home=tmp_path, quantization="nf4", double_quant=True)
+    layers = [m for m in loaded.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and all(m.support_avx512bf16_for_cpu is False for m in layers)

@@ -1,0 +1,242 @@
+"""``plora adapters list|show|verify|promote|rollback|export|combine`` and ``plora generate``.
+
+Each command calls pipeline.registry / pipeline.generate and formats the result. REF is
+``PROFILE`` (its current version) or ``PROFILE@vN``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from flows.output import print_json, stdout
+from flows.options import HomeOption, JsonOption
+
+if TYPE_CHECKING:
+    from pipeline.registry import AdapterVersion
+
+RefArgument = Annotated[str, typer.Argument(help="PROFILE (its current version) or PROFILE@vN.", show_default=False)]
+
+
+def register(app: typer.Typer) -> None:
+    adapters_app = typer.Typer(help="Registered adapter versions: list, show, verify, promote, roll back, "
+                               "export, combine.", no_args_is_help=True)
+    adapters_app.command("list")(list_)
+    adapters_app.command("show")(show)
+    adapters_app.command("verify")(verify)
+    adapters_app.command("promote")(promote)
+    adapters_app.command("rollback")(rollback)
+    adapters_app.command("export")(export)
+    adapters_app.command("combine")(combine)
+    app.add_typer(adapters_app, name="adapters")
+    app.command("generate")(generate)
+
+
+def _as_dict(version: AdapterVersion, current: int | None) -> dict[str, Any]:
+    manifest = version.manifest
+    return {
+        "ref": version.ref,
+        "profile": version.profile,
+        "version": version.version,
+        "status": version.status,
+        "current": current == version.version,
+        "parent_version": version.parent_version,
+        "base_model": version.base_model,
+        "base_fingerprint": version.base_fingerprint,
+        "path": str(version.path),
+        "created_at": manifest.get("created_at"),
+        "run_id": manifest.get("run_id"),
+        "metrics": manifest.get("metrics") or {},
+        "gate": manifest.get("gate") or {},
+    }
+
+
+def list_(
+    profile: Annotated[str | None, typer.Option("--profile", help="Only this profile.", show_default=False)] = None,
+    home: HomeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Every registered version, oldest first; * marks each profile's current one."""
+    from pipeline.registry import current_versions, list_versions
+    from pipeline.workspace import open_workspace
+
+    with open_workspace(home, check_paths=False) as workspace:
+        versions = list_versions(workspace, profile)
+        currents = current_versions(workspace)
+    rows = [_as_dict(version, currents.get(version.profile)) for version in versions]
+    if json:
+        print_json({"adapters": rows})
+        return
+    if not rows:
+        stdout.print("no adapters registered" + (f" for {escape(profile)}" if profile else ""))
+        return
+    table = Table("", "ref", "status", "parent", "eval loss", "created", box=None)
+    for row in rows:
+        loss = row["metrics"].get("eval_loss")
+        table.add_row("*" if row["current"] else "", row["ref"], row["status"],
+                      f"v{row['parent_version']}" if row["parent_version"] else "-",
+                      f"{loss:.4f}" if isinstance(loss, int | float) else "-", (row["created_at"] or "")[:19])
+    stdout.print(table)
+
+
+def show(ref: RefArgument, home: HomeOption = None, json: JsonOption = False) -> None:
+    """A version's manifest: base, datasets, LoRA and training config, metrics and the gate decision."""
+    from pipeline.registry import current_versions, resolve
+    from pipeline.workspace import open_workspace
+
+    with open_workspace(home, check_paths=False) as workspace:
+        version = resolve(workspace, ref)
+        currents = current_versions(workspace)
+    document = {**_as_dict(version, currents.get(version.profile)), "manifest": version.manifest}
+    if json:
+        print_json(document)
+        return
+    manifest = version.manifest
+    stdout.print(f"[bold]{escape(version.ref)}[/] {version.status}" + (" (current)" if document["current"] else ""))
+    stdout.print(f"path      {escape(str(version.path))}")
+    stdout.print(f"parent    {'v' + str(version.parent_version) if version.parent_version else '-'}")
+    stdout.print(f"base      {escape(version.base_model)} {version.base_fingerprint[:12]}")
+    stdout.print(f"created   {manifest.get('created_at', '?')}, run {manifest.get('run_id') or '-'}")
+    snapshots = manifest.get("snapshots") or {}
+    stdout.print("datasets  " + (", ".join(f"{k} {v[:12]}" for k, v in sorted(snapshots.items())) or "-"))
+    for key in ("lora", "train", "metrics"):
+        values = {k: v for k, v in (manifest.get(key) or {}).items()
+                  if v is not None and not (key == "metrics" and isinstance(v, dict | list))}  # nested: see --json
+        stdout.print(f"{key:<9} " + (escape(", ".join(f"{k}={v}" for k, v in sorted(values.items()))) or "-"))
+    gate = manifest.get("gate") or {}
+    numbers = ", ".join(f"{k}={v}" for k, v in sorted(gate.items()) if k not in ("accepted", "reasons"))
+    stdout.print(f"gate      {'accepted' if gate.get('accepted') else 'rejected'}"
+                 + (f" ({escape(numbers)})" if numbers else ""))
+    for reason in gate.get("reasons") or []:
+        stdout.print(f"          - {escape(str(reason))}")
+    if manifest.get("composition"):
+        parts = ", ".join(f"{p['weight']:g} x {p['ref']}" for p in manifest["composition"]["components"])
+        stdout.print(f"combines  {escape(parts)} ({manifest['composition']['combination_type']})")
+
+
+def verify(ref: RefArgument, home: HomeOption = None, json: JsonOption = False) -> None:
+    """Check every file of a version against its manifest (exit 1 listing every bad file)."""
+    from pipeline.registry import verify as verify_version
+    from pipeline.workspace import open_workspace
+
+    with open_workspace(home, check_paths=False) as workspace:
+        version = verify_version(workspace, ref)
+    files = sorted(version.manifest["files"])
+    if json:
+        print_json({"ref": version.ref, "ok": True, "files": files})
+        return
+    stdout.print(f"{escape(version.ref)}: ok, {len(files)} files match plora.json")
+
+
+def promote(
+    ref: RefArgument,
+    force: Annotated[bool, typer.Option("--force", help="Also a version the eval gate rejected.")] = False,
+    home: HomeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Make a version its profile's current one (after verifying it)."""
+    from pipeline.registry import promote as promote_version
+    from pipeline.workspace import open_workspace
+
+    with open_workspace(home, check_paths=False) as workspace:
+        version = promote_version(workspace, ref, force=force)
+    if json:
+        print_json({"profile": version.profile, "current": version.ref})
+        return
+    stdout.print(f"{escape(version.profile)}: current is now {escape(version.ref)}")
+
+
+def rollback(
+    profile: Annotated[str, typer.Argument(help="The profile.", show_default=False)],
+    home: HomeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Move a profile's current pointer back to the newest accepted version below it."""
+    from pipeline.registry import rollback as rollback_profile
+    from pipeline.workspace import open_workspace
+
+    with open_workspace(home, check_paths=False) as workspace:
+        version = rollback_profile(workspace, profile)
+    if json:
+        print_json({"profile": version.profile, "current": version.ref})
+        return
+    stdout.print(f"{escape(version.profile)}: current is now {escape(version.ref)}")
+
+
+def export(
+    ref: RefArgument,
+    dest: Annotated[Path, typer.Argument(help="A new or empty folder.", show_default=False)],
+    merged: Annotated[bool, typer.Option("--merged", help="The base with the adapter merged into its weights "
+                                         "(full precision, safetensors) instead of the PEFT folder.")] = False,
+    home: HomeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Write a version as a plain PEFT folder, or merged into the base model with --merged."""
+    from pipeline.registry import export as export_version
+    from pipeline.workspace import open_workspace
+
+    with open_workspace(home, check_paths=False) as workspace:
+        path = export_version(workspace, ref, dest, merged=merged)
+    if json:
+        print_json({"ref": ref, "path": str(path), "merged": merged})
+        return
+    stdout.print(f"wrote {'merged model' if merged else 'adapter'} {escape(ref)} to {escape(str(path))}")
+
+
+def combine(
+    refs: Annotated[list[str], typer.Argument(help="Two or more adapter refs.", show_default=False)],
+    profile: Annotated[str, typer.Option("--profile", help="Register the result as a new version of this "
+                                         "profile.", show_default=False)],
+    weight: Annotated[list[float] | None, typer.Option("--weight", help="One per ref, in order (repeat it) "
+                                                       "(default: equal weights summing to 1).",
+                                                       show_default=False)] = None,
+    combination_type: Annotated[str, typer.Option("--type", help="cat (exact, rank = sum of ranks), linear or "
+                                                  "svd.")] = "cat",
+    promote_it: Annotated[bool, typer.Option("--promote", help="Make it the profile's current version.")] = False,
+    home: HomeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Register a weighted composition of adapters (PEFT add_weighted_adapter) as a new version."""
+    from pipeline.registry import combine as combine_versions
+    from pipeline.workspace import open_workspace
+
+    weights = list(weight) if weight else [1.0 / len(refs)] * len(refs)
+    with open_workspace(home, check_paths=False) as workspace:
+        version = combine_versions(workspace, refs, weights, profile=profile, combination_type=combination_type,
+                                   promote=promote_it)
+    if json:
+        print_json(_as_dict(version, version.version if promote_it else None))
+        return
+    stdout.print(f"registered {escape(version.ref)}" + (" (current)" if promote_it else ""))
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="The user message.", show_default=False)],
+    profile: Annotated[str | None, typer.Option("--profile", help="The profile (default: the first in "
+                                                "plora.toml).", show_default=False)] = None,
+    version: Annotated[int | None, typer.Option("--version", help="This version instead of the current one.",
+                                                show_default=False)] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, max=4096,
+                                                          help="Most tokens to generate.")] = 64,
+    home: HomeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Reply to PROMPT with a profile's adapter on the base model."""
+    from pipeline.generate import load_profiles
+    from pipeline.workspace import open_workspace
+
+    with open_workspace(home, check_paths=False) as workspace:
+        if profile is None:
+            profile, _ = workspace.config.profile(None)
+        loaded = load_profiles(workspace, [profile], versions={profile: version} if version is not None else None)
+        reply = loaded.generate(prompt, max_new_tokens=max_new_tokens)
+    ref = loaded.versions[profile].ref
+    if json:
+        print_json({"ref": ref, "prompt": prompt, "reply": reply})
+        return
+    sys.stdout.write(reply + "\n")

@@ -1,0 +1,270 @@
+"""Dataset builders: a profile's store rows -> HF ``datasets`` snapshots in TRL's standard formats.
+
+``build_datasets(workspace, profile)`` reads the profile's sources (live, redacted documents and
+the labels in force), builds each kind, dedups it, splits it by document into train / eval, checks
+the SFT loss masks against the base model's chat template, and saves + records every snapshot
+(see pipeline.snapshots for the on-disk contract). Kinds built: ``sft`` and ``text`` always, plus
+``dpo`` / ``kto`` when the profile's ``stages`` name them. A kind with no rows still gets its
+(empty) snapshot, so ``pipeline.snapshots.latest`` always describes the store as it is now and
+never falls back to an older, non-empty build; trainers check ``Snapshot.rows``.
+
+One module per job: corpus (what is read), split (eval split), chat (conversation clean-up), sft,
+text, preference (dpo + kto), windows (length windows), dedup, masks (verifier + highlighted
+render), tokens (base tokenizer helpers), write (fingerprint + atomic save + record).
+
+Metadata (``plora-snapshot.json``, also the store row's ``meta``):
+
+- ``kind``, ``fingerprint``, ``profile``, ``sources``, ``builder_version``, ``created_at``,
+  ``columns``;
+- ``settings``: ``eval_percent``, ``max_length``, ``base_model``, ``tokenizer_fingerprint``,
+  ``split_salt``, ``dedup`` (and ``include_unlabelled`` for sft): everything the fingerprint
+  covers besides the rows;
+- ``rows``, ``tokens``, ``documents`` (distinct documents): ``{"train": n, "eval": n}``;
+  ``trained_tokens`` (sft: tokens carrying loss, as verified; text: all); ``max_example_tokens``
+  (longest sequence; a DPO row counts chosen and rejected separately); ``rows_by_source``;
+- ``labels``: labels in force on the kind's documents: ``documents_good|bad``,
+  ``replies_good|bad``, ``corrections``, ``stale_ignored``;
+- ``redactions``: secret type -> count, over the documents that gave rows;
+- ``cut`` / ``dropped`` / ``counts``: reason -> count (see each builder's docstring; dedup adds
+  ``dropped.exact_duplicate`` / ``near_duplicate``; special-token text is counted in
+  ``counts.neutralised_special_tokens``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.base_model import load_tokenizer, tokenizer_fingerprint
+from pipeline.config import ProfileConfig
+from pipeline.datasets import write
+from pipeline.datasets.common import BUILDER_VERSION, Row, Tally
+from pipeline.datasets.corpus import CONVERSATION, TEXT_KINDS, label_counts, load_corpus, redaction_counts
+from pipeline.datasets.dedup import DedupSettings, dedup
+from pipeline.datasets.masks import Segment, render, verify_rows
+from pipeline.datasets.preference import build_dpo, build_kto
+from pipeline.datasets.sft import build_sft
+from pipeline.datasets.split import EVAL, SALT, SPLITS, TRAIN, side
+from pipeline.datasets.text import build_text
+from pipeline.datasets.tokens import Tokens
+from pipeline.errors import UsageError
+from pipeline.snapshots import KINDS, Snapshot, read_snapshot
+from pipeline.workspace import Workspace
+from storage.corpus import CorpusDocument
+from storage.snapshots import find_snapshot as find_rows
+from storage.snapshots import latest_snapshot, list_snapshots as list_rows
+
+Progress = Callable[[str, int, int], None]  # (kind, documents done, documents in all)
+DEDUP = DedupSettings()
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What ``build_datasets`` made: the snapshot of each kind and whether its folder was written now."""
+
+    profile: str
+    snapshots: dict[str, Snapshot]
+    new: dict[str, bool] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``plora datasets build --json`` document."""
+        return {"profile": self.profile, "snapshots": {
+            kind: {"fingerprint": s.fingerprint, "path": str(s.path), "rows": s.rows,
+                   "tokens": dict(s.meta.get("tokens", {})), "new": self.new.get(kind, False)}
+            for kind, s in self.snapshots.items()}}
+
+
+def kinds_for(profile: ProfileConfig) -> list[str]:
+    return ["sft", "text", *(stage for stage in profile.stages if stage != "sft")]
+
+
+def load_tokens(workspace: Workspace) -> Tokens:
+    """The base model's tokenizer (loaded once per build; no weights) and its fingerprint."""
+    tokenizer = load_tokenizer(workspace.config.base_model.name, home=workspace.home.root)
+    return Tokens(tokenizer, fingerprint=tokenizer_fingerprint(Path(tokenizer.name_or_path)))
+
+
+def build_datasets(workspace: Workspace, profile_name: str | None = None, *,
+                   progress: Progress | None = None) -> BuildResult:
+    """Build, save and record every snapshot kind of the profile (its first one by default)."""
+    name, profile = workspace.config.profile(profile_name)
+    tokens = load_tokens(workspace)
+    corpus = load_corpus(workspace, profile.sources)
+    conversations = [d for d in corpus if d.kind == CONVERSATION]
+    texts = [d for d in corpus if d.kind in TEXT_KINDS]
+    max_length = profile.train.max_length
+    snapshots: dict[str, Snapshot] = {}
+    new: dict[str, bool] = {}
+    for kind in kinds_for(profile):
+        documents = texts if kind == "text" else conversations
+        tick = _ticker(kind, len(documents), progress)
+        if kind == "sft":
+            rows, tally = build_sft(documents, tokens, max_length=max_length,
+                                    include_unlabelled=profile.include_unlabelled, tick=tick)
+        elif kind == "text":
+            rows, tally = build_text(documents, tokens, max_length=max_length, tick=tick)
+        elif kind == "dpo":
+            rows, tally = build_dpo(documents, tokens, max_length=max_length, tick=tick)
+        else:
+            rows, tally = build_kto(documents, tokens, max_length=max_length, tick=tick)
+        snapshot, written = _finish(workspace, name, profile, kind, rows, tally, documents, tokens)
+        snapshots[kind], new[kind] = snapshot, written
+    return BuildResult(name, snapshots, new)
+
+
+def _ticker(kind: str, total: int, progress: Progress | None) -> Callable[[], None] | None:
+    if progress is None:
+        return None
+    done = 0
+    progress(kind, 0, total)
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if done % 50 == 0 or done == total:
+            progress(kind, done, total)
+
+    return tick
+
+
+def settings_for(workspace: Workspace, profile: ProfileConfig, kind: str, tokens: Tokens) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "eval_percent": profile.eval_percent,
+        "max_length": profile.train.max_length,
+        "base_model": workspace.config.base_model.name,
+        "tokenizer_fingerprint": tokens.fingerprint,
+        "split_salt": SALT,
+        "dedup": DEDUP.as_dict(),
+    }
+    if kind == "sft":
+        settings["include_unlabelled"] = profile.include_unlabelled
+    return settings
+
+
+def _finish(workspace: Workspace, profile_name: str, profile: ProfileConfig, kind: str, rows: list[Row],
+            tally: Tally, documents: list[CorpusDocument], tokens: Tokens) -> tuple[Snapshot, bool]:
+    rows = dedup(rows, DEDUP, tally)
+    by_split: dict[str, list[Row]] = {split: [] for split in SPLITS}
+    for row in rows:
+        by_split[side(row.ref, profile.eval_percent)].append(row)
+    for split in SPLITS:
+        by_split[split].sort(key=lambda row: (row.ref, row.order))
+    trained: dict[str, int] = {}
+    if kind == "sft":
+        for split in SPLITS:
+            lengths = verify_rows(split, by_split[split], tokens)
+            by_split[split] = [Row(r.document_id, r.ref, r.source, r.order, r.data, r.key, total)
+                               for r, (total, _) in zip(by_split[split], lengths, strict=True)]
+            trained[split] = sum(mask for _, mask in lengths)
+    elif kind == "text":
+        trained = {split: sum(r.tokens for r in by_split[split]) for split in SPLITS}
+    records = {split: [row.record() for row in by_split[split]] for split in SPLITS}
+    settings = settings_for(workspace, profile, kind, tokens)
+    fingerprint = write.fingerprint(profile=profile_name, kind=kind, settings=settings, splits=records)
+    used = {row.document_id for row in rows}
+    by_source: dict[str, Counter[str]] = {}
+    for split in SPLITS:
+        for row in by_split[split]:
+            by_source.setdefault(row.source, Counter())[split] += 1
+    meta: dict[str, Any] = {
+        "kind": kind,
+        "fingerprint": fingerprint,
+        "profile": profile_name,
+        "sources": list(profile.sources),
+        "builder_version": BUILDER_VERSION,
+        "created_at": datetime.now(UTC).isoformat(),
+        "settings": settings,
+        "columns": list(write.features(kind)),
+        "rows": {split: len(by_split[split]) for split in SPLITS},
+        "tokens": {split: sum(r.tokens for r in by_split[split]) for split in SPLITS},
+        "max_example_tokens": max((r.longest_sequence for split in SPLITS for r in by_split[split]), default=0),
+        "documents": {split: len({r.document_id for r in by_split[split]}) for split in SPLITS},
+        "rows_by_source": {source: {split: counts[split] for split in SPLITS}
+                           for source, counts in sorted(by_source.items())},
+        "labels": label_counts(documents),
+        "redactions": redaction_counts(d for d in documents if d.id in used),
+        **tally.as_dict(),
+    }
+    if trained:
+        meta["trained_tokens"] = trained
+    snapshot, written = write.save(workspace, kind, fingerprint, records, meta)
+    write.record(workspace, snapshot, profile_name)
+    return snapshot, written
+
+
+# --- reading snapshots back -------------------------------------------------------------------------
+
+def list_snapshots(workspace: Workspace, profile: str | None = None) -> list[dict[str, Any]]:
+    """Every recorded snapshot, oldest first, with whether it is its profile's latest of its kind."""
+    with workspace.store.read() as session:
+        rows = list_rows(session, profile)
+        latest_ids = {key: current.id for key in {(r.profile, r.kind) for r in rows}
+                      if (current := latest_snapshot(session, *key)) is not None}
+        return [{
+            "profile": r.profile, "kind": r.kind, "fingerprint": r.fingerprint,
+            "path": str(workspace.home.root / r.path), "rows": dict(r.meta.get("rows", {})),
+            "tokens": dict(r.meta.get("tokens", {})), "created_at": r.created_at.isoformat(),
+            "latest": latest_ids.get((r.profile, r.kind)) == r.id,
+        } for r in rows]
+
+
+def find_snapshot(workspace: Workspace, prefix: str) -> Snapshot:
+    """The snapshot whose fingerprint starts with ``prefix``; UsageError when none or several do."""
+    prefix = prefix.strip().lower()
+    if not prefix:
+        raise UsageError("give a snapshot fingerprint (or a prefix of one); see `plora datasets list`")
+    with workspace.store.read() as session:
+        rows = find_rows(session, prefix)
+        found = [(r.kind, r.fingerprint, workspace.home.root / r.path) for r in rows]
+    if not found:
+        raise UsageError(f"no dataset snapshot matches {prefix!r}; see `plora datasets list`")
+    if len(found) > 1:
+        names = ", ".join(f"{kind}/{fp[:12]}" for kind, fp, _ in found[:5])
+        raise UsageError(f"{prefix!r} matches {len(found)} snapshots ({names}); give more of the fingerprint")
+    return read_snapshot(found[0][2])
+
+
+@dataclass(frozen=True)
+class ExampleView:
+    kind: str
+    split: str
+    index: int
+    row: dict[str, Any]
+    segments: list[Segment] | None  # sft / text: the tokens the trainer sees, trained or not
+    note: str | None = None  # e.g. the base tokenizer changed since the snapshot was built
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "split": self.split, "index": self.index, "row": self.row,
+                "segments": None if self.segments is None else
+                [{"text": s.text, "trained": s.trained} for s in self.segments], "note": self.note}
+
+
+def show_example(workspace: Workspace, snapshot: Snapshot, index: int, split: str = TRAIN) -> ExampleView:
+    if split not in SPLITS:
+        raise UsageError(f"split {split!r}: expected {TRAIN} or {EVAL}")
+    count = snapshot.rows.get(split, 0)
+    if not 0 <= index < count:
+        raise UsageError(f"{snapshot.kind}/{snapshot.fingerprint[:12]} has {count} {split} examples; "
+                         f"--example must be 0..{count - 1}" if count else
+                         f"{snapshot.kind}/{snapshot.fingerprint[:12]} has no {split} examples")
+    row = snapshot.load()[split][index]
+    if snapshot.kind not in ("sft", "text"):
+        return ExampleView(snapshot.kind, split, index, row, None)
+    tokens = load_tokens(workspace)
+    note = None
+    if snapshot.meta.get("settings", {}).get("tokenizer_fingerprint") != tokens.fingerprint:
+        note = (f"the base tokenizer ({workspace.config.base_model.name}) changed since this snapshot was built; "
+                "shown with the current one")
+    if snapshot.kind == "sft":
+        segments = render(row["messages"], tokens)
+    else:
+        segments = [Segment(row["text"] + tokens.eos, True)]
+    return ExampleView(snapshot.kind, split, index, row, segments, note)
+
+
+__all__ = ["KINDS", "BuildResult", "ExampleView", "Progress", "build_datasets", "find_snapshot", "kinds_for",
+           "list_snapshots", "load_tokens", "show_example"]

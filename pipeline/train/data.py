@@ -1,0 +1,147 @@
+"""A run's data: the profile's latest snapshots as rows, the stages they allow, tokenization for SFT,
+and the fingerprint of everything trained and evaluated (what resume checks).
+
+SFT trains on the ``sft`` rows (chats, assistant-only loss) and the ``text`` rows (every token) of
+the train splits, plus replay rows in continue mode; the eval split of both is what eval loss is
+measured on. ``dpo`` / ``kto`` rows feed their stage; ``dpo`` eval rows give preference accuracy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import TrainingError
+from pipeline.snapshots import Snapshot, latest
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
+
+    from pipeline.workspace import Workspace
+
+COLUMNS = {
+    "sft": ("messages", "source", "ref"),
+    "text": ("text", "source", "ref"),
+    "dpo": ("prompt", "chosen", "rejected", "source", "ref"),
+    "kto": ("prompt", "completion", "label", "source", "ref"),
+}
+
+
+@dataclass
+class RunData:
+    snapshots: dict[str, Snapshot]
+    lm_train: list[dict[str, Any]]  # sft + text train rows, each with "kind"
+    lm_eval: list[dict[str, Any]]
+    preference_train: dict[str, list[dict[str, Any]]]  # "dpo" / "kto" -> rows
+    preference_eval: dict[str, list[dict[str, Any]]]
+    replay_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return {kind: snap.fingerprint for kind, snap in sorted(self.snapshots.items())}
+
+    def fingerprint(self) -> str:
+        """sha256 over every row this run trains or evaluates on, in order, part by part."""
+        digest = hashlib.sha256(b"plora-run-data-v1\n")
+        parts: list[tuple[str, list[dict[str, Any]]]] = [
+            ("lm_train", self.lm_train), ("lm_eval", self.lm_eval), ("replay", self.replay_rows),
+            *((f"{kind}_train", rows) for kind, rows in sorted(self.preference_train.items())),
+            *((f"{kind}_eval", rows) for kind, rows in sorted(self.preference_eval.items())),
+        ]
+        for name, rows in parts:
+            digest.update(f"[{name}] {len(rows)}\n".encode())
+            for row in rows:
+                digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode() + b"\n")
+        return digest.hexdigest()
+
+    def sources(self) -> dict[str, dict[str, int]]:
+        """Training rows per source and kind (replay rows counted under ``replay``)."""
+        out: dict[str, dict[str, int]] = {}
+        for rows, kind_of in ((self.lm_train, None), (self.replay_rows, "replay")):
+            for row in rows:
+                bucket = out.setdefault(str(row.get("source") or "(none)"), {})
+                kind = kind_of or row["kind"]
+                bucket[kind] = bucket.get(kind, 0) + 1
+        for kind, rows in self.preference_train.items():
+            for row in rows:
+                bucket = out.setdefault(str(row.get("source") or "(none)"), {})
+                bucket[kind] = bucket.get(kind, 0) + 1
+        return dict(sorted(out.items()))
+
+
+def _rows(snapshot: Snapshot, split: str) -> list[dict[str, Any]]:
+    data = snapshot.load()
+    if split not in data:
+        return []
+    columns = [c for c in COLUMNS[snapshot.kind] if c in data[split].column_names]
+    return [{**{c: row[c] for c in columns}, "kind": snapshot.kind} for row in data[split]]
+
+
+def load_run_data(workspace: Workspace, profile: str, stages: tuple[str, ...]) -> tuple[RunData, list[str], list[dict[str, str]]]:
+    """The profile's latest snapshots as rows; the stages that have data; the stages skipped and why.
+
+    No ``sft`` snapshot is an error that says to build the datasets first."""
+    snapshots: dict[str, Snapshot] = {}
+    for kind in ("sft", "text", "dpo", "kto"):
+        if kind != "kto" or kind in stages:  # dpo eval pairs give preference accuracy even without the stage
+            snap = latest(workspace, profile, kind)
+            if snap is not None:
+                snapshots[kind] = snap
+    if "sft" not in snapshots:
+        raise TrainingError(f"profile {profile!r} has no sft dataset snapshot yet: run `plora datasets build "
+                            f"--profile {profile}` first (after `plora ingest`)")
+    lm_train, lm_eval = [], []
+    for kind in ("sft", "text"):
+        if kind in snapshots:
+            lm_train += _rows(snapshots[kind], "train")
+            lm_eval += _rows(snapshots[kind], "eval")
+    if not lm_train:
+        raise TrainingError(f"profile {profile!r}: the sft (and text) snapshots have no training rows; add material "
+                            "or labels and run `plora datasets build` again")
+    preference_train, preference_eval = {}, {}
+    for kind in ("dpo", "kto"):
+        if kind in snapshots:
+            preference_train[kind] = _rows(snapshots[kind], "train") if kind in stages else []
+            preference_eval[kind] = _rows(snapshots[kind], "eval") if kind == "dpo" else []
+    run_stages, skipped = ["sft"], []
+    for stage in stages[1:]:
+        if preference_train.get(stage):
+            run_stages.append(stage)
+        else:
+            skipped.append({"stage": stage, "reason": f"no {stage} training rows in the profile's snapshots "
+                            f"(label some replies good/bad or write corrections, then `plora datasets build`)"})
+    preference_train = {k: v for k, v in preference_train.items() if k in run_stages}
+    preference_eval = {k: v for k, v in preference_eval.items() if v}
+    used = {"sft", "text", *run_stages, *preference_eval}
+    snapshots = {kind: snap for kind, snap in snapshots.items() if kind in used}
+    return RunData(snapshots, lm_train, lm_eval, preference_train, preference_eval), run_stages, skipped
+
+
+def tokenize_lm(rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int) -> tuple[Dataset, int]:
+    """SFT rows (chat or text) as a Dataset of ``input_ids`` / ``labels`` / ``source``, and how many
+    rows were dropped because nothing was left to learn after truncation to ``max_length``."""
+    from datasets import Dataset
+
+    from pipeline.evaluate import has_labels, tokenize_lm_row
+
+    out, dropped = [], 0
+    for row in rows:
+        example = tokenize_lm_row(row, tokenizer, max_length)
+        if has_labels(example):
+            out.append({**example, "source": str(row.get("source") or "(none)")})
+        else:
+            dropped += 1
+    if not out:
+        return Dataset.from_dict({"input_ids": [], "labels": [], "source": []}), dropped
+    return Dataset.from_list(out), dropped
+
+
+def preference_dataset(rows: list[dict[str, Any]], kind: str) -> Dataset:
+    """``dpo`` / ``kto`` rows in TRL's conversational format (only the columns TRL reads)."""
+    from datasets import Dataset
+
+    columns = ("prompt", "chosen", "rejected") if kind == "dpo" else ("prompt", "completion", "label")
+    return Dataset.from_list([{c: row[c] for c in columns} for row in rows])

@@ -1,0 +1,231 @@
+"""The recipe: a profile's training settings as validated dataclasses, and the small helpers that
+turn them into library objects (``get_lora_config``, ``sft_args``, ``dpo_args``, ``kto_args``).
+
+``get_quantization_config`` lives in pipeline.base_model (``load_base`` uses it). What the config
+hash covers is ``Recipe.hashed()``: everything that changes what a run computes. Left out on
+purpose: ``save_steps`` (only how often checkpoints are written), the gate (applied after training,
+with today's values) and the device (a run may resume on another machine; its numbers then match
+within float tolerance, not bit for bit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from peft import LoraConfig as PeftLoraConfig
+    from trl import DPOConfig, KTOConfig, SFTConfig
+
+MODES = ("scratch", "continue")
+STAGES = ("sft", "dpo", "kto")
+RECIPE_VERSION = 1  # bump when the training code changes what a recipe computes
+SAVE_TOTAL_LIMIT = 2  # checkpoints kept per stage: the newest can be incomplete, the one before is not
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: tuple[str, ...] | str  # module names, or "all-linear"
+
+    def __post_init__(self) -> None:
+        if self.r <= 0:
+            raise ValueError(f"lora.r must be > 0 (got {self.r})")
+        if self.alpha <= 0:
+            raise ValueError(f"lora.alpha must be > 0 (got {self.alpha})")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1) (got {self.dropout})")
+        if isinstance(self.target_modules, str):
+            if self.target_modules != "all-linear":
+                raise ValueError(f"lora.target_modules: {self.target_modules!r}: a list of module names or 'all-linear'")
+        elif not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
+            raise ValueError("lora.target_modules must name at least one module (e.g. ['q_proj', 'v_proj'])")
+
+    @property
+    def scaling(self) -> float:
+        """LoRA's update scale, alpha / r."""
+        return self.alpha / self.r
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    max_steps: int
+    learning_rate: float
+    batch_size: int
+    gradient_accumulation_steps: int
+    max_length: int
+    packing: bool
+    seed: int
+    save_steps: int
+    replay_fraction: float
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "save_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name} must be > 0 (got {getattr(self, name)})")
+        if not self.learning_rate > 0:
+            raise ValueError(f"train.learning_rate must be > 0 (got {self.learning_rate})")
+        if self.max_length < 32:
+            raise ValueError(f"train.max_length must be >= 32 (got {self.max_length})")
+        if not 0 <= self.replay_fraction <= 1:
+            raise ValueError(f"train.replay_fraction must be in [0, 1] (got {self.replay_fraction})")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What ``plora train`` trains for one profile (config + command-line overrides)."""
+
+    profile: str
+    mode: str  # requested: "scratch" | "continue"
+    stages: tuple[str, ...]
+    base_model: str
+    quantization: str
+    double_quant: bool
+    lora: LoraSettings
+    train: TrainSettings
+    min_improvement: float
+    max_source_regression: float
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r}: expected 'scratch' or 'continue'")
+        if not self.stages or self.stages[0] != "sft" or any(s not in STAGES for s in self.stages) \
+                or len(self.stages) > 2 or len(set(self.stages)) != len(self.stages):
+            raise ValueError(f"stages {list(self.stages)}: expected ['sft'], ['sft', 'dpo'] or ['sft', 'kto']")
+        if self.quantization not in ("nf4", "none"):
+            raise ValueError(f"base_model.quantization {self.quantization!r}: expected 'nf4' or 'none'")
+        if "kto" in self.stages and self.train.batch_size < 2:
+            raise ValueError("train.batch_size must be >= 2 for the kto stage (its KL term compares "
+                             "completions within a batch)")
+
+    @classmethod
+    def from_config(cls, config: Config, profile: str | None, *, mode: str | None = None,
+                    max_steps: int | None = None) -> Recipe:
+        """The profile's recipe; ``mode`` / ``max_steps`` override the config (command-line flags).
+        A bad value is a ConfigError naming the key (exit 2)."""
+        name, settings = config.profile(profile)
+        try:
+            train = TrainSettings(**settings.train.model_dump())
+            if max_steps is not None:
+                train = replace(train, max_steps=max_steps)
+            targets = settings.lora.target_modules
+            return cls(
+                profile=name,
+                mode=mode or settings.mode,
+                stages=tuple(settings.stages),
+                base_model=config.base_model.name,
+                quantization=config.base_model.quantization,
+                double_quant=config.base_model.double_quant,
+                lora=LoraSettings(r=settings.lora.r, alpha=float(settings.lora.alpha), dropout=settings.lora.dropout,
+                                  target_modules=targets if isinstance(targets, str) else tuple(targets)),
+                train=train,
+                min_improvement=settings.gate.min_improvement,
+                max_source_regression=settings.gate.max_source_regression,
+            )
+        except ValueError as e:
+            raise ConfigError(config.file, f"profiles.{name}", str(e)) from e
+
+    def hashed(self) -> dict[str, Any]:
+        """The settings the config hash covers (JSON-ready, stable key order)."""
+        train = asdict(self.train)
+        del train["save_steps"]
+        lora = asdict(self.lora)
+        lora["target_modules"] = self.lora.target_modules if isinstance(self.lora.target_modules, str) \
+            else list(self.lora.target_modules)
+        return {
+            "recipe_version": RECIPE_VERSION,
+            "profile": self.profile,
+            "mode": self.mode,
+            "stages": list(self.stages),
+            "base_model": {"name": self.base_model, "quantization": self.quantization,
+                           "double_quant": self.double_quant},
+            "lora": lora,
+            "train": train,
+        }
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.hashed(), sort_keys=True).encode()).hexdigest()
+
+    def lora_dict(self) -> dict[str, Any]:
+        return self.hashed()["lora"]
+
+    def train_dict(self) -> dict[str, Any]:
+        return asdict(self.train)
+
+
+# --- library objects ---------------------------------------------------------------------------------
+
+
+def get_lora_config(lora: LoraSettings) -> PeftLoraConfig:
+    """PEFT LoRA settings: rank r, scaling alpha / r, dropout on the adapter input, the target modules
+    (``q_proj`` + ``v_proj`` by default, as in the LoRA paper; ``all-linear`` = every linear layer but
+    the output head), no bias training."""
+    from peft import LoraConfig
+
+    targets = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def use_gradient_checkpointing(device: str) -> bool:
+    """On for CUDA (memory is what limits QLoRA there), off on CPU (the builtin model is tiny and
+    recomputing activations would only slow it down)."""
+    return device.startswith("cuda")
+
+
+def _common_args(train: TrainSettings, output_dir: Path, device: str) -> dict[str, Any]:
+    import torch
+
+    cuda = device.startswith("cuda")
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    return {
+        "output_dir": str(output_dir),
+        "max_steps": train.max_steps,
+        "per_device_train_batch_size": train.batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "learning_rate": train.learning_rate,
+        "seed": train.seed,
+        "data_seed": train.seed,
+        "optim": "paged_adamw_8bit",  # on CPU bitsandbytes falls back to the non-paged 8-bit AdamW
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": train.save_steps,
+        "save_total_limit": SAVE_TOTAL_LIMIT,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "use_cpu": not cuda,
+        "bf16": bf16,
+        "fp16": cuda and not bf16,
+        "activation_checkpointing": use_gradient_checkpointing(device),
+        "include_num_input_tokens_seen": "non_padding",
+        "dataloader_num_workers": 0,
+        "eval_strategy": "no",
+    }
+
+
+def sft_args(train: TrainSettings, output_dir: Path, device: str) -> SFTConfig:
+    """SFT on pre-tokenized rows (``input_ids`` + ``labels``, assistant-only labels already applied):
+    TRL leaves a dataset with a ``labels`` column as it is, so chat and text rows train together."""
+    from trl import SFTConfig
+
+    return SFTConfig(**_common_args(train, output_dir, device), max_length=train.max_length, packing=train.packing,
+                     assistant_only_loss=False, completion_only_loss=False)
+
+
+def dpo_args(train: TrainSettings, output_dir: Path, device: str) -> DPOConfig:
+    from trl import DPOConfig
+
+    return DPOConfig(**_common_args(train, output_dir, device), max_length=train.max_length)
+
+
+def kto_args(train: TrainSettings, output_dir: Path, device: str) -> KTOConfig:
+    from trl import KTOConfig
+
+    return KTOConfig(**_common_args(train, output_dir, device), max_length=train.max_length)

@@ -1,0 +1,99 @@
+"""The SFT stage: supervised fine-tuning of the LoRA adapter on the profile's chats and notes.
+
+Rows arrive tokenized (``input_ids`` + ``labels``, see pipeline.train.data.tokenize_lm): chat rows
+with labels only on the assistant's tokens, text rows on every token. TRL's SFTTrainer keeps a
+dataset that already has ``labels`` as it is (it only packs it when ``train.packing`` is on), so
+chats and text train in one stage with the same masking the evaluation uses.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipeline.train.resume import Checkpoint
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback
+    from trl import SFTConfig
+
+
+@dataclass
+class StageResult:
+    stage: str
+    steps: int
+    loss_history: list[dict[str, Any]]  # {"step": N, "loss": x} for every logged step, resumed ones included
+    tokens: int  # input tokens seen (padding excluded)
+    wall_seconds: float  # training time of the stage, earlier sessions of a resumed run included
+    resumed_from_step: int | None = None
+    earlier_seconds: float = 0.0  # the part of wall_seconds spent in earlier sessions
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "steps": self.steps, "loss_history": self.loss_history, "tokens": self.tokens,
+                "wall_seconds": round(self.wall_seconds, 3), "resumed_from_step": self.resumed_from_step}
+
+
+def trainable_state(model: Any) -> dict[str, Any]:
+    """The trainable tensors as they are now (to restore their dtype after TRL's bf16 cast)."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def keep_adapter_dtype(model: Any, saved: dict[str, Any]) -> None:
+    """Undo TRL's cast of the LoRA weights to bf16 on a quantized model, putting back the exact saved
+    tensors: on CPU the compute dtype is float32 and bf16 adapters would only lose precision (and a
+    continued adapter would no longer start from its parent's exact weights)."""
+    for name, param in model.named_parameters():
+        if name in saved and param.dtype != saved[name].dtype:
+            param.data = saved[name]
+
+
+def quiet(trainer: Trainer) -> None:
+    """No Trainer printing on stdout (``--json`` owns it) and no tqdm bars: progress goes through
+    plora's own callback."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def run_trainer(trainer: Trainer, stage: str, resume_from: Checkpoint | None, clock: StageClock) -> StageResult:
+    """``trainer.train()``, from ``resume_from`` when given (its hashes were verified by the caller)."""
+    clock.start()
+    output = trainer.train(resume_from_checkpoint=str(resume_from.path) if resume_from else None)
+    state = trainer.state
+    losses = [{"step": int(e["step"]), "loss": float(e["loss"])} for e in state.log_history if "loss" in e]
+    del output
+    return StageResult(stage=stage, steps=int(state.global_step), loss_history=losses,
+                       tokens=int(state.num_input_tokens_seen or 0), wall_seconds=clock(),
+                       resumed_from_step=resume_from.step if resume_from else None)
+
+
+class StageClock:
+    """Training seconds of a stage: earlier sessions (from the resumed checkpoint) + this one."""
+
+    def __init__(self, before: float = 0.0) -> None:
+        self.before = before
+        self.started: float | None = None
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.before + (time.monotonic() - self.started if self.started is not None else 0.0)
+
+
+def train_sft(model: Any, tokenizer: PreTrainedTokenizerBase, train: Dataset, *, args: SFTConfig,
+              callbacks: list[TrainerCallback], resume_from: Checkpoint | None, clock: StageClock,
+              keep_fp32: bool) -> StageResult:
+    """Train ``model`` (a PeftModel whose adapter ``default`` is trainable) on ``train``."""
+    from trl import SFTTrainer
+
+    saved = trainable_state(model) if keep_fp32 else {}
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                         callbacks=callbacks)
+    keep_adapter_dtype(trainer.model, saved)
+    quiet(trainer)
+    return run_trainer(trainer, "sft", resume_from, clock)
