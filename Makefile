@@ -22,9 +22,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
+# Two months of plora on the example corpus, in $(DEMO_HOME) (recreated each time):
+# month 1 trains work@v1 from scratch; then Sam corrects a reply; month 2 continues from v1,
+# with a DPO stage on the correction, and the eval gate decides whether v2 becomes current.
 demo: setup
-	$(BIN)/plora init --example --force --home $(DEMO_HOME)
-	$(BIN)/plora ingest --home $(DEMO_HOME)
+	rm -rf $(DEMO_HOME)
+	$(BIN)/plora init --example --home $(DEMO_HOME)
+	$(BIN)/plora run --home $(DEMO_HOME)
+	$(BIN)/plora label chats:chat-0003 bad --message 1 --home $(DEMO_HOME) \
+	  --correction "Pass the SNI or you test the default certificate: echo | openssl s_client -connect api.example.com:443 -servername api.example.com 2>/dev/null | openssl x509 -noout -subject -dates"
+	$(BIN)/plora run --home $(DEMO_HOME)
+	$(BIN)/plora adapters list --home $(DEMO_HOME)
+	$(BIN)/plora generate --profile work --home $(DEMO_HOME) "How do I check which certificate a server serves?"
 	$(BIN)/plora status --home $(DEMO_HOME)
 
 test: setup

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -280,7 +281,10 @@ def load_base(
         fingerprint = fingerprint_folder(folder)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # plora shows its own progress; keep stderr readable
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     quantization_config = get_quantization_config(quantization, double_quant, device)
     kwargs: dict[str, Any] = {
         "trust_remote_code": False,
