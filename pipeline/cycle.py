@@ -210,28 +210,12 @@ def resumable_run(workspace: Workspace, profile: str, *, mode: str | None = None
     ``mode`` / ``max_steps`` are the overrides the new attempt would pass: a resumed run keeps its own
     when they are None (as ``train_profile`` does). A run being trained by another process right now is a
     TrainingError: starting a second run beside it would only compete for the GPU."""
-    from pipeline.errors import TrainingError
+    from pipeline.train import resumable_runs
     from pipeline.train.recipe import Recipe
-    from pipeline.train.resume import RunState, finished_stage, is_locked, last_complete_checkpoint
-    from storage import runs
 
     name, _ = workspace.config.profile(profile)
-    with workspace.store.read() as session:
-        rows = [(row.id, dict(row.config or {}), dict(row.metrics or {}))
-                for row in runs.unfinished_runs(session, name)]
-    for run_id, config, metrics in rows:
-        try:
-            saved = RunState(**config["state"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        run_dir = workspace.home.child(workspace.home.runs, run_id)
-        if is_locked(run_dir):
-            raise TrainingError(f"run {run_id} is being trained by another process right now; let it finish")
-        recorded = {c.get("manifest_sha256") for c in metrics.get("checkpoints", [])}
-        if not any(finished_stage(run_dir / stage, saved, stage, recorded)
-                   or last_complete_checkpoint(run_dir / stage, saved, stage, recorded)[0]
-                   for stage in saved.stages):
-            continue
+    for run in resumable_runs(workspace, name):
+        run_id, saved = run.run_id, run.state
         recipe = Recipe.from_config(workspace.config, name, mode=mode or saved.requested_mode,
                                     max_steps=max_steps or int(saved.config["train"]["max_steps"]))
         if recipe.config_hash() != saved.config_hash:

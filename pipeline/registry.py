@@ -588,6 +588,18 @@ def model_card(manifest: dict[str, Any], *, merged: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _check_sources(sources: dict[str, dict[str, int]] | None) -> dict[str, dict[str, int]]:
+    if sources is None:
+        return {}
+    checked: dict[str, dict[str, int]] = {}
+    for source, kinds in sources.items():
+        if not isinstance(kinds, dict) or not all(isinstance(n, int) and not isinstance(n, bool)
+                                                  for n in kinds.values()):
+            raise RegistryError(f"sources[{source!r}]: expected counts by kind, e.g. {{'conversation': 12}}")
+        checked[str(source)] = {str(kind): int(count) for kind, count in kinds.items()}
+    return checked
+
+
 def register(
     workspace: Workspace,
     *,
@@ -604,48 +616,13 @@ def register(
     run_id: str | None,
     sources: dict[str, dict[str, int]] | None = None,
     promote: bool,
+    composition: dict[str, Any] | None = None,
 ) -> AdapterVersion:
     """Register ``adapter_dir`` (a PEFT save_pretrained() folder) as the profile's next version.
 
     The status is "accepted" when ``gate["accepted"]`` is true, else "rejected" (the number is used
     either way). ``promote=True`` moves the profile's current pointer to it (refused for a rejected
-    candidate). Atomic: see the module docstring."""
-    return _register(workspace, profile=profile, adapter_dir=adapter_dir, parent_version=parent_version,
-                     base_model=base_model, base_fingerprint=base_fingerprint, snapshots=snapshots, lora=lora,
-                     train=train, metrics=metrics, gate=gate, run_id=run_id, sources=sources, promote=promote,
-                     composition=None)
-
-
-def _check_sources(sources: dict[str, dict[str, int]] | None) -> dict[str, dict[str, int]]:
-    if sources is None:
-        return {}
-    checked: dict[str, dict[str, int]] = {}
-    for source, kinds in sources.items():
-        if not isinstance(kinds, dict) or not all(isinstance(n, int) and not isinstance(n, bool)
-                                                  for n in kinds.values()):
-            raise RegistryError(f"sources[{source!r}]: expected counts by kind, e.g. {{'conversation': 12}}")
-        checked[str(source)] = {str(kind): int(count) for kind, count in kinds.items()}
-    return checked
-
-
-def _register(
-    workspace: Workspace,
-    *,
-    profile: str,
-    adapter_dir: Path,
-    parent_version: int | None,
-    base_model: str,
-    base_fingerprint: str,
-    snapshots: dict[str, str],
-    lora: dict[str, Any],
-    train: dict[str, Any],
-    metrics: dict[str, Any],
-    gate: dict[str, Any],
-    run_id: str | None,
-    sources: dict[str, dict[str, int]] | None,
-    promote: bool,
-    composition: dict[str, Any] | None,
-) -> AdapterVersion:
+    candidate). ``composition`` describes a `combine` result. Atomic: see the module docstring."""
     check_profile(profile)
     adapter_dir = Path(adapter_dir)
     if not isinstance(gate, dict) or not isinstance(gate.get("accepted"), bool):
@@ -1027,7 +1004,7 @@ def combine(
                 ],
             }
             description = " + ".join(f"{float(w):g} x {v.ref}" for v, w in zip(versions, weights, strict=True))
-            return _register(
+            return register(
                 workspace, profile=profile, adapter_dir=folder,
                 parent_version=_combined_parent(profile, versions), base_model=versions[0].base_model,
                 base_fingerprint=versions[0].base_fingerprint, snapshots={}, lora=_lora_summary(combined_config),

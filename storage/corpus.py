@@ -13,11 +13,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.labels import effective_labels, is_stale
-from storage.models import DatasetSnapshot, Document, Message, Redaction, Source
+from storage.models import Document, Message, Redaction, Source
 
 _CHUNK = 500
 
@@ -109,20 +109,4 @@ def read_corpus(session: Session, sources: Sequence[str]) -> list[CorpusDocument
     ]
 
 
-def renew_snapshot(session: Session, row: DatasetSnapshot) -> DatasetSnapshot:
-    """Make an already recorded snapshot the newest of its (profile, kind) again.
-
-    ``storage.snapshots.latest_snapshot`` takes the highest row id; when a build gives back the
-    content of an older snapshot (A, then B, then A again) its row is re-inserted with a new id so
-    ``latest`` names what the store holds now. Nothing references snapshot rows by id.
-    """
-    copy = DatasetSnapshot(profile=row.profile, kind=row.kind, fingerprint=row.fingerprint, path=row.path,
-                           rows=row.rows, meta=dict(row.meta))
-    session.execute(delete(DatasetSnapshot).where(DatasetSnapshot.id == row.id))
-    session.flush()
-    session.add(copy)
-    session.flush()
-    return copy
-
-
-__all__ = ["CorpusDocument", "CorpusLabel", "CorpusMessage", "read_corpus", "renew_snapshot"]
+__all__ = ["CorpusDocument", "CorpusLabel", "CorpusMessage", "read_corpus"]

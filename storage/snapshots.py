@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from storage.models import DatasetSnapshot
@@ -41,3 +41,19 @@ def find_snapshot(session: Session, fingerprint_prefix: str) -> list[DatasetSnap
         return []
     return list(session.scalars(select(DatasetSnapshot).where(
         DatasetSnapshot.fingerprint.startswith(fingerprint_prefix, autoescape=True))))
+
+
+def renew_snapshot(session: Session, row: DatasetSnapshot) -> DatasetSnapshot:
+    """Make an already recorded snapshot the newest of its (profile, kind) again.
+
+    ``storage.snapshots.latest_snapshot`` takes the highest row id; when a build gives back the
+    content of an older snapshot (A, then B, then A again) its row is re-inserted with a new id so
+    ``latest`` names what the store holds now. Nothing references snapshot rows by id.
+    """
+    copy = DatasetSnapshot(profile=row.profile, kind=row.kind, fingerprint=row.fingerprint, path=row.path,
+                           rows=row.rows, meta=dict(row.meta))
+    session.execute(delete(DatasetSnapshot).where(DatasetSnapshot.id == row.id))
+    session.flush()
+    session.add(copy)
+    session.flush()
+    return copy

@@ -36,27 +36,23 @@ from storage.corpus import CorpusDocument, CorpusMessage
 
 def build_dpo(documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length: int,
               tick: Callable[[], None] | None = None) -> tuple[list[Row], Tally]:
-    tally = Tally()
-    rows: list[Row] = []
-    for document in documents:
-        if tick:
-            tick()
-        try:
-            rows.extend(_dpo_rows(document, tokens, max_length, tally))
-        except TemplateError as e:
-            raise template_error(document.ref, e) from e
-    return rows, tally
+    return _build(documents, tokens, max_length, tick, _dpo_rows)
 
 
 def build_kto(documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length: int,
               tick: Callable[[], None] | None = None) -> tuple[list[Row], Tally]:
+    return _build(documents, tokens, max_length, tick, _kto_rows)
+
+
+def _build(documents: Iterable[CorpusDocument], tokens: Tokens, max_length: int, tick: Callable[[], None] | None,
+           rows_of: Callable[[CorpusDocument, Tokens, int, Tally], Iterable[Row]]) -> tuple[list[Row], Tally]:
     tally = Tally()
     rows: list[Row] = []
     for document in documents:
         if tick:
             tick()
         try:
-            rows.extend(_kto_rows(document, tokens, max_length, tally))
+            rows.extend(rows_of(document, tokens, max_length, tally))
         except TemplateError as e:
             raise template_error(document.ref, e) from e
     return rows, tally

@@ -28,7 +28,7 @@ from pipeline.datasets.split import SPLITS
 from pipeline.errors import DatasetError
 from pipeline.snapshots import DATA_DIR, META_FILE, Snapshot, read_snapshot, snapshot_dir
 from pipeline.workspace import Workspace
-from storage.corpus import renew_snapshot
+from storage.snapshots import renew_snapshot
 from storage.snapshots import latest_snapshot, record_snapshot
 
 

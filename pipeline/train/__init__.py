@@ -194,38 +194,54 @@ def _new_run_id(profile: str, recipe: Recipe) -> str:
     return f"{profile[:38]}-{now:%Y%m%dT%H%M%S}-{hashlib.sha256(salt.encode()).hexdigest()[:8]}"
 
 
-def _pick_run(workspace: Workspace, profile: str, resume: bool | str) -> tuple[RunState, set[str], dict[str, Any]]:
-    """The run to resume: the named one, or the profile's newest unfinished run with something to
-    resume from (a complete checkpoint or a finished stage)."""
+@dataclass(frozen=True)
+class Resumable:
+    run_id: str
+    state: RunState
+    recorded: set[str]  # manifest hashes of the checkpoints this run wrote
+    metrics: dict[str, Any]
+
+
+def resumable_runs(workspace: Workspace, profile: str, run_id: str | None = None) -> Iterator[Resumable]:
+    """The profile's unfinished runs (or the named one), newest first, that have something to resume
+    from: a complete checkpoint or a finished stage. A run being trained by another process right now
+    is a TrainingError; a run killed before its first checkpoint is marked failed on the way."""
     with workspace.store.read() as session:
         rows = [(row.id, dict(row.config or {}), dict(row.metrics or {}), row.status)
                 for row in runs.unfinished_runs(session, profile)]
-        if isinstance(resume, str):
-            named = runs.get_run(session, resume)
+        if run_id is not None:
+            named = runs.get_run(session, run_id)
             if named is None or named.profile != profile:
-                raise TrainingError(f"no training run {resume!r} for profile {profile!r}")
+                raise TrainingError(f"no training run {run_id!r} for profile {profile!r}")
             if named.status == RunStatus.completed:
-                raise TrainingError(f"run {resume} already completed; nothing to resume")
+                raise TrainingError(f"run {run_id} already completed; nothing to resume")
             rows = [(named.id, dict(named.config or {}), dict(named.metrics or {}), named.status)]
-    for run_id, config, metrics, status in rows:
-        run_dir = workspace.home.child(workspace.home.runs, run_id)
+    for id_, config, metrics, status in rows:
+        run_dir = workspace.home.child(workspace.home.runs, id_)
         try:
             saved = RunState(**config["state"])
         except (KeyError, TypeError, ValueError):
             continue
         if is_locked(run_dir):
-            raise TrainingError(f"run {run_id} is being trained by another process right now; let it finish")
+            raise TrainingError(f"run {id_} is being trained by another process right now; let it finish")
         recorded = {c.get("manifest_sha256") for c in metrics.get("checkpoints", [])}
         if any(finished_stage(run_dir / stage, saved, stage, recorded)
                or last_complete_checkpoint(run_dir / stage, saved, stage, recorded)[0]
                for stage in saved.stages):
-            return saved, recorded, metrics
-        if status == RunStatus.running:  # killed before its first checkpoint: nothing to resume
+            yield Resumable(id_, saved, recorded, metrics)
+        elif status == RunStatus.running:  # killed before its first checkpoint: nothing to resume
             with workspace.store.write() as session:
-                runs.finish_run(session, run_id, status=RunStatus.failed,
+                runs.finish_run(session, id_, status=RunStatus.failed,
                                 error="interrupted before its first checkpoint; nothing to resume")
-    raise TrainingError(f"no interrupted run of profile {profile!r} to resume (a run can be resumed once it has "
-                        "written a checkpoint, every train.save_steps steps); start one with `plora train`")
+
+
+def _pick_run(workspace: Workspace, profile: str, resume: bool | str) -> tuple[RunState, set[str], dict[str, Any]]:
+    """The run to resume: the named one, or the profile's newest one with something to resume from."""
+    found = next(resumable_runs(workspace, profile, resume if isinstance(resume, str) else None), None)
+    if found is None:
+        raise TrainingError(f"no interrupted run of profile {profile!r} to resume (a run can be resumed once it "
+                            "has written a checkpoint, every train.save_steps steps); start one with `plora train`")
+    return found.state, found.recorded, found.metrics
 
 
 def _plan(workspace: Workspace, recipe: Recipe, *, resume: bool | str, mode: str | None,
