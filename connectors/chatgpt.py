@@ -9,6 +9,7 @@ message-level ImportedLabels. conversations.json is streamed, one conversation a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -46,6 +47,7 @@ from connectors.settings import ChatGPTSource
 CONVERSATIONS = "conversations.json"
 FEEDBACK = "message_feedback.json"
 TOOL_CONTENT_LIMIT = 2000
+_LAST_WORD = re.compile(r"\S+$")
 
 _ROLES: frozenset[Role] = frozenset({"system", "user", "assistant", "tool"})
 _DROPPED_TYPES = frozenset(
@@ -138,8 +140,11 @@ def _turn(message: dict[str, Any]) -> Turn | None:
     if not text:
         return None
     if role == "tool" and len(text) > TOOL_CONTENT_LIMIT:
-        more = len(text) - TOOL_CONTENT_LIMIT
-        text = f"{text[:TOOL_CONTENT_LIMIT]}\n… [{more} more characters]"
+        kept = text[:TOOL_CONTENT_LIMIT]
+        if not text[TOOL_CONTENT_LIMIT].isspace():  # never half a word: a token cut short is no longer
+            kept = _LAST_WORD.sub("", kept)          # recognisable as a secret, so redaction would miss it
+        kept = kept.rstrip()
+        text = f"{kept}\n… [{len(text) - len(kept)} more characters]"
     content_type = content.get("content_type")
     details = {
         "content_type": content_type if content_type != "text" else None,

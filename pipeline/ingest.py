@@ -38,6 +38,10 @@ from storage.models import utcnow
 log = logging.getLogger(__name__)
 BATCH_SIZE = 200
 MIN_SCRUB_LENGTH = 6  # shorter matches are too likely to occur by chance elsewhere
+# Bump when what ingest does to a record after redaction changes (the scrub of derived fields): like
+# redaction.RULES_VERSION it is part of every stored hash, so the next ingest processes every document
+# again. 2: copies of a secret cut short or with their whitespace changed are scrubbed too.
+SCRUB_VERSION = 2
 
 Progress = Callable[[str, int], None]  # (source name, items seen so far)
 
@@ -215,8 +219,7 @@ def redact_record(record: Record, redactor: Redactor) -> tuple[Record, list[Reda
     if secrets:
         def scrub(text: str, _location: str = "") -> str:
             for value in sorted(secrets, key=len, reverse=True):
-                if value in text:
-                    text = text.replace(value, f"[REDACTED:{secrets[value]}]")
+                text = _scrub_copies(text, value, f"[REDACTED:{secrets[value]}]")
             return text
 
         messages = tuple(replace(m, content=scrub(m.content), metadata=_map_strings(m.metadata, "", scrub))
@@ -225,6 +228,50 @@ def redact_record(record: Record, redactor: Redactor) -> tuple[Record, list[Reda
         labels = tuple(replace(label, note=scrub(label.note)) if label.note else label for label in labels)
     redacted = replace(record, title=title, content=content, metadata=metadata, messages=messages, labels=labels)
     return redacted, spans
+
+
+_ELLIPSES = ("…", "...")
+
+
+def _scrub_copies(text: str, secret: str, marker: str) -> str:
+    """``text`` with every copy of ``secret`` replaced by ``marker``: exact copies, copies with their
+    whitespace changed (a title joins lines with spaces), and copies cut short: at least
+    MIN_SCRUB_LENGTH characters of the secret's start running into the end of the text or an
+    ellipsis, as a connector leaves them when it shortens a message into a title."""
+    if secret in text:
+        text = text.replace(secret, marker)
+    head = secret[:MIN_SCRUB_LENGTH]
+    out: list[str] = []
+    pos = 0
+    start = text.find(head)
+    while start >= 0:
+        end = _copy_end(text, start, secret)
+        if end is None:
+            start = text.find(head, start + 1)
+            continue
+        out += (text[pos:start], marker)
+        pos = end
+        start = text.find(head, end)
+    return "".join(out) + text[pos:] if out else text
+
+
+def _copy_end(text: str, start: int, secret: str) -> int | None:
+    """Where the copy of ``secret`` at ``start`` ends (any whitespace run matching any other), or
+    None when what is there is not the whole secret nor a long enough start of it cut off."""
+    i, k, matched = start, 0, 0
+    while i < len(text) and k < len(secret):
+        if secret[k].isspace() and text[i].isspace():
+            while i < len(text) and text[i].isspace():
+                i += 1
+            while k < len(secret) and secret[k].isspace():
+                k += 1
+        elif secret[k] == text[i]:
+            i, k, matched = i + 1, k + 1, matched + 1
+        else:
+            break
+    if k == len(secret) or (matched >= MIN_SCRUB_LENGTH and (i == len(text) or text.startswith(_ELLIPSES, i))):
+        return i
+    return None
 
 
 def _content(record: Record, messages: tuple[Message, ...], clean: Callable[[str, str], str]) -> str:
@@ -246,4 +293,4 @@ def _map_strings(value: Any, location: str, clean: Callable[[str, str], str]) ->
 
 def _redaction_salt(enabled: bool, patterns: list[str]) -> str:
     """Part of every stored hash: changing the redaction settings re-processes every document."""
-    return content_hash(RULES_VERSION, json.dumps({"enabled": enabled, "patterns": patterns}))
+    return content_hash(RULES_VERSION, json.dumps({"enabled": enabled, "patterns": patterns, "scrub": SCRUB_VERSION}))

@@ -59,7 +59,7 @@ __all__ = ["RULES_VERSION", "SECRET_TYPES", "Finding", "Redacted", "Redactor"]
 
 
 # Bump when the detection rules change: stored hashes include it, so the next ingest re-redacts.
-RULES_VERSION = "1"
+RULES_VERSION = "2"  # 2: PuTTY keys cut short before their Private-MAC
 
 
 @dataclass(frozen=True)
@@ -784,6 +784,7 @@ _KEY_MARKERS = (*(r.pattern for r in PrivateKeyDetector.denylist), "PRIVATE KEY"
 _PEM_BEGIN = re.compile(r"-{4,5} ?BEGIN ((?:[A-Z0-9]+ )*?)PRIVATE KEY( BLOCK)? ?-{4,5}")
 _PEM_BODY_LINE = re.compile(r"[ \t>*#/\"']*(?:[A-Za-z0-9+/=]+|[A-Za-z-]+: .*|)[ \t\"',\\n]*")
 _KEY_BODY = re.compile(r"[A-Za-z0-9+/]{20}")
+_PUTTY_BEGIN = re.compile(r"PuTTY-User-Key-File-\d:")
 _PUTTY = re.compile(r"PuTTY-User-Key-File-\d:.*?Private-(?:MAC|Hash): *[0-9a-fA-F]+", re.DOTALL)
 
 
@@ -799,8 +800,13 @@ def _private_keys(text: str) -> Iterator[tuple[int, int, str]]:
         if _KEY_BODY.search(text, m.end(), stop):  # not just the markers, quoted in prose or code
             yield m.start(), stop, "private_key"
         pos = max(stop, m.end())
-    for m in _PUTTY.finditer(text):
-        yield m.start(), m.end(), "private_key"
+    pos = 0
+    while (m := _PUTTY_BEGIN.search(text, pos)) is not None:
+        whole = _PUTTY.match(text, m.start())
+        stop = whole.end() if whole is not None else _unterminated_key_end(text, m.end())  # cut short
+        if whole is not None or _KEY_BODY.search(text, m.end(), stop):
+            yield m.start(), stop, "private_key"
+        pos = max(stop, m.end())
 
 
 def _unterminated_key_end(text: str, pos: int) -> int:

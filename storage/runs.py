@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.models import RunStatus, TrainingRun, utcnow
+from storage.models import Adapter, RunStatus, TrainingRun, utcnow
 
 UNFINISHED = (RunStatus.running, RunStatus.failed)
 
@@ -37,10 +37,13 @@ def list_runs(session: Session, profile: str | None = None) -> list[TrainingRun]
 
 
 def unfinished_runs(session: Session, profile: str) -> list[TrainingRun]:
-    """The profile's runs that did not complete (running, or failed), newest first."""
+    """The profile's runs that did not complete (running, or failed), newest first. A run with a
+    registered adapter is done even when its row doesn't say so (killed between the registration's
+    commit and its own): resuming it would register the same adapter again."""
+    registered = select(Adapter.id).where(Adapter.run_id == TrainingRun.id).exists()
     return list(session.scalars(
         select(TrainingRun)
-        .where(TrainingRun.profile == profile, TrainingRun.status.in_(UNFINISHED))
+        .where(TrainingRun.profile == profile, TrainingRun.status.in_(UNFINISHED), ~registered)
         .order_by(TrainingRun.started_at.desc(), TrainingRun.id.desc())))
 
 

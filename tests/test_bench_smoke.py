@@ -1,0 +1,105 @@
+"""Smoke check of the benchmarks: ``python -m bench --quick`` completes and reports every row.
+
+Speeds are not asserted (they belong to the machine, not the code); only that each benchmark ran
+and produced each of its rows in the documented format, in the JSON and the markdown it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+RANKS = (1, 4, 8, 16, 64)
+TARGETS = ("q,v", "all-linear")
+
+EXPECTED = {
+    "ingest": [
+        "first ingest: documents/s",
+        "first ingest: MB/s",
+        "unchanged re-ingest: time vs first",
+        "1% touched: time vs first",
+        "1% touched: cost per changed document vs first ingest's",
+        "child git processes left",
+    ],
+    "datasets": [
+        "sft build: rows/s",
+        "dpo build: rows/s",
+        "kto build: rows/s",
+        "rebuild of an unchanged store: time vs first build",
+        "SFT token utilisation: packed (BFD) vs unpacked (pad to longest in batch)",
+        "SFT token utilisation: packed (BFD) vs unpacked (pad to max_length)",
+        "build (datasets_build.py): rows/s",
+    ],
+    "training": [
+        "tokens/s: plora train (packing on) vs reference QLoRA script",
+        "tokens/s: plora train (packing off) vs reference QLoRA script",
+        "tokens/s: plora packing on vs off",
+        "tokens/s: plora (packing off) vs reference without gradient checkpointing",
+        "wall seconds: plora train end to end vs reference script",
+        "GPU peak VRAM: plora train vs reference",
+        "GPU MFU: plora train vs reference",
+    ],
+    "memory": [
+        "NF4 base: tensor bytes/param",
+        "NF4 base (plora load_base): resident bytes/param",
+        "NF4 base, checkpoint unmapped after loading: resident bytes/param",
+        "bf16 base: resident bytes/param",
+        "NF4 base: peak bytes/param while loading",
+        "training step peak: QLoRA vs full fine-tuning",
+        "training step peak: QLoRA, checkpoint unmapped after loading, vs full fine-tuning",
+        "training step peak: LoRA (unquantized base) vs full fine-tuning",
+        "training step peak: QLoRA vs LoRA",
+    ],
+    "lora_rank": [
+        *(f"r={r} {t}: {what}" for t in TARGETS for r in RANKS
+          for what in ("trainable %", "steps/s vs full fine-tuning", "adapter file vs full weights")),
+        *(f"Llama-2-7B shape, r={r} {t}: trainable %" for t in TARGETS for r in RANKS),
+    ],
+    "inference": [
+        "latency: base (fp32)",
+        "latency: base + unmerged adapter (fp32)",
+        "latency: merged model (fp32)",
+        "latency: NF4 base",
+        "latency: NF4 base + unmerged adapter",
+        "hot-swap profile vs reload base + adapter",
+    ],
+}
+GPU_ONLY = {"GPU peak VRAM: plora train vs reference", "GPU MFU: plora train vs reference"}
+KEYS = {"benchmark", "metric", "value", "unit", "baseline", "ratio", "target", "ok"}
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_report_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    document = json.loads((out / "latest.json").read_text())
+    assert document["quick"] is True and document["errors"] == {}
+    assert document["benchmarks"] == list(EXPECTED)
+    assert {"cpu", "cores", "ram_gib", "versions", "date"} <= set(document["machine"])
+    rows = document["rows"]
+    assert all(KEYS <= set(row) for row in rows)
+    reported = [(row["benchmark"], row["metric"]) for row in rows]
+    expected = [(benchmark, metric) for benchmark, metrics in EXPECTED.items() for metric in metrics]
+    assert sorted(reported) == sorted(expected)
+    for row in rows:  # every row measured something (the GPU rows say why they couldn't on a CPU)
+        if row["metric"] in GPU_ONLY:
+            assert row["value"] is None and "--device cuda" in row["note"]
+        else:
+            assert isinstance(row["value"], int | float), row
+        if row["target"] is not None and isinstance(row["value"], int | float):
+            assert row["ok"] in (True, False), row
+
+    table = (out / "latest.md").read_text()
+    assert all(f"| {benchmark} | {metric} |" in table for benchmark, metric in expected)
+    assert "| benchmark | metric | value |" in done.stdout
+    assert len(list(out.glob("run-*.json"))) == 1
