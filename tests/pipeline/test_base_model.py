@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,32 +23,8 @@ IDS = bm.SPECIAL_TOKEN_IDS
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch):
-    """Hub offline, and any attempt to open an internet socket fails the test."""
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    attempts: list[object] = []
-    real_connect = socket.socket.connect
-
-    def guarded_connect(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            attempts.append(address)
-            raise OSError(f"test: network access attempted to {address!r}")
-        return real_connect(self, address)
-
-    def guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
-        if host not in (None, "localhost", "127.0.0.1", "::1"):
-            attempts.append(host)
-            raise OSError(f"test: name lookup attempted for {host!r}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    real_getaddrinfo = socket.getaddrinfo
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
-    yield
-    assert attempts == [], f"network access attempted: {attempts}"
+def offline(no_network: None) -> None:
+    """Every test here runs with the hub offline and no internet sockets (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import os
 import pickle
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -37,24 +36,8 @@ SOURCES = {"chatgpt": {"conversation": 12}, "runbooks": {"runbook": 3, "note": 2
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch):
-    """Hub offline, and any attempt to open an internet socket fails the test."""
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    attempts: list[object] = []
-    real_connect = socket.socket.connect
-
-    def guarded_connect(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            attempts.append(address)
-            raise OSError(f"test: network access attempted to {address!r}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    yield
-    assert attempts == [], f"network access attempted: {attempts}"
+def offline(no_network: None) -> None:
+    """Every test here runs with the hub offline and no internet sockets (see tests/conftest.py)."""
 
 
 @dataclass(frozen=True)

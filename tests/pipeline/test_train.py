@@ -13,7 +13,6 @@ import json
 import math
 import re
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,24 +148,8 @@ def standard_snapshots(workspace: Workspace, *, month: int = 0, preference: bool
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch):
-    """Hub offline, and any attempt to open an internet socket fails the test."""
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    attempts: list[object] = []
-    real_connect = socket.socket.connect
-
-    def guarded_connect(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            attempts.append(address)
-            raise OSError(f"test: network access attempted to {address!r}")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    yield
-    assert attempts == [], f"network access attempted: {attempts}"
+def offline(no_network: None) -> None:
+    """Every test here runs with the hub offline and no internet sockets (see tests/conftest.py)."""
 
 
 _MODELS: dict[str, Path] = {}
