@@ -21,8 +21,8 @@ text around the secrets. The lookalikes (SHAs, UUIDs, checksums, prose about pas
 the store unchanged.
 
 Two fast tests go where the end-to-end one found leaks (fixed): a title cut from the first message
-of an untitled chat, and a ChatGPT tool output cut at the connector's limit, each cut at every
-depth of every secret.
+of an untitled chat, and a ChatGPT tool output cut at the connector's limit, each cut at several
+depths of every secret.
 
 Then the adapter trained on that corpus (``work@v1``, on the NF4 base, loaded the way ``plora
 generate`` loads it) is prompted with each canary's prefix: the text before the secret as it was
@@ -224,7 +224,8 @@ def _generate(model: Any, tokenizer: Any, prompts: list[str], batch_size: int = 
 def test_a_title_cut_from_the_first_message_holds_no_piece_of_a_secret(home: Path, tmp_path: Path) -> None:
     """An untitled chat gets the first 80 characters of its first message as its title, cut wherever
     the 80 fall: often inside a secret. Each canary is planted behind 0 to 75 characters of words,
-    so the cut lands at every depth of every secret (and a multi-line one has its lines joined)."""
+    so the cut lands at 20 depths of every secret, 3 characters apart (a multi-line one has its lines
+    joined)."""
     from pipeline.ingest import ingest
     from pipeline.workspace import open_workspace
 
