@@ -101,7 +101,7 @@ def run(settings: Settings) -> list[Row]:
     folder = model_folder(settings, "small")
     device = "cuda" if settings.device == "cuda" else "cpu"
     new_tokens = 16 if settings.quick else 32
-    rounds = settings.rounds or (2 if settings.quick else 7)
+    rounds = settings.rounds or (2 if settings.quick else 15)
     home = _home(settings, folder)
     with quiet(), open_workspace(home) as workspace:
         _register_adapters(workspace, folder, device)

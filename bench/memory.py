@@ -75,7 +75,8 @@ def _load(folder: Path, config: str, device: str) -> Any:
         dtype = torch.bfloat16
     else:  # LoRA / full fine-tuning base: what plora computes in (bf16 on CUDA, fp32 on a CPU)
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, device_map={"": 0 if device == "cuda" else "cpu"})
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype,
+                                                device_map={"": 0 if device == "cuda" else "cpu"})
 
 
 def _step(model: Any, config: str, device: str, batch: int, length: int) -> int:

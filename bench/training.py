@@ -1,10 +1,11 @@
 """Training throughput: ``plora train`` against the textbook QLoRA script (bench/reference_qlora.py).
 
 Same model, rows and hyper-parameters on both sides: a Llama built from config
-(``bench.common.MODELS["small"]``: ~16M parameters; the builtin tiny model for ``--quick``) loaded in NF4, chat rows of mixed lengths, LoRA r=16 / alpha 32 / dropout 0.05 on
-q_proj + v_proj (plora's defaults), batch 4, the same learning rate, ``max_length``, seed, steps and
-optimizer. The rows are plora's own SFT snapshot of the generated chats (built by
-``plora datasets build``); the reference gets the same rows as ``messages``.
+(``bench.common.MODELS``: "small", ~16M parameters, on a CPU; "base", ~104M, on a GPU; the builtin
+tiny model for ``--quick``) loaded in NF4, chat rows of mixed lengths, LoRA r=16 / alpha 32 /
+dropout 0.05 on q_proj + v_proj (plora's defaults), batch 4 (8 on a GPU), the same learning rate,
+``max_length``, seed, steps and optimizer. The rows are plora's own SFT snapshot of the generated
+chats (built by ``plora datasets build``); the reference gets the same rows as ``messages``.
 
 Four candidates run in turn, round after round (order rotated), in this process:
 
@@ -18,10 +19,9 @@ Throughput is non-padding input tokens per second of each training step, measure
 both sides (plora's progress callback; the same clock as a TrainerCallback on the reference), and a
 run's number is the median over its steps, the first left out (model loading, tokenization, plora's
 evaluation before and after and registration are outside the clock); ratios are medians of
-per-round ratios. On a GPU (``--device cuda``) it also reports peak
-VRAM (``torch.cuda.max_memory_allocated`` over the run) and model FLOPs utilisation:
-6 x parameters x tokens/s over the GPU's peak dense bf16 FLOP/s (looked up by device name, or
-``--peak-tflops``). 6N counts the weight gradients a LoRA run never computes, so it is the usual
+per-round ratios. On a GPU (``--device cuda``) it also reports peak VRAM
+(``torch.cuda.max_memory_allocated`` over the run) and model FLOPs utilisation: 6 x parameters x
+tokens/s over the GPU's peak dense bf16 FLOP/s (looked up by device name, or ``--peak-tflops``). 6N counts the weight gradients a LoRA run never computes, so it is the usual
 upper-bound convention, comparable between the two sides.
 """
 
