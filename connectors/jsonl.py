@@ -13,9 +13,11 @@ A line is ``{"id": ..., "messages": [{"role": ..., "content": ...}], "label": "g
   whole) is a Skip whose item is ``"<path>:<line>"``; reading goes on.
 - A ``label`` other than good/bad does not cost the conversation: it is kept without the label,
   and a Skip for that line says the label was ignored.
-- The cursor holds a fingerprint per file. When any file changed, every file is read again
-  (storage writes only what differs). A folder without any .jsonl file is an error rather than a
-  reason to delete everything stored.
+- The cursor holds a fingerprint per file and, per file, a hash of each line that made a record
+  (with the record's id). When no file changed, nothing is read. Otherwise every file is read
+  again, but a line with the same bytes as one that made a record last time (line ending aside)
+  is ``Unchanged`` without being parsed; storage writes only the records that differ. A folder
+  without any .jsonl file is an error rather than a reason to delete everything stored.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from connectors.records import (
     Record,
     Role,
     Skip,
+    Unchanged,
 )
 from connectors.settings import JsonlSource
 
@@ -67,18 +70,56 @@ class _BadLine(ValueError):
     """A line that can't be used; the message is the Skip's reason."""
 
 
+# Bump when what a line turns into changes: the line hashes of older cursors then mean nothing.
+LINES_VERSION = 1
+
+LineHashes = dict[str, str]  # hash of a line's bytes -> the id of the conversation it made
+
+
 def read(settings: JsonlSource, cursor: Mapping[str, Any] | None) -> Iterator[Item]:
-    """Records (or Skips) for every line of every file, then the Cursor."""
+    """Records, Unchanged or Skips for every line of every file, then the Cursor."""
     files = jsonl_files(settings.name, settings.path)
     prints = fingerprints(settings.name, files, cursor)
+    known = _line_hashes(cursor)
     if unchanged(cursor, prints):
         yield NothingChanged()
-        yield Cursor(cursor_state(prints))
+        yield Cursor(_state(prints, {key: known.get(key, {}) for key in files}))
         return
     folder = settings.path.is_dir()
+    lines: dict[str, LineHashes] = {}
     for key, path in files.items():
-        yield from _read_file(settings.name, path, f"{key}#" if folder else "")
-    yield Cursor(cursor_state(prints))
+        lines[key] = {}
+        yield from _read_file(settings.name, path, f"{key}#" if folder else "", known.get(key, {}), lines[key])
+    yield Cursor(_state(prints, lines))
+
+
+def _state(prints: Mapping[str, Any], lines: Mapping[str, LineHashes]) -> dict[str, Any]:
+    return {**cursor_state(prints), "lines": {"version": LINES_VERSION, "files": dict(lines)}}
+
+
+def _line_hashes(cursor: Mapping[str, Any] | None) -> dict[str, LineHashes]:
+    """The cursor's line hashes per file; a cursor without them (or of another version) has none."""
+    lines = cursor.get("lines") if isinstance(cursor, Mapping) else None
+    if not isinstance(lines, Mapping) or lines.get("version") != LINES_VERSION:
+        return {}
+    files = lines.get("files")
+    if not isinstance(files, Mapping):
+        return {}
+    return {key: {h: i for h, i in hashes.items() if isinstance(h, str) and isinstance(i, str)}
+            for key, hashes in files.items() if isinstance(key, str) and isinstance(hashes, Mapping)}
+
+
+def _line_hash(raw: bytes) -> str:
+    return hashlib.blake2b(raw.rstrip(b"\r\n"), digest_size=16).hexdigest()
+
+
+def _cacheable(conversation_id: str) -> bool:
+    """Whether the id can go in the cursor as it is (a JSON column on every backend)."""
+    try:
+        conversation_id.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape
+        return False
+    return "\x00" not in conversation_id
 
 
 def jsonl_files(source: str, path: Path) -> dict[str, Path]:
@@ -95,7 +136,12 @@ def jsonl_files(source: str, path: Path) -> dict[str, Path]:
     return {p.relative_to(path).as_posix(): p for p in found}
 
 
-def _read_file(source: str, path: Path, prefix: str) -> Iterator[Record | Skip]:
+def _read_file(
+    source: str, path: Path, prefix: str, known: LineHashes, lines: LineHashes
+) -> Iterator[Record | Unchanged | Skip]:
+    """The file's items. A line hashed in ``known`` is Unchanged unless its id was taken by an
+    earlier line (then it is parsed, and skipped as a duplicate); ``lines`` gets the hash of every
+    line that made a record (alone: a line that also made a Skip is read again every time)."""
     first_line: dict[str, int] = {}
     limit = MAX_ITEM_MB << 20
     try:
@@ -107,7 +153,19 @@ def _read_file(source: str, path: Path, prefix: str) -> Iterator[Record | Skip]:
                     limit_mb = f"lines over {MAX_ITEM_MB} MB are skipped"
                     yield Skip(item, f"line too large ({size}; {limit_mb})")
                     continue
-                yield from _line_items(raw, item, lineno, prefix, first_line)
+                digest = _line_hash(raw)
+                conversation_id = known.get(digest)
+                if conversation_id is not None and conversation_id not in first_line:
+                    first_line[conversation_id] = lineno
+                    lines[digest] = conversation_id
+                    yield Unchanged(prefix + conversation_id)
+                    continue
+                items = list(_line_items(raw, item, lineno, prefix, first_line))
+                if len(items) == 1 and isinstance(items[0], Record):
+                    conversation_id = items[0].external_id[len(prefix):]
+                    if _cacheable(conversation_id):
+                        lines[digest] = conversation_id
+                yield from items
     except OSError as e:
         raise ConnectorError(source, f"{path}: cannot read it ({e.strerror or e})") from e
 

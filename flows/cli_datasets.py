@@ -27,8 +27,13 @@ def register(app: typer.Typer) -> None:
     app.add_typer(datasets_app, name="datasets")
 
 
-def build(profile: ProfileOption = None, home: HomeOption = None, json: JsonOption = False) -> None:
-    """Build the profile's snapshots (sft, text, and dpo/kto when its stages say so)."""
+def build(profile: ProfileOption = None, home: HomeOption = None, json: JsonOption = False,
+          force: Annotated[bool, typer.Option("--force", help="Build even when nothing the build reads changed "
+                                              "since the profile's latest snapshots.")] = False) -> None:
+    """Build the profile's snapshots (sft, text, and dpo/kto when its stages say so).
+
+    Nothing is rebuilt when the store, the labels and the settings are as they were at the last build:
+    the latest snapshots are reported as "unchanged"."""
     from pipeline.datasets import build_datasets
     from pipeline.workspace import open_workspace
 
@@ -40,7 +45,7 @@ def build(profile: ProfileOption = None, home: HomeOption = None, json: JsonOpti
                 tasks[kind] = progress.add_task(kind, total=total)
             progress.update(tasks[kind], completed=done)
 
-        result = build_datasets(workspace, profile, progress=on_progress)
+        result = build_datasets(workspace, profile, progress=on_progress, force=force)
     if json:
         print_json(result.as_dict())
         return

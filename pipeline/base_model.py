@@ -81,6 +81,7 @@ __all__ = [
     "import_bitsandbytes",
     "load_base",
     "load_tokenizer",
+    "release_checkpoint_map",
     "resolve_device",
     "tokenizer_fingerprint",
     "verify_fingerprint",
@@ -305,6 +306,8 @@ def load_base(
         tokenizer.pad_token = tokenizer.eos_token
     if quantization_config is not None:
         keep_4bit_layout(model)
+        if device == "cpu":
+            release_checkpoint_map(model)
     model.eval()
     return LoadedBase(
         model=model,
@@ -334,6 +337,30 @@ def keep_4bit_layout(model: Any) -> None:
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             module.support_avx512bf16_for_cpu = False
+
+
+def release_checkpoint_map(model: Any) -> None:
+    """Give a CPU-loaded NF4 model memory of its own, so the checkpoint's file mapping goes away.
+
+    transformers memory-maps the safetensors checkpoint and, on a CPU, leaves every tensor it keeps
+    unquantized (embeddings, norms, lm_head) pointing into that mapping. The mapping then lives as
+    long as the model does, and with it every page read while quantizing: the whole fp32 (or bf16)
+    checkpoint stays in the process's resident set next to the 4-bit weights. Copying the few
+    unquantized tensors out releases it; returning freed heap to the OS (glibc ``malloc_trim``) drops
+    the loader's temporary copies. On a GPU the tensors already live in device memory: not needed."""
+    import ctypes
+    import gc
+
+    import bitsandbytes as bnb
+
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if not isinstance(tensor, bnb.nn.Params4bit):
+            tensor.data = tensor.data.clone()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the heap is returned when the allocator sees fit
+        pass
 
 
 def load_tokenizer(name: str, *, home: Path) -> PreTrainedTokenizerBase:

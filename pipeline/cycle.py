@@ -2,10 +2,11 @@
 
 - ``ingest_source``: one source, raising ``SourceFailed`` (with the source's report) when it failed, so an
   orchestrator can retry it and still show what happened;
-- ``dataset_inputs_key``: a hash of everything a profile's dataset build reads (the store's content for
-  its sources, the profile's settings, the base model, the builder version). The flows cache the build
-  on it: an unchanged store reuses the last snapshots. ``snapshots_current`` says whether a cached
-  build's snapshots are still the profile's latest (else the flow rebuilds);
+- ``dataset_inputs_key``: a hash of everything a profile's dataset build reads
+  (``pipeline.datasets.inputs.inputs_key``: the store's content for its sources, the profile's dataset
+  settings, the base tokenizer, the builder) and of the home. The flows cache the build on it: an
+  unchanged store reuses the last snapshots. ``snapshots_current`` says whether a cached build's
+  snapshots are still the profile's latest and intact (else the flow rebuilds);
 - ``training_fingerprints`` / ``check_changes``: the snapshots the next run would train on, compared
   with those recorded in the manifest of the profile's latest registered adapter (accepted or
   rejected): equal means nothing changed since the last cycle;
@@ -90,31 +91,23 @@ def ingest_source(workspace: Workspace, name: str) -> dict[str, Any]:
 
 
 def dataset_inputs_key(workspace: Workspace, profile: str | None) -> str:
-    """sha256 over everything ``build_datasets`` reads for the profile: the home, the profile and base
-    model settings, the builder version, and every live document of its sources as the builder sees it
-    (content, messages, labels in force, redaction counts). Same key, same snapshots."""
-    from pipeline.datasets.common import BUILDER_VERSION
-    from pipeline.datasets.corpus import load_corpus
+    """sha256 over the home and the key of everything ``build_datasets`` reads for the profile (see
+    ``pipeline.datasets.inputs``; no document text is read). Same key, same snapshots: the home is in it
+    because Prefect's cache is shared by every home."""
+    from pipeline.datasets import inputs_key, load_tokens
 
     name, settings = workspace.config.profile(profile)
-    digest = hashlib.sha256(b"plora-dataset-inputs-v1\n")
-    digest.update(json.dumps({
-        "home": str(workspace.home.root),
-        "profile": name,
-        "settings": settings.model_dump(mode="json"),
-        "base_model": workspace.config.base_model.model_dump(mode="json"),
-        "builder_version": BUILDER_VERSION,
-    }, sort_keys=True, default=str).encode())
-    for document in load_corpus(workspace, settings.sources):
-        digest.update(b"\n" + repr(document).encode())
+    key = inputs_key(workspace, name, settings, load_tokens(workspace))
+    digest = hashlib.sha256(b"plora-dataset-inputs-v2\n")
+    digest.update(json.dumps({"home": str(workspace.home.root), "inputs": key}, sort_keys=True).encode())
     return digest.hexdigest()
 
 
 def snapshots_current(workspace: Workspace, profile: str, fingerprints: dict[str, str]) -> bool:
     """Whether ``fingerprints`` (kind -> fingerprint) are still the profile's latest snapshots and their
-    folders are on disk: a cached build may only be reused then."""
+    folders are intact: a cached build may only be reused then."""
     from pipeline.errors import DatasetError
-    from pipeline.snapshots import DATA_DIR, latest
+    from pipeline.snapshots import damage, latest
 
     if not fingerprints:
         return False
@@ -123,7 +116,7 @@ def snapshots_current(workspace: Workspace, profile: str, fingerprints: dict[str
             snapshot = latest(workspace, profile, kind)
         except DatasetError:  # its folder is gone or damaged
             return False
-        if snapshot is None or snapshot.fingerprint != fingerprint or not (snapshot.path / DATA_DIR).is_dir():
+        if snapshot is None or snapshot.fingerprint != fingerprint or damage(snapshot) is not None:
             return False
     return True
 

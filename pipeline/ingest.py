@@ -32,7 +32,16 @@ from connectors.settings import SourceSettings
 from pipeline.redaction import RULES_VERSION, Redactor
 from pipeline.workspace import Workspace
 from storage import StorageError
-from storage.documents import Known, RedactionSpan, ensure_source, mark_deleted, save_cursor, source_state, upsert_document
+from storage.documents import (
+    Known,
+    RedactionSpan,
+    Upsert,
+    ensure_source,
+    mark_deleted,
+    save_cursor,
+    source_state,
+    write_documents,
+)
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -42,6 +51,7 @@ MIN_SCRUB_LENGTH = 6  # shorter matches are too likely to occur by chance elsewh
 # redaction.RULES_VERSION it is part of every stored hash, so the next ingest processes every document
 # again. 2: copies of a secret cut short or with their whitespace changed are scrubbed too.
 SCRUB_VERSION = 2
+SALT_KEY = "plora_redaction"  # kept in each source's cursor: the redaction settings it was made under
 
 Progress = Callable[[str, int], None]  # (source name, items seen so far)
 
@@ -79,14 +89,15 @@ def ingest_source(workspace: Workspace, settings: SourceSettings, redactor: Reda
     try:
         with workspace.store.read() as session:
             cursor, known = source_state(session, settings.name)
-        stream = reader_for(settings.type)(settings, cursor)
+        stream = reader_for(settings.type)(settings, _reader_cursor(cursor, salt))
         outcome = _consume(workspace, settings, stream, known, redactor, salt, report, progress)
         with workspace.store.write() as session:
             source = ensure_source(session, settings.name, settings.type)
             if not outcome.nothing_changed:
                 gone = [k.id for ext, k in known.items() if ext not in outcome.seen and not k.deleted]
                 report.deleted = mark_deleted(session, gone)
-            save_cursor(session, source, outcome.cursor, started)
+            save_cursor(session, source, None if outcome.cursor is None else {**outcome.cursor, SALT_KEY: salt},
+                        started)
     except ConnectorError as e:
         report.error = str(e)
     except StorageError:
@@ -95,6 +106,15 @@ def ingest_source(workspace: Workspace, settings: SourceSettings, redactor: Reda
         log.exception("source %s failed", settings.name)
         report.error = f"{settings.name}: {type(e).__name__}: {e}"
     return report
+
+
+def _reader_cursor(cursor: Mapping[str, Any] | None, salt: str) -> Mapping[str, Any] | None:
+    """The connector's cursor, or None (read everything) when it was saved under other redaction
+    settings: a connector skips what it knows unchanged without reading it, so only a full read
+    lets the new rules reach the stored copies of unchanged files (their hashes then differ)."""
+    if cursor is None or cursor.get(SALT_KEY) != salt:
+        return None
+    return {key: value for key, value in cursor.items() if key != SALT_KEY}
 
 
 @dataclass
@@ -107,35 +127,37 @@ class _Outcome:
 def _consume(workspace: Workspace, settings: SourceSettings, stream: Iterator[Any], known: dict[str, Known],
              redactor: Redactor, salt: str, report: SourceReport, progress: Progress | None) -> _Outcome:
     outcome = _Outcome()
-    batch: list[tuple[Record, str, list[RedactionSpan], Known | None]] = []
+    batch: list[Upsert] = []
     count = 0
     for item in stream:
         count += 1
         if progress and count % 25 == 0:
             progress(settings.name, count)
-        if isinstance(item, Record | Unchanged | Skip):
-            item = storable(item)
         if isinstance(item, Record):
-            outcome.seen.add(item.external_id)
+            # whether it changed needs only its id and hash (storable never alters a hex hash), so a
+            # record stored already costs no walk through its messages and metadata
+            external_id = storable(item.external_id)
+            outcome.seen.add(external_id)
             stored_hash = content_hash(item.content_hash, salt)
-            existing = known.get(item.external_id)
+            existing = known.get(external_id)
             if existing is not None and existing.content_hash == stored_hash and not existing.deleted:
                 report.unchanged += 1
                 continue
-            redacted, spans = redact_record(item, redactor)
+            redacted, spans = redact_record(storable(item), redactor)
             report.redactions += len(spans)
             if existing is None:
                 report.added += 1
             else:
                 report.updated += 1
-            batch.append((redacted, stored_hash, spans, existing))
+            batch.append(Upsert(redacted, stored_hash, spans, existing))
             if len(batch) >= BATCH_SIZE:
                 _write(workspace, settings, batch)
                 batch.clear()
         elif isinstance(item, Unchanged):
-            outcome.seen.add(item.external_id)
+            outcome.seen.add(storable(item.external_id))
             report.unchanged += 1
         elif isinstance(item, Skip):
+            item = storable(item)
             if item.external_id:
                 outcome.seen.add(item.external_id)
             report.skipped.append({"item": item.item, "reason": item.reason})
@@ -151,12 +173,9 @@ def _consume(workspace: Workspace, settings: SourceSettings, stream: Iterator[An
     return outcome
 
 
-def _write(workspace: Workspace, settings: SourceSettings,
-           batch: list[tuple[Record, str, list[RedactionSpan], Known | None]]) -> None:
+def _write(workspace: Workspace, settings: SourceSettings, batch: list[Upsert]) -> None:
     with workspace.store.write() as session:
-        source = ensure_source(session, settings.name, settings.type)
-        for record, stored_hash, spans, existing in batch:
-            upsert_document(session, source, record, stored_hash, spans, existing)
+        write_documents(session, ensure_source(session, settings.name, settings.type), batch)
 
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")

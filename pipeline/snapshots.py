@@ -2,7 +2,8 @@
 
 A snapshot folder holds ``data/`` (a ``datasets.DatasetDict`` with ``train`` and ``eval`` splits,
 saved with ``save_to_disk``) and ``plora-snapshot.json`` (what went in: profile, sources, row and
-token counts per split, label and redaction counts, what was cut or dropped, builder version).
+token counts per split, label and redaction counts, what was cut or dropped, builder version, and
+``files``: every file of ``data/`` with its size and sha256, which ``damage`` checks).
 Columns per kind, all in TRL's standard formats plus ``source`` and ``ref`` (``source:external_id``):
 
 - ``sft``:  ``messages`` (conversational)
@@ -13,6 +14,7 @@ Columns per kind, all in TRL's standard formats plus ``source`` and ``ref`` (``s
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,56 @@ def read_snapshot(path: Path) -> Snapshot:
     except (OSError, ValueError) as e:
         raise DatasetError(f"{path}: not a plora dataset snapshot ({e})") from e
     return Snapshot(meta["kind"], meta["fingerprint"], path, meta)
+
+
+def data_files(path: Path) -> dict[str, dict[str, Any]]:
+    """Every file under the snapshot folder's ``data/``: path relative to the folder -> bytes, sha256."""
+    out: dict[str, dict[str, Any]] = {}
+    for file in sorted((path / DATA_DIR).rglob("*")):
+        if file.is_file():
+            with file.open("rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            out[file.relative_to(path).as_posix()] = {"bytes": file.stat().st_size, "sha256": digest}
+    return out
+
+
+def damage(snapshot: Snapshot) -> str | None:
+    """Why the snapshot's folder can't be used as it is, or None when it is intact.
+
+    A snapshot whose metadata lists its ``files`` is intact when each is there with its size and
+    sha256 (files added beside them are never loaded, so they don't count). An older one without
+    the list: when every file ``save_to_disk`` writes is there and not empty (the split list, each
+    split's state and info, each Arrow file its state names)."""
+    files = snapshot.meta.get("files")
+    if isinstance(files, dict) and files:
+        for name, expected in files.items():
+            file = snapshot.path / name
+            try:
+                if file.stat().st_size != expected["bytes"]:
+                    return f"{file} changed since it was written"
+                with file.open("rb") as handle:
+                    if hashlib.file_digest(handle, "sha256").hexdigest() != expected["sha256"]:
+                        return f"{file} changed since it was written"
+            except OSError as e:
+                return f"{file}: {e}"
+            except (KeyError, TypeError):
+                return f"{snapshot.path / META_FILE}: unreadable files entry {name!r}"
+        return None
+    data = snapshot.path / DATA_DIR
+    try:
+        splits = json.loads((data / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+        for split in splits:
+            folder = data / split
+            names = ["dataset_info.json", *(entry["filename"] for entry in
+                     json.loads((folder / "state.json").read_text(encoding="utf-8"))["_data_files"])]
+            for name in names:
+                if (folder / name).stat().st_size == 0:
+                    return f"{folder / name} is empty"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{data}: {e}"
+    if sorted(splits) != sorted(snapshot.rows):
+        return f"{data}: splits {splits}, expected {sorted(snapshot.rows)}"
+    return None
 
 
 def latest(workspace: Workspace, profile: str, kind: str) -> Snapshot | None:

@@ -43,6 +43,13 @@ def find_snapshot(session: Session, fingerprint_prefix: str) -> list[DatasetSnap
         DatasetSnapshot.fingerprint.startswith(fingerprint_prefix, autoescape=True))))
 
 
+def update_meta(session: Session, row: DatasetSnapshot, values: dict[str, Any]) -> DatasetSnapshot:
+    """Set keys of the row's ``meta`` (a new dict, so the JSON column is written)."""
+    row.meta = {**row.meta, **values}
+    session.flush()
+    return row
+
+
 def renew_snapshot(session: Session, row: DatasetSnapshot) -> DatasetSnapshot:
     """Make an already recorded snapshot the newest of its (profile, kind) again.
 

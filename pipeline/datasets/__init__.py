@@ -8,14 +8,25 @@ the SFT loss masks against the base model's chat template, and saves + records e
 (empty) snapshot, so ``pipeline.snapshots.latest`` always describes the store as it is now and
 never falls back to an older, non-empty build; trainers check ``Snapshot.rows``.
 
-One module per job: corpus (what is read), split (eval split), chat (conversation clean-up), sft,
-text, preference (dpo + kto), windows (length windows), dedup, masks (verifier + highlighted
-render), tokens (base tokenizer helpers), write (fingerprint + atomic save + record).
+An unchanged store is not rebuilt: the build first computes the key of what it would read
+(``inputs.inputs_key``: the store's content for the profile's sources, its labels, the profile's
+settings, the base tokenizer's fingerprint, the builder's code; no document text is read) and, when
+the latest snapshot of every kind it builds carries that key and its folder is intact
+(``pipeline.snapshots.damage``), returns them with ``new`` false. ``force=True`` builds anyway.
+
+One module per job: inputs (the key of what a build reads), corpus (what is read), split (eval
+split), chat (conversation clean-up), sft, text, preference (dpo + kto), windows (length windows),
+dedup, masks (verifier + highlighted render), tokens (base tokenizer helpers), write (fingerprint +
+atomic save + record).
 
 Metadata (``plora-snapshot.json``, also the store row's ``meta``):
 
 - ``kind``, ``fingerprint``, ``profile``, ``sources``, ``builder_version``, ``created_at``,
   ``columns``;
+- ``inputs_key``: the ``inputs.inputs_key`` of the build. The file keeps the key of the build that
+  wrote the folder; the store row's is updated to the key of the newest build that gave these same
+  rows (other inputs can give the same rows), and that is the one compared;
+- ``files``: every file of ``data/`` with its size and sha256 (``pipeline.snapshots.damage``);
 - ``settings``: ``eval_percent``, ``max_length``, ``base_model``, ``tokenizer_fingerprint``,
   ``split_salt``, ``dedup`` (and ``include_unlabelled`` for sft): everything the fingerprint
   covers besides the rows;
@@ -44,22 +55,22 @@ from pipeline.config import ProfileConfig
 from pipeline.datasets import write
 from pipeline.datasets.common import BUILDER_VERSION, Row, Tally
 from pipeline.datasets.corpus import CONVERSATION, TEXT_KINDS, label_counts, load_corpus, redaction_counts
-from pipeline.datasets.dedup import DedupSettings, dedup
+from pipeline.datasets.dedup import dedup
+from pipeline.datasets.inputs import DEDUP, inputs_key, kinds_for, settings_for
 from pipeline.datasets.masks import Segment, render, verify_rows
 from pipeline.datasets.preference import build_dpo, build_kto
 from pipeline.datasets.sft import build_sft
-from pipeline.datasets.split import EVAL, SALT, SPLITS, TRAIN, side
+from pipeline.datasets.split import EVAL, SPLITS, TRAIN, side
 from pipeline.datasets.text import build_text
 from pipeline.datasets.tokens import Tokens
-from pipeline.errors import UsageError
-from pipeline.snapshots import KINDS, Snapshot, read_snapshot
+from pipeline.errors import DatasetError, UsageError
+from pipeline.snapshots import KINDS, Snapshot, damage, read_snapshot
 from pipeline.workspace import Workspace
 from storage.corpus import CorpusDocument
 from storage.snapshots import find_snapshot as find_rows
 from storage.snapshots import latest_snapshot, list_snapshots as list_rows
 
 Progress = Callable[[str, int, int], None]  # (kind, documents done, documents in all)
-DEDUP = DedupSettings()
 
 
 @dataclass(frozen=True)
@@ -78,10 +89,6 @@ class BuildResult:
             for kind, s in self.snapshots.items()}}
 
 
-def kinds_for(profile: ProfileConfig) -> list[str]:
-    return ["sft", "text", *(stage for stage in profile.stages if stage != "sft")]
-
-
 def load_tokens(workspace: Workspace) -> Tokens:
     """The base model's tokenizer (loaded once per build; no weights) and its fingerprint."""
     tokenizer = load_tokenizer(workspace.config.base_model.name, home=workspace.home.root)
@@ -89,10 +96,16 @@ def load_tokens(workspace: Workspace) -> Tokens:
 
 
 def build_datasets(workspace: Workspace, profile_name: str | None = None, *,
-                   progress: Progress | None = None) -> BuildResult:
-    """Build, save and record every snapshot kind of the profile (its first one by default)."""
+                   progress: Progress | None = None, force: bool = False) -> BuildResult:
+    """Build, save and record every snapshot kind of the profile (its first one by default).
+
+    Unless ``force``, the profile's latest snapshots are returned as they are (``new`` false, nothing
+    read but the key's inputs) when they were built from what the store holds now (see ``current``)."""
     name, profile = workspace.config.profile(profile_name)
     tokens = load_tokens(workspace)
+    key = inputs_key(workspace, name, profile, tokens)
+    if not force and (reused := current(workspace, name, kinds_for(profile), key)) is not None:
+        return BuildResult(name, reused, dict.fromkeys(reused, False))
     corpus = load_corpus(workspace, profile.sources)
     conversations = [d for d in corpus if d.kind == CONVERSATION]
     texts = [d for d in corpus if d.kind in TEXT_KINDS]
@@ -111,7 +124,7 @@ def build_datasets(workspace: Workspace, profile_name: str | None = None, *,
             rows, tally = build_dpo(documents, tokens, max_length=max_length, tick=tick)
         else:
             rows, tally = build_kto(documents, tokens, max_length=max_length, tick=tick)
-        snapshot, written = _finish(workspace, name, profile, kind, rows, tally, documents, tokens)
+        snapshot, written = _finish(workspace, name, profile, kind, rows, tally, documents, tokens, key)
         snapshots[kind], new[kind] = snapshot, written
     return BuildResult(name, snapshots, new)
 
@@ -131,22 +144,29 @@ def _ticker(kind: str, total: int, progress: Progress | None) -> Callable[[], No
     return tick
 
 
-def settings_for(workspace: Workspace, profile: ProfileConfig, kind: str, tokens: Tokens) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        "eval_percent": profile.eval_percent,
-        "max_length": profile.train.max_length,
-        "base_model": workspace.config.base_model.name,
-        "tokenizer_fingerprint": tokens.fingerprint,
-        "split_salt": SALT,
-        "dedup": DEDUP.as_dict(),
-    }
-    if kind == "sft":
-        settings["include_unlabelled"] = profile.include_unlabelled
-    return settings
+def current(workspace: Workspace, profile: str, kinds: list[str], key: str) -> dict[str, Snapshot] | None:
+    """The profile's latest snapshot of each kind when every one was built from inputs with this key and
+    its folder is intact, else None (something must be built)."""
+    with workspace.store.read() as session:
+        rows = [latest_snapshot(session, profile, kind) for kind in kinds]
+        found = [(row.kind, row.fingerprint, workspace.home.root / row.path) for row in rows
+                 if row is not None and row.meta.get("inputs_key") == key]
+    if len(found) != len(kinds):
+        return None
+    snapshots: dict[str, Snapshot] = {}
+    for kind, fingerprint, path in found:
+        try:
+            snapshot = read_snapshot(path)
+        except DatasetError:  # its folder or its metadata file is gone or unreadable
+            return None
+        if snapshot.kind != kind or snapshot.fingerprint != fingerprint or damage(snapshot) is not None:
+            return None
+        snapshots[kind] = snapshot
+    return snapshots
 
 
 def _finish(workspace: Workspace, profile_name: str, profile: ProfileConfig, kind: str, rows: list[Row],
-            tally: Tally, documents: list[CorpusDocument], tokens: Tokens) -> tuple[Snapshot, bool]:
+            tally: Tally, documents: list[CorpusDocument], tokens: Tokens, key: str) -> tuple[Snapshot, bool]:
     rows = dedup(rows, DEDUP, tally)
     by_split: dict[str, list[Row]] = {split: [] for split in SPLITS}
     for row in rows:
@@ -176,6 +196,7 @@ def _finish(workspace: Workspace, profile_name: str, profile: ProfileConfig, kin
         "profile": profile_name,
         "sources": list(profile.sources),
         "builder_version": BUILDER_VERSION,
+        "inputs_key": key,
         "created_at": datetime.now(UTC).isoformat(),
         "settings": settings,
         "columns": list(write.features(kind)),
@@ -192,7 +213,7 @@ def _finish(workspace: Workspace, profile_name: str, profile: ProfileConfig, kin
     if trained:
         meta["trained_tokens"] = trained
     snapshot, written = write.save(workspace, kind, fingerprint, records, meta)
-    write.record(workspace, snapshot, profile_name)
+    write.record(workspace, snapshot, profile_name, inputs_key=key)
     return snapshot, written
 
 
@@ -266,5 +287,5 @@ def show_example(workspace: Workspace, snapshot: Snapshot, index: int, split: st
     return ExampleView(snapshot.kind, split, index, row, segments, note)
 
 
-__all__ = ["KINDS", "BuildResult", "ExampleView", "Progress", "build_datasets", "find_snapshot", "kinds_for",
-           "list_snapshots", "load_tokens", "show_example"]
+__all__ = ["KINDS", "BuildResult", "ExampleView", "Progress", "build_datasets", "current", "find_snapshot",
+           "inputs_key", "kinds_for", "list_snapshots", "load_tokens", "settings_for", "show_example"]

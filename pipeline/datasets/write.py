@@ -7,10 +7,13 @@ The profile is part of it because snapshots are recorded per profile: two profil
 rows get two snapshots. Metadata that only describes the build (counts of what was dropped) is
 not: the same rows are the same dataset.
 
+The metadata file gets ``files`` (every file of ``data/``: bytes and sha256) so a later build can tell
+an intact folder from a damaged one without loading it (``pipeline.snapshots.damage``).
+
 Writing is atomic: the splits go to ``datasets/<kind>/.tmp-<fingerprint>-<random>/`` and the
-folder is renamed to ``datasets/<kind>/<fingerprint>/``. When that folder already holds a
-snapshot, nothing is written (a concurrent build that lost the race discards its copy). Data
-files are Arrow (``save_to_disk``), never pickle.
+folder is renamed to ``datasets/<kind>/<fingerprint>/``. When that folder already holds the snapshot
+intact, nothing is written (a concurrent build that lost the race discards its copy); a damaged one
+is replaced. Data files are Arrow (``save_to_disk``), never pickle.
 """
 
 from __future__ import annotations
@@ -26,10 +29,9 @@ from typing import Any
 from pipeline.datasets.common import BUILDER_VERSION
 from pipeline.datasets.split import SPLITS
 from pipeline.errors import DatasetError
-from pipeline.snapshots import DATA_DIR, META_FILE, Snapshot, read_snapshot, snapshot_dir
+from pipeline.snapshots import DATA_DIR, META_FILE, Snapshot, damage, data_files, read_snapshot, snapshot_dir
 from pipeline.workspace import Workspace
-from storage.snapshots import renew_snapshot
-from storage.snapshots import latest_snapshot, record_snapshot
+from storage.snapshots import latest_snapshot, record_snapshot, renew_snapshot, update_meta
 
 
 def fingerprint(*, profile: str, kind: str, settings: dict[str, Any], splits: dict[str, list[dict[str, Any]]]) -> str:
@@ -63,13 +65,13 @@ def features(kind: str) -> Any:
 
 def save(workspace: Workspace, kind: str, fingerprint_: str, splits: dict[str, list[dict[str, Any]]],
          meta: dict[str, Any]) -> tuple[Snapshot, bool]:
-    """Write the snapshot unless its folder exists; returns it and whether it was written now."""
+    """Write the snapshot unless its folder holds it intact; returns it and whether it was written now."""
     from datasets import Dataset, DatasetDict
     from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
 
     target = snapshot_dir(workspace, kind, fingerprint_)
-    if (target / META_FILE).is_file():
-        return read_snapshot(target), False
+    if (existing := intact(target)) is not None:
+        return existing, False
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
     temp = parent / f".tmp-{fingerprint_[:16]}-{uuid.uuid4().hex[:8]}"
@@ -84,16 +86,19 @@ def save(workspace: Workspace, kind: str, fingerprint_: str, splits: dict[str, l
         finally:
             if shown:
                 enable_progress_bar()
+        meta = {**meta, "files": data_files(temp)}
         (temp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                                       encoding="utf-8")
         _fsync_tree(temp)
-        if target.exists() and not (target / META_FILE).is_file():
-            shutil.rmtree(target)  # a folder left half-made by a crash before this scheme: replace it
+        if target.exists():
+            if (existing := intact(target)) is not None:  # another build wrote the same snapshot meanwhile
+                return existing, False
+            shutil.rmtree(target)  # left half-made by a crash before this scheme, or damaged since: replace it
         try:
             os.rename(temp, target)
         except OSError:
-            if (target / META_FILE).is_file():  # another build wrote the same snapshot first
-                return read_snapshot(target), False
+            if (existing := intact(target)) is not None:  # another build wrote the same snapshot first
+                return existing, False
             raise
     except OSError as e:
         raise DatasetError(f"can't write snapshot {kind}/{fingerprint_[:12]} to {target}: {e}") from e
@@ -103,6 +108,17 @@ def save(workspace: Workspace, kind: str, fingerprint_: str, splits: dict[str, l
     return read_snapshot(target), True
 
 
+def intact(folder: Path) -> Snapshot | None:
+    """The snapshot in ``folder`` when there is one and it is intact (``pipeline.snapshots.damage``)."""
+    if not (folder / META_FILE).is_file():
+        return None
+    try:
+        snapshot = read_snapshot(folder)
+    except DatasetError:
+        return None
+    return snapshot if damage(snapshot) is None else None
+
+
 def _fsync_tree(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
@@ -110,21 +126,31 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def record(workspace: Workspace, snapshot: Snapshot, profile: str) -> bool:
-    """Record the snapshot in the store as the profile's newest of its kind; False if it already was."""
+def record(workspace: Workspace, snapshot: Snapshot, profile: str, *, inputs_key: str | None = None) -> bool:
+    """Record the snapshot in the store as the profile's newest of its kind; False if it already was.
+
+    ``inputs_key`` (the key of the build that gave these rows) goes into the row's meta, replacing the
+    key of an earlier build with other inputs that gave the same rows."""
     path = snapshot.path.relative_to(workspace.home.root).as_posix()
     rows = sum(snapshot.rows.values())
+    wanted = {} if inputs_key is None else {"inputs_key": inputs_key}
     with workspace.store.read() as session:
         current = latest_snapshot(session, profile, snapshot.kind)
-        if current is not None and current.fingerprint == snapshot.fingerprint:
+        if current is not None and current.fingerprint == snapshot.fingerprint and \
+                all(current.meta.get(k) == v for k, v in wanted.items()):
             return False
     with workspace.store.write() as session:
+        current = latest_snapshot(session, profile, snapshot.kind)
+        if current is not None and current.fingerprint == snapshot.fingerprint:
+            update_meta(session, current, wanted)
+            return False
         row = record_snapshot(session, profile=profile, kind=snapshot.kind, fingerprint=snapshot.fingerprint,
-                              path=path, rows=rows, meta=snapshot.meta)
+                              path=path, rows=rows, meta={**snapshot.meta, **wanted})
         current = latest_snapshot(session, profile, snapshot.kind)
         if current is not None and current.id != row.id:
-            renew_snapshot(session, row)
+            row = renew_snapshot(session, row)
+        update_meta(session, row, wanted)
     return True
 
 
-__all__ = ["features", "fingerprint", "record", "save"]
+__all__ = ["features", "fingerprint", "intact", "record", "save"]

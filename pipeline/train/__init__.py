@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import PloraError, TrainingError
 from pipeline.evaluate import GateDecision, eval_loss, gate_decision, metrics_of, preference_accuracy
 from pipeline.train.data import RunData, load_run_data, preference_dataset, tokenize_lm
+from pipeline.train.packing import packing_mode
 from pipeline.train.progress import Progress, TrainProgress, progress_callback
 from pipeline.train.recipe import (
     Recipe,
@@ -544,8 +545,10 @@ def _run_stages(workspace: Workspace, plan: _Plan, state: RunState, model: Any, 
         clock = StageClock(resume_from.state.wall_seconds if resume_from else 0.0)
         callbacks = [checkpoint_callback(state, stage, record, clock), progress_callback(stage, progress)]
         if stage == "sft":
-            result = train_sft(model, tokenizer, train_set, args=sft_args(recipe.train, stage_dir, device),
-                               callbacks=callbacks, resume_from=resume_from, clock=clock, keep_fp32=keep_fp32)
+            packing = packing_mode(recipe.train.packing, model)
+            result = train_sft(model, tokenizer, train_set, args=sft_args(recipe.train, stage_dir, device, packing),
+                               callbacks=callbacks, resume_from=resume_from, clock=clock, keep_fp32=keep_fp32,
+                               packing=packing)
         elif stage == "dpo":
             result = train_dpo(model, tokenizer, preference_dataset(plan.data.preference_train["dpo"], "dpo"),
                                args=dpo_args(recipe.train, stage_dir, device), callbacks=callbacks,

@@ -20,6 +20,8 @@ from pipeline.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from peft import LoraConfig as PeftLoraConfig
+
+    from pipeline.train.packing import PackingMode
     from trl import DPOConfig, KTOConfig, SFTConfig
 
 MODES = ("scratch", "continue")
@@ -210,12 +212,14 @@ def _common_args(train: TrainSettings, output_dir: Path, device: str) -> dict[st
     }
 
 
-def sft_args(train: TrainSettings, output_dir: Path, device: str) -> SFTConfig:
+def sft_args(train: TrainSettings, output_dir: Path, device: str, packing: PackingMode = "off") -> SFTConfig:
     """SFT on pre-tokenized rows (``input_ids`` + ``labels``, assistant-only labels already applied):
-    TRL leaves a dataset with a ``labels`` column as it is, so chat and text rows train together."""
+    TRL leaves a dataset with a ``labels`` column as it is, so chat and text rows train together.
+    TRL packs only in ``"padding_free"`` mode; ``"rows"`` rows arrive packed (pipeline.train.packing)."""
     from trl import SFTConfig
 
-    return SFTConfig(**_common_args(train, output_dir, device), max_length=train.max_length, packing=train.packing,
+    return SFTConfig(**_common_args(train, output_dir, device), max_length=train.max_length,
+                     packing=packing == "padding_free",
                      assistant_only_loss=False, completion_only_loss=False)
 
 

@@ -2,8 +2,9 @@
 
 Rows arrive tokenized (``input_ids`` + ``labels``, see pipeline.train.data.tokenize_lm): chat rows
 with labels only on the assistant's tokens, text rows on every token. TRL's SFTTrainer keeps a
-dataset that already has ``labels`` as it is (it only packs it when ``train.packing`` is on), so
-chats and text train in one stage with the same masking the evaluation uses.
+dataset that already has ``labels`` as it is, so chats and text train in one stage with the same
+masking the evaluation uses. With ``train.packing`` on, rows are packed by TRL (padding-free, for
+FlashAttention) or by pipeline.train.packing (one block per batch row, for every other attention).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.train.packing import PackedRowsCollator, PackingMode, pack_rows
 from pipeline.train.resume import Checkpoint
 
 if TYPE_CHECKING:
@@ -87,13 +89,17 @@ class StageClock:
 
 def train_sft(model: Any, tokenizer: PreTrainedTokenizerBase, train: Dataset, *, args: SFTConfig,
               callbacks: list[TrainerCallback], resume_from: Checkpoint | None, clock: StageClock,
-              keep_fp32: bool) -> StageResult:
-    """Train ``model`` (a PeftModel whose adapter ``default`` is trainable) on ``train``."""
+              keep_fp32: bool, packing: PackingMode = "off") -> StageResult:
+    """Train ``model`` (a PeftModel whose adapter ``default`` is trainable) on ``train``; ``packing``
+    as ``packing_mode`` decided it (``args`` made by ``sft_args`` with the same mode)."""
     from trl import SFTTrainer
 
+    collator = None
+    if packing == "rows":
+        train, collator = pack_rows(train, args.max_length), PackedRowsCollator(tokenizer.pad_token_id)
     saved = trainable_state(model) if keep_fp32 else {}
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                         callbacks=callbacks)
+                         data_collator=collator, callbacks=callbacks)
     keep_adapter_dtype(trainer.model, saved)
     quiet(trainer)
     return run_trainer(trainer, "sft", resume_from, clock)

@@ -17,6 +17,7 @@ from connectors.records import (
     NothingChanged,
     Record,
     Skip,
+    Unchanged,
 )
 from connectors.settings import JsonlSource
 
@@ -57,6 +58,10 @@ def records(items: list[Item]) -> dict[str, Record]:
 
 def skips(items: list[Item]) -> list[Skip]:
     return [item for item in items if isinstance(item, Skip)]
+
+
+def unchanged(items: list[Item]) -> list[str]:
+    return [item.external_id for item in items if isinstance(item, Unchanged)]
 
 
 def test_reads_conversations_with_stable_ids(tmp_path: Path) -> None:
@@ -177,8 +182,52 @@ def test_a_folder_prefixes_ids_with_the_relative_path(tmp_path: Path) -> None:
     assert set(first[-1].state["files"]) == {"a.jsonl", "team/b.jsonl"}
     assert read(folder, first[-1].state)[0] == NothingChanged()
     write(folder / "c.jsonl", [convo("j9")])
-    again = records(read(folder, first[-1].state))
-    assert list(again) == ["a.jsonl#j1", "c.jsonl#j9", "team/b.jsonl#j1"]
+    again = read(folder, first[-1].state)
+    assert list(records(again)) == ["c.jsonl#j9"]
+    assert unchanged(again) == ["a.jsonl#j1", "team/b.jsonl#j1"]
+
+
+def test_an_edit_reads_only_the_lines_that_changed(tmp_path: Path) -> None:
+    path = write(tmp_path / "chats.jsonl", [convo("j1"), convo("j2"), convo("j3", label="good")])
+    first = read(path)
+    write(path, [convo("j3", label="bad"), convo("j1"), convo("j2", "Edited?"), convo("j4")], newline="\r\n")
+    again = read(path, first[-1].state)
+    assert list(records(again)) == ["j3", "j2", "j4"]
+    assert unchanged(again) == ["j1"]
+    assert records(again)["j3"].labels == (ImportedLabel("bad"),)
+    assert "Edited?" in records(again)["j2"].content
+    third = read(path, again[-1].state)
+    assert third == [NothingChanged(), again[-1]]
+    write(path, [convo("j1"), convo("j2", "Edited?"), convo("j3", label="bad"), convo("j4"), convo("j5")])
+    assert list(records(read(path, again[-1].state))) == ["j5"]
+
+
+def test_an_unchanged_line_whose_id_was_taken_by_an_earlier_one_is_a_duplicate(tmp_path: Path) -> None:
+    path = write(tmp_path / "chats.jsonl", [convo("j1"), convo("j2")])
+    first = read(path)
+    write(path, [convo("j2", "Now first"), convo("j1"), convo("j2")])
+    again = read(path, first[-1].state)
+    assert "Now first" in records(again)["j2"].content
+    assert unchanged(again) == ["j1"]
+    [skip] = skips(again)
+    assert skip.item == f"{path}:3" and "duplicate id 'j2'" in skip.reason
+
+
+def test_lines_that_made_a_skip_are_read_again(tmp_path: Path) -> None:
+    path = write(tmp_path / "chats.jsonl", [convo("j1", label="meh"), "{not json", convo("j2")])
+    first = read(path)
+    write(path, [convo("j1", label="meh"), "{not json", convo("j2"), convo("j3")])
+    again = read(path, first[-1].state)
+    assert list(records(again)) == ["j1", "j3"] and unchanged(again) == ["j2"]
+    assert [s.item for s in skips(again)] == [f"{path}:1", f"{path}:2"]
+
+
+def test_a_cursor_without_line_hashes_reads_every_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "chats.jsonl", [convo("j1")])
+    old = {"files": read(path)[-1].state["files"]}
+    assert read(path, old)[0] == NothingChanged()
+    write(path, [convo("j1"), convo("j2")])
+    assert list(records(read(path, old))) == ["j1", "j2"]
 
 
 def test_unreadable_sources_raise_connector_error_naming_the_path(tmp_path: Path) -> None:

@@ -33,6 +33,8 @@ def test_build_list_show(example_home: Path, cli) -> None:
     assert all(row["new"] is False for row in again["snapshots"].values())
     assert {k: r["fingerprint"] for k, r in again["snapshots"].items()} == \
         {k: r["fingerprint"] for k, r in report["snapshots"].items()}
+    forced = cli("datasets", "build", "--home", home, "--json", "--force").json()  # built again: same rows
+    assert forced == again and forced["snapshots"]["sft"].keys() == {"fingerprint", "path", "rows", "tokens", "new"}
 
     listed = cli("datasets", "list", "--home", home, "--json").json()
     assert {row["fingerprint"] for row in listed} == {r["fingerprint"] for r in report["snapshots"].values()}

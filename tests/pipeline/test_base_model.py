@@ -226,6 +226,36 @@ def test_load_nf4_gives_linear4bit_and_generates(built_home: Path) -> None:
     assert (out < 264).all()
 
 
+def _mapped(folder: Path) -> set[str]:
+    """The files under ``folder`` this process has memory-mapped now."""
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    return {line.split(maxsplit=5)[5] for line in lines if len(line.split(maxsplit=5)) == 6
+            and line.split(maxsplit=5)[5].startswith(str(folder))}
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps (Linux)")
+def test_nf4_load_on_cpu_releases_the_checkpoint_mapping(built_home: Path, tmp_path: Path) -> None:
+    """An NF4 base keeps no tensor in the safetensors file mapping, so the mapping (and with it every
+    checkpoint page read while quantizing) is gone after loading; an unquantized base keeps it."""
+    import gc
+
+    import torch
+
+    folder = tmp_path / "model"
+    shutil.copytree(bm.builtin_model_dir(built_home), folder)
+    plain = bm.load_base(str(folder), home=tmp_path, quantization="none", double_quant=False)
+    gc.collect()
+    assert any(path.endswith(".safetensors") for path in _mapped(folder))  # the check sees a mapping
+    del plain
+    gc.collect()
+
+    base = bm.load_base(str(folder), home=tmp_path, quantization="nf4", double_quant=True)
+    gc.collect()
+    assert _mapped(folder) == set()
+    with torch.no_grad():  # and it still computes
+        assert torch.isfinite(base.model(**_chat_input(base.tokenizer)).logits).all()
+
+
 def test_load_without_quantization_and_from_a_folder(built_home: Path) -> None:
     import bitsandbytes as bnb
     import torch

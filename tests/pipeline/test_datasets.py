@@ -464,3 +464,174 @@ def test_trl_trainers_accept_each_snapshot(built, tmp_path: Path) -> None:
                          args=KTOConfig(output_dir=str(tmp_path / "kto"), **common))
     assert {"prompt_ids", "completion_ids", "label"} <= set(trainer.train_dataset.column_names)
     trainer.train()
+
+
+# --- an unchanged store is not rebuilt --------------------------------------------------------------
+
+class _Reads:
+    """Counts the builds that read the corpus (a skipped build reads none)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import pipeline.datasets as datasets
+
+        self.count = 0
+        real = datasets.load_corpus
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(datasets, "load_corpus", counted)
+
+    def take(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
+def _fingerprints(result) -> dict[str, str]:
+    return {kind: snapshot.fingerprint for kind, snapshot in result.snapshots.items()}
+
+
+def _build(home: Path, profile: str = "prefs", **kwargs: Any):
+    with open_workspace(home) as workspace:
+        return build_datasets(workspace, profile, **kwargs)
+
+
+def _row_keys(home: Path, profile: str) -> dict[str, str | None]:
+    with open_workspace(home) as workspace, workspace.store.read() as session:
+        rows = session.scalars(select(DatasetSnapshot).where(DatasetSnapshot.profile == profile)
+                               .order_by(DatasetSnapshot.id)).all()
+        return {row.kind: row.meta.get("inputs_key") for row in rows}  # the last row of a kind is its latest
+
+
+def test_an_unchanged_store_is_not_rebuilt(tmp_path: Path, model_cache: Path, clean_env: None,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    home = _make_home(tmp_path, model_cache)
+    reads = _Reads(monkeypatch)
+    first = _build(home)
+    assert reads.take() == 1 and all(first.new.values())
+    keys = {snapshot.meta["inputs_key"] for snapshot in first.snapshots.values()}
+    assert len(keys) == 1 and set(_row_keys(home, "prefs").values()) == keys
+    assert all(snapshot.meta["files"] for snapshot in first.snapshots.values())
+
+    files = sorted((str(p), p.stat().st_mtime_ns) for p in (home / "datasets").rglob("*"))
+    again = _build(home)
+    assert reads.take() == 0  # nothing built: the corpus was not even read
+    assert again.new == {"sft": False, "text": False, "kto": False}
+    assert again.snapshots == first.snapshots
+    assert again.as_dict() == {"profile": "prefs", "snapshots": {  # the --json document: same keys
+        kind: {**row, "new": False} for kind, row in first.as_dict()["snapshots"].items()}}
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in (home / "datasets").rglob("*")) == files
+
+    forced = _build(home, force=True)  # --force builds anyway: same rows, nothing written
+    assert reads.take() == 1 and _fingerprints(forced) == _fingerprints(first) and not any(forced.new.values())
+
+    # a config change the datasets don't read (LoRA rank) is no reason to rebuild
+    config = home / "plora.toml"
+    config.write_text(config.read_text().replace(
+        "[profiles.prefs]\n", "[profiles.prefs]\nlora = { r = 4, alpha = 8 }\n"), encoding="utf-8")
+    assert not any(_build(home).new.values()) and reads.take() == 0
+
+
+def test_each_kind_of_change_rebuilds(tmp_path: Path, model_cache: Path, clean_env: None,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    home = _make_home(tmp_path, model_cache)
+    reads = _Reads(monkeypatch)
+    built = _build(home)
+    assert reads.take() == 1
+
+    def rebuilt() -> Any:
+        result = _build(home)
+        assert reads.take() == 1, "a change must rebuild"
+        unchanged = _build(home)
+        assert reads.take() == 0 and not any(unchanged.new.values()), "then an unchanged store must not"
+        assert _fingerprints(unchanged) == _fingerprints(result)
+        return result
+
+    # a new document
+    _write_jsonl(tmp_path / "chats.jsonl", _chats() + [{"id": "brand-new", "label": "good", "messages": [
+        _m("user", "Is the new POP live?"), _m("assistant", "NEW-REPLY: yes, since noon.")]}])
+    with open_workspace(home) as workspace:
+        assert ingest(workspace, ["chats"])["chats"].added == 1
+    result = rebuilt()
+    assert result.new["sft"] and "chats:brand-new" in {r["ref"] for rows in _rows(result.snapshots["sft"]).values()
+                                                       for r in rows}
+
+    # a deleted document
+    _write_jsonl(tmp_path / "chats.jsonl", _chats())
+    with open_workspace(home) as workspace:
+        assert ingest(workspace, ["chats"])["chats"].deleted == 1
+    result = rebuilt()
+    assert _fingerprints(result)["sft"] == _fingerprints(built)["sft"] and not result.new["sft"]
+
+    # a label, then the same label cleared: the rows come back to the first build's
+    with open_workspace(home) as workspace:
+        set_label(workspace, "chats:special", "bad", position=1)
+    labelled = rebuilt()
+    assert labelled.new["kto"] and labelled.snapshots["kto"].fingerprint != built.snapshots["kto"].fingerprint
+    with open_workspace(home) as workspace:
+        set_label(workspace, "chats:special", "clear", position=1)
+    cleared = rebuilt()  # the old snapshots again, now carrying today's key: the next build is skipped
+    assert _fingerprints(cleared) == _fingerprints(built) and not any(cleared.new.values())
+
+    # a label that went stale: its message's text changed at the source
+    stale_chats = _chats()
+    stale_chats[3]["messages"][3]["content"] = "BAD-MIDDLE-REPLY: reboot only the edge."
+    _write_jsonl(tmp_path / "chats.jsonl", stale_chats)
+    with open_workspace(home) as workspace:
+        assert ingest(workspace, ["chats"])["chats"].updated == 1
+    stale = rebuilt()
+    assert stale.snapshots["kto"].meta["labels"]["stale_ignored"] == 1
+    _write_jsonl(tmp_path / "chats.jsonl", _chats())
+    with open_workspace(home) as workspace:
+        ingest(workspace, ["chats"])
+    rebuilt()
+
+    # profile settings: eval_percent, max_length, include_unlabelled, stages
+    config = home / "plora.toml"
+    original = config.read_text()
+    prefs = original.index("[profiles.prefs]")
+    for old, new in (("eval_percent = 20", "eval_percent = 40"), ("max_length = 1024", "max_length = 512"),
+                     ("eval_percent = 20", "eval_percent = 20\ninclude_unlabelled = true"),
+                     ('stages = ["sft", "kto"]', 'stages = ["sft", "dpo"]')):
+        config.write_text(original[:prefs] + original[prefs:].replace(old, new, 1), encoding="utf-8")
+        result = rebuilt()
+        assert result.new["sft"] or result.new.get("dpo"), (old, new)
+    config.write_text(original, encoding="utf-8")
+    assert _fingerprints(rebuilt()) == _fingerprints(built)
+
+    # a snapshot folder deleted, or one of its files changed: rebuilt, and only that one written
+    text = built.snapshots["text"].path
+    shutil.rmtree(text)
+    result = rebuilt()
+    assert result.new == {"sft": False, "text": True, "kto": False} and (text / "data").is_dir()
+    (arrow,) = (built.snapshots["kto"].path / "data" / "train").glob("*.arrow")
+    arrow.write_bytes(arrow.read_bytes()[:-8])
+    result = rebuilt()
+    assert result.new == {"sft": False, "text": False, "kto": True}
+    assert _rows(result.snapshots["kto"]) == _rows(built.snapshots["kto"])
+
+
+def test_the_base_tokenizer_and_the_builder_are_inputs(tmp_path: Path, model_cache: Path, clean_env: None,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.datasets import inputs
+
+    home = _make_home(tmp_path, model_cache, model="my-model")
+    shutil.copytree(model_cache, home / "my-model")
+    reads = _Reads(monkeypatch)
+    first = _build(home)
+    assert reads.take() == 1 and not any(_build(home).new.values()) and reads.take() == 0
+
+    # the base model's tokenizer files change under the same name (a comment in its chat template)
+    template = home / "my-model" / "chat_template.jinja"
+    template.write_text(template.read_text(encoding="utf-8") + "{# edited #}", encoding="utf-8")
+    second = _build(home)
+    assert reads.take() == 1
+    assert second.snapshots["sft"].meta["settings"]["tokenizer_fingerprint"] != \
+        first.snapshots["sft"].meta["settings"]["tokenizer_fingerprint"]
+    assert not any(_build(home).new.values()) and reads.take() == 0
+
+    # the builder's code (or BUILDER_VERSION, which it covers)
+    monkeypatch.setattr(inputs, "code_version", lambda: "an edited builder")
+    assert _fingerprints(_build(home)) == _fingerprints(second) and reads.take() == 1
+    assert not any(_build(home).new.values()) and reads.take() == 0

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from pipeline.ingest import ingest
+from pipeline.labels import set_label
 from pipeline.workspace import open_workspace
 from storage.labels import effective_labels
 from storage.models import Document, Label, Redaction, Source
@@ -136,6 +137,39 @@ def test_imported_labels_and_relabel_idempotent(home: Path, corpus) -> None:
         assert session.scalar(select(func.count()).select_from(Label)) == 2
 
 
+def test_an_edited_export_replaces_changed_documents_in_one_batch(home: Path, corpus) -> None:
+    _, chats = corpus
+    _ingest(home)
+    with open_workspace(home) as workspace:
+        set_label(workspace, "chats:c2", "good", position=1)  # the person's own: stays whatever the source says
+    lines = [
+        {"id": "c1", "messages": [{"role": "user", "content": "why 403?"},
+                                  {"role": "assistant", "content": "Rotate it now."}], "label": "bad"},
+        {"id": "c2", "messages": [{"role": "user", "content": "anycast?"},
+                                  {"role": "assistant", "content": "No idea."}]},
+        {"id": "c3", "messages": [{"role": "user", "content": f"is {AWS_KEY} live?"},
+                                  {"role": "assistant", "content": "Yes."}], "label": "good"},
+    ]
+    chats.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    report = _ingest(home)["chats"]
+    assert (report.added, report.updated, report.unchanged) == (1, 2, 0)
+    with open_workspace(home) as workspace, workspace.store.read() as session:
+        documents = {d.external_id: d for d in session.scalars(select(Document).join(Source)
+                                                                  .where(Source.name == "chats"))}
+        assert [m.content for m in documents["c1"].messages] == ["why 403?", "Rotate it now."]
+        assert [r.secret_type for r in documents["c1"].redactions] == []
+        assert len(documents["c3"].redactions) == report.redactions >= 1  # the message and the title made of it
+        assert AWS_KEY not in documents["c3"].content + documents["c3"].title
+        labels = {(documents_id, position): label.value.value
+                  for (documents_id, position, _), label in effective_labels(session).items()}
+        ids = {name: d.id for name, d in documents.items()}
+        assert labels == {(ids["c1"], None): "bad", (ids["c2"], 1): "good", (ids["c3"], None): "good"}
+        imported = [(label.document_id, label.value.value) for label in session.scalars(
+            select(Label).where(Label.origin == "import").order_by(Label.id))]
+        assert imported == [(ids["c1"], "good"), (ids["c2"], "bad"),
+                            (ids["c1"], "bad"), (ids["c2"], "clear"), (ids["c3"], "good")]
+
+
 def test_missing_source_path_is_an_error_but_others_ingest(home: Path, corpus, cli) -> None:
     vault, chats = corpus
     write_config(home, (home / "plora.toml").read_text() + '\n[[sources]]\nname = "gone"\ntype = "claude"\npath = "nowhere.zip"\n')
@@ -185,3 +219,22 @@ def test_kill_during_ingest_then_rerun_completes(home: Path, tmp_path: Path) -> 
     subprocess.run([*plora, "ingest", "--home", str(home)], cwd=REPO, env=env, check=True, capture_output=True)
     subprocess.run([*plora, "ingest", "--home", str(clean_home)], cwd=REPO, env=env, check=True, capture_output=True)
     assert _documents(home) == _documents(clean_home)
+
+
+def test_new_redaction_patterns_reach_documents_already_stored(home: Path, corpus) -> None:
+    """A pattern added to [redaction] after a first ingest redacts the stored copies of unchanged
+    files too: the next ingest re-reads every source from scratch (their cursors are of other rules)."""
+    vault, chats = corpus
+    _note(vault, "notes/badge.md", "# Door\n\nbadge pin 7731-ALPHA at the back door\n")
+    _ingest(home)
+    config = home / "plora.toml"
+    config.write_text(config.read_text(encoding="utf-8") + '\n[redaction]\nextra_patterns = ["7731-ALPHA"]\n',
+                      encoding="utf-8")
+    reports = _ingest(home)
+    assert reports["vault"].updated == 4  # every document re-processed under the new rules
+    assert reports["chats"].updated == 2 and reports["chats"].error is None
+    with open_workspace(home) as workspace, workspace.store.read() as session:
+        badge = session.scalars(select(Document).where(Document.external_id == "notes/badge.md")).one()
+        assert "7731-ALPHA" not in badge.content and "[REDACTED:custom]" in badge.content
+    again = _ingest(home)  # the new rules are now the cursor's: back to incremental
+    assert again["vault"].updated == 0 and again["vault"].unchanged == 4
