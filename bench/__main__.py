@@ -37,20 +37,44 @@ BENCHMARKS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny corpus, tiny model, few steps: every row in under two minutes (CI smoke check)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="where training, memory, rank and inference benchmarks run (default cpu)")
-    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME",
-                        help=f"run only these ({', '.join(BENCHMARKS)})")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results folder (default bench/results, or bench/results/quick with --quick)")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the GPU's peak dense bf16 TFLOP/s for MFU (default: looked up by device name)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="alternating rounds per timed comparison (default 1 with --quick, else 2-5)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: one per core); 1 keeps timings steadier on a shared machine")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny corpus, tiny model, few steps: every row in under two minutes (CI smoke check)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where training, memory, rank and inference benchmarks run (default cpu)",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME", help=f"run only these ({', '.join(BENCHMARKS)})"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default bench/results, or bench/results/quick with --quick)",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the GPU's peak dense bf16 TFLOP/s for MFU (default: looked up by device name)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="alternating rounds per timed comparison (default 1 with --quick, else 2-5)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: one per core); 1 keeps timings steadier on a shared machine",
+    )
     parser.add_argument("--keep-work", action="store_true", help="keep the scratch folder (corpora, models, homes)")
     return parser.parse_args(argv)
 
@@ -82,8 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in names:
             module_name, function = BENCHMARKS[name].split(":")
-            settings = Settings(quick=args.quick, device=args.device, work=work / name,
-                                peak_tflops=args.peak_tflops, rounds=args.rounds, threads=args.threads)
+            settings = Settings(
+                quick=args.quick,
+                device=args.device,
+                work=work / name,
+                peak_tflops=args.peak_tflops,
+                rounds=args.rounds,
+                threads=args.threads,
+            )
             settings.work.mkdir(parents=True)
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
             began = time.perf_counter()
@@ -102,9 +132,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] scratch kept in {work}", file=sys.stderr)
     seconds = time.perf_counter() - started
     report = markdown_report(rows, info, quick=args.quick, seconds=seconds, errors=errors)
-    document = {"quick": args.quick, "device": args.device, "benchmarks": names, "machine": info,
-                "seconds": round(seconds, 1), "seconds_per_benchmark": timings, "errors": errors,
-                "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv), "rows": rows}
+    document = {
+        "quick": args.quick,
+        "device": args.device,
+        "benchmarks": names,
+        "machine": info,
+        "seconds": round(seconds, 1),
+        "seconds_per_benchmark": timings,
+        "errors": errors,
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "rows": rows,
+    }
     dated = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for name in (stem, f"{stem.replace('latest', 'run', 1)}-{dated}"):
         write_json(out / f"{name}.json", document)

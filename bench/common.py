@@ -34,7 +34,11 @@ if str(REPO) not in sys.path:  # `python bench/x.py` as well as `python -m bench
 
 ROW_KEYS = ("benchmark", "metric", "value", "unit", "baseline", "ratio", "target", "ok")
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq,
+    "<=": operator.le,
+    ">=": operator.ge,
+    "<": operator.lt,
+    ">": operator.gt,
+    "==": operator.eq,
 }
 
 
@@ -195,8 +199,8 @@ def child_processes(pid: int | None = None) -> list[dict[str, Any]]:
         except OSError:
             continue
         # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split at the last ")"
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
         if int(ppid) == pid:
             found.append({"pid": int(entry.name), "comm": comm, "state": state})
     return found
@@ -261,8 +265,11 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
 
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
-            info["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
-                           "cuda": torch.version.cuda}
+            info["gpu"] = {
+                "name": props.name,
+                "memory_gib": round(props.total_memory / 2**30, 1),
+                "cuda": torch.version.cuda,
+            }
     return info
 
 
@@ -270,9 +277,11 @@ def machine_line(info: dict[str, Any]) -> str:
     v = info["versions"]
     gpu = f", GPU {info['gpu']['name']} ({info['gpu']['memory_gib']} GiB)" if info.get("gpu") else ""
     threads = f", torch threads {info['torch_threads']}" if info.get("torch_threads") else ""
-    return (f"{info['date']}; {info['cpu']}, {info['usable_cores']} cores{threads}, {info['ram_gib']} GiB RAM{gpu}; "
-            f"load average at start {info['load_average'][0]}; Python {info['python']}, torch {v['torch']}, "
-            f"transformers {v['transformers']}, peft {v['peft']}, trl {v['trl']}, bitsandbytes {v['bitsandbytes']}")
+    return (
+        f"{info['date']}; {info['cpu']}, {info['usable_cores']} cores{threads}, {info['ram_gib']} GiB RAM{gpu}; "
+        f"load average at start {info['load_average'][0]}; Python {info['python']}, torch {v['torch']}, "
+        f"transformers {v['transformers']}, peft {v['peft']}, trl {v['trl']}, bitsandbytes {v['bitsandbytes']}"
+    )
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -299,17 +308,22 @@ def fmt(value: Any) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| benchmark | metric | value | unit | baseline | ratio | target | ok |",
-             "| --- | --- | ---: | --- | ---: | ---: | --- | --- |"]
+    lines = [
+        "| benchmark | metric | value | unit | baseline | ratio | target | ok |",
+        "| --- | --- | ---: | --- | ---: | ---: | --- | --- |",
+    ]
     for row in rows:
         ok = {True: "yes", False: "**no**", None: ""}[row.get("ok")]
-        lines.append(f"| {row['benchmark']} | {row['metric']} | {fmt(row['value'])} | {row['unit']} | "
-                     f"{fmt(row['baseline'])} | {fmt(row['ratio'])} | {row['target'] or ''} | {ok} |")
+        lines.append(
+            f"| {row['benchmark']} | {row['metric']} | {fmt(row['value'])} | {row['unit']} | "
+            f"{fmt(row['baseline'])} | {fmt(row['ratio'])} | {row['target'] or ''} | {ok} |"
+        )
     return "\n".join(lines)
 
 
-def markdown_report(rows: list[dict[str, Any]], info: dict[str, Any], *, quick: bool, seconds: float,
-                    errors: dict[str, str]) -> str:
+def markdown_report(
+    rows: list[dict[str, Any]], info: dict[str, Any], *, quick: bool, seconds: float, errors: dict[str, str]
+) -> str:
     notes = [f"- **{r['benchmark']} / {r['metric']}**: {r['note']}" for r in rows if r.get("note")]
     parts = [
         f"# plora benchmarks{' (--quick: tiny sizes, targets not meaningful)' if quick else ''}",

@@ -35,15 +35,87 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-_WORDS = ("the bgp session to the transit flapped twice overnight and the hold timer expired on edge "
-          "router cache hit ratio dropped after purge origin took load drain the pop before maintenance "
-          "check prefix limits filters rpki roa interface counters errors mtu wireguard tunnel latency "
-          "deploy rollback canary kubernetes node notready kubelet eviction disk pressure journald logs "
-          "certificate renewal expiry cert-manager acme dns ttl anycast withdraw health check").split()
-_COMMANDS = ["birdc show protocols all {w}", "kubectl get pods -n {w} -o wide", "dig +short {w}.example.com",
-             "journalctl -u {w} --since -1h", "ip -s link show {w}0", "curl -sI https://{w}.example.com/"]
-_CODE = ["def {w}_check(host: str) -> bool:\n    result = run([\"ping\", \"-c1\", host])\n    return result.ok",
-         "for pop in pops:\n    drain(pop)\n    wait_until_quiet(pop, minutes=5)"]
+_WORDS = [
+    "the",
+    "bgp",
+    "session",
+    "to",
+    "the",
+    "transit",
+    "flapped",
+    "twice",
+    "overnight",
+    "and",
+    "the",
+    "hold",
+    "timer",
+    "expired",
+    "on",
+    "edge",
+    "router",
+    "cache",
+    "hit",
+    "ratio",
+    "dropped",
+    "after",
+    "purge",
+    "origin",
+    "took",
+    "load",
+    "drain",
+    "the",
+    "pop",
+    "before",
+    "maintenance",
+    "check",
+    "prefix",
+    "limits",
+    "filters",
+    "rpki",
+    "roa",
+    "interface",
+    "counters",
+    "errors",
+    "mtu",
+    "wireguard",
+    "tunnel",
+    "latency",
+    "deploy",
+    "rollback",
+    "canary",
+    "kubernetes",
+    "node",
+    "notready",
+    "kubelet",
+    "eviction",
+    "disk",
+    "pressure",
+    "journald",
+    "logs",
+    "certificate",
+    "renewal",
+    "expiry",
+    "cert-manager",
+    "acme",
+    "dns",
+    "ttl",
+    "anycast",
+    "withdraw",
+    "health",
+    "check",
+]
+_COMMANDS = [
+    "birdc show protocols all {w}",
+    "kubectl get pods -n {w} -o wide",
+    "dig +short {w}.example.com",
+    "journalctl -u {w} --since -1h",
+    "ip -s link show {w}0",
+    "curl -sI https://{w}.example.com/",
+]
+_CODE = [
+    'def {w}_check(host: str) -> bool:\n    result = run(["ping", "-c1", host])\n    return result.ok',
+    "for pop in pops:\n    drain(pop)\n    wait_until_quiet(pop, minutes=5)",
+]
 
 
 def _text(rnd: random.Random, mean_words: int) -> str:
@@ -74,7 +146,7 @@ def conversations(messages: int, seed: int = 11) -> list[dict[str, Any]]:
             if rnd.random() < 0.1:
                 turns.append({"role": "tool", "content": _text(rnd, 40)})
             turns.append({"role": "assistant", "content": _text(rnd, 90)})
-        turns = turns[:max(2, messages - total)]
+        turns = turns[: max(2, messages - total)]
         line: dict[str, Any] = {"id": f"c{len(lines):06d}", "messages": turns}
         roll = rnd.random()
         if roll < 0.8:
@@ -95,8 +167,8 @@ def packed_blocks(lengths: list[int], max_length: int) -> int:
     """Blocks of ``max_length`` tokens needed by best-fit decreasing packing."""
     free: list[int] = []  # remaining space of each open block, sorted
     blocks = 0
-    for length in sorted(lengths, reverse=True):
-        length = min(length, max_length)
+    for raw_length in sorted(lengths, reverse=True):
+        length = min(raw_length, max_length)
         index = bisect_left(free, length)
         if index == len(free):
             blocks += 1
@@ -112,7 +184,7 @@ def utilisation(lengths: list[int], max_length: int, batch_size: int) -> dict[st
     tokens = sum(lengths)
     if not lengths:
         return {"unpacked_fixed": 0.0, "unpacked_batch": 0.0, "packed_bfd": 0.0}
-    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+    batches = [lengths[i : i + batch_size] for i in range(0, len(lengths), batch_size)]
     padded = sum(max(batch) * len(batch) for batch in batches)
     return {
         "unpacked_fixed": round(tokens / (len(lengths) * max_length), 4),
@@ -133,7 +205,8 @@ def run(quick: bool, *, messages: int | None = None, max_length: int = 1024, bat
         chats = home / "chats.jsonl"
         lines = conversations(messages)
         chats.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-        (home / "plora.toml").write_text(f"""
+        (home / "plora.toml").write_text(
+            f"""
 [[sources]]
 name = "chats"
 type = "jsonl"
@@ -144,7 +217,9 @@ sources = ["chats"]
 stages = ["sft", "kto"]
 eval_percent = 10
 train = {{ max_length = {max_length}, batch_size = {batch_size}, packing = true }}
-""", encoding="utf-8")
+""",
+            encoding="utf-8",
+        )
         ensure_builtin(home)
         with open_workspace(home) as workspace:
             started = time.perf_counter()
@@ -159,7 +234,7 @@ train = {{ max_length = {max_length}, batch_size = {batch_size}, packing = true 
             started = time.perf_counter()
             result = build_datasets(workspace, "bench", progress=progress)
             build_s = time.perf_counter() - started
-            kinds = list(marks) + ["end"]
+            kinds = [*marks, "end"]
             marks["end"] = started + build_s
             per_kind = {kind: round(marks[kinds[i + 1]] - marks[kind], 3) for i, kind in enumerate(kinds[:-1])}
             sft = result.snapshots["sft"]
@@ -176,8 +251,12 @@ train = {{ max_length = {max_length}, batch_size = {batch_size}, packing = true 
         "rows": rows,
         "rows_per_s": round(rows / build_s, 1),
         "seconds_per_kind": per_kind,
-        "sft": {"train_examples": len(lengths), "tokens": sum(lengths), "meta_cut": sft.meta.get("cut", {}),
-                "meta_dropped": sft.meta.get("dropped", {})},
+        "sft": {
+            "train_examples": len(lengths),
+            "tokens": sum(lengths),
+            "meta_cut": sft.meta.get("cut", {}),
+            "meta_dropped": sft.meta.get("dropped", {}),
+        },
         "max_length": max_length,
         "batch_size": batch_size,
         "utilisation": utilisation(lengths, max_length, batch_size),
@@ -186,21 +265,24 @@ train = {{ max_length = {max_length}, batch_size = {batch_size}, packing = true 
 
 def markdown(result: dict[str, Any]) -> str:
     util = result["utilisation"]
-    return "\n".join([
-        f"## Dataset build ({result['messages']} messages, {result['conversations']} conversations)",
-        "",
-        "| metric | value |",
-        "| --- | --- |",
-        f"| build seconds | {result['build_s']} |",
-        f"| build seconds per 10k messages | {result['build_s_per_10k_messages']} |",
-        f"| messages/s | {result['messages_per_s']} |",
-        f"| rows/s | {result['rows_per_s']} |",
-        f"| seconds per kind | {', '.join(f'{k} {v}' for k, v in result['seconds_per_kind'].items())} |",
-        f"| SFT train examples / tokens | {result['sft']['train_examples']} / {result['sft']['tokens']} |",
-        f"| utilisation at max_length {result['max_length']}: unpacked (pad to max) | {util['unpacked_fixed']:.1%} |",
-        f"| unpacked (pad to longest in batch of {result['batch_size']}) | {util['unpacked_batch']:.1%} |",
-        f"| packed (BFD) | {util['packed_bfd']:.1%} |",
-    ])
+    return "\n".join(
+        [
+            f"## Dataset build ({result['messages']} messages, {result['conversations']} conversations)",
+            "",
+            "| metric | value |",
+            "| --- | --- |",
+            f"| build seconds | {result['build_s']} |",
+            f"| build seconds per 10k messages | {result['build_s_per_10k_messages']} |",
+            f"| messages/s | {result['messages_per_s']} |",
+            f"| rows/s | {result['rows_per_s']} |",
+            f"| seconds per kind | {', '.join(f'{k} {v}' for k, v in result['seconds_per_kind'].items())} |",
+            f"| SFT train examples / tokens | {result['sft']['train_examples']} / {result['sft']['tokens']} |",
+            f"| utilisation at max_length {result['max_length']}: unpacked (pad to max) "
+            f"| {util['unpacked_fixed']:.1%} |",
+            f"| unpacked (pad to longest in batch of {result['batch_size']}) | {util['unpacked_batch']:.1%} |",
+            f"| packed (BFD) | {util['packed_bfd']:.1%} |",
+        ]
+    )
 
 
 def main() -> None:

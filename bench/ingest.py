@@ -33,10 +33,66 @@ from typing import Any
 
 from bench.common import Row, Settings, child_processes, median, median_ratio, quiet
 
-_PROSE = ("the bgp session to the transit flapped twice overnight and the hold timer expired on edge router "
-          "cache hit ratio dropped after purge origin took load drain the pop before maintenance check prefix "
-          "limits filters rpki interface counters errors mtu wireguard tunnel latency deploy rollback canary "
-          "kubernetes node kubelet eviction disk pressure journald certificate renewal dns ttl anycast").split()
+_PROSE = [
+    "the",
+    "bgp",
+    "session",
+    "to",
+    "the",
+    "transit",
+    "flapped",
+    "twice",
+    "overnight",
+    "and",
+    "the",
+    "hold",
+    "timer",
+    "expired",
+    "on",
+    "edge",
+    "router",
+    "cache",
+    "hit",
+    "ratio",
+    "dropped",
+    "after",
+    "purge",
+    "origin",
+    "took",
+    "load",
+    "drain",
+    "the",
+    "pop",
+    "before",
+    "maintenance",
+    "check",
+    "prefix",
+    "limits",
+    "filters",
+    "rpki",
+    "interface",
+    "counters",
+    "errors",
+    "mtu",
+    "wireguard",
+    "tunnel",
+    "latency",
+    "deploy",
+    "rollback",
+    "canary",
+    "kubernetes",
+    "node",
+    "kubelet",
+    "eviction",
+    "disk",
+    "pressure",
+    "journald",
+    "certificate",
+    "renewal",
+    "dns",
+    "ttl",
+    "anycast",
+]
 
 
 def _sentence(rnd: random.Random, words: int) -> str:
@@ -74,8 +130,14 @@ class Sizes:
 def _note(rnd: random.Random, i: int) -> str:
     lines = []
     if i % 3 == 0:
-        lines += ["---", f"title: Note {i}", f"tags: [{rnd.choice(_PROSE)}, {rnd.choice(_PROSE)}]",
-                  "type: runbook" if i % 9 == 0 else "type: note", "---", ""]
+        lines += [
+            "---",
+            f"title: Note {i}",
+            f"tags: [{rnd.choice(_PROSE)}, {rnd.choice(_PROSE)}]",
+            "type: runbook" if i % 9 == 0 else "type: note",
+            "---",
+            "",
+        ]
     lines += [f"# {_sentence(rnd, 4)[:-1]}", "", _paragraphs(rnd, 900)]
     if i % 4 == 0:
         lines += ["", "## Steps", "", *(f"{k}. {_sentence(rnd, 7)}" for k in range(1, rnd.randint(3, 7)))]
@@ -97,8 +159,9 @@ def write_notes(folder: Path, count: int, seed: int = 1) -> int:
     return size
 
 
-def chat_lines(count: int, seed: int = 2, *, user_bytes: int = 150, reply_bytes: int = 600,
-               exchanges: int = 4) -> list[dict[str, Any]]:
+def chat_lines(
+    count: int, seed: int = 2, *, user_bytes: int = 150, reply_bytes: int = 600, exchanges: int = 4
+) -> list[dict[str, Any]]:
     """``count`` JSONL conversations of 1 to ``exchanges`` exchanges (lengths log-normal around the
     given means), 80% labelled good, 10% bad."""
     rnd = random.Random(seed)
@@ -128,22 +191,32 @@ def write_chats(path: Path, lines: list[dict[str, Any]]) -> int:
 
 def _code(rnd: random.Random, i: int, version: int) -> str:
     name = f"{rnd.choice(_PROSE)}_{i}"
-    body = [f'"""{_sentence(rnd, 10)}"""', "", "import subprocess", "",
-            f"def check_{name}(host: str, retries: int = {version + 3}) -> bool:",
-            f"    # {_sentence(rnd, 8)}"]
+    body = [
+        f'"""{_sentence(rnd, 10)}"""',
+        "",
+        "import subprocess",
+        "",
+        f"def check_{name}(host: str, retries: int = {version + 3}) -> bool:",
+        f"    # {_sentence(rnd, 8)}",
+    ]
     for k in range(rnd.randint(4, 30)):
         body.append(f"    result_{k} = subprocess.run(['ping', '-c1', host], check=False)  # {rnd.choice(_PROSE)}")
     body.append("    return True")
     return "\n".join(body) + "\n"
 
 
-def _fast_import_commit(out: list[bytes], mark: int, parent: int | None, when: int, author: str,
-                        message: str, files: dict[str, str]) -> None:
+def _fast_import_commit(
+    out: list[bytes], mark: int, parent: int | None, when: int, author: str, message: str, files: dict[str, str]
+) -> None:
     msg = message.encode()
-    out.append(f"commit refs/heads/main\nmark :{mark}\n"
-               f"author {author} <{author.lower()}@example.com> {when} +0000\n"
-               f"committer {author} <{author.lower()}@example.com> {when} +0000\n"
-               f"data {len(msg)}\n".encode() + msg + b"\n")
+    out.append(
+        f"commit refs/heads/main\nmark :{mark}\n"
+        f"author {author} <{author.lower()}@example.com> {when} +0000\n"
+        f"committer {author} <{author.lower()}@example.com> {when} +0000\n"
+        f"data {len(msg)}\n".encode()
+        + msg
+        + b"\n"
+    )
     if parent is not None:
         out.append(f"from :{parent}\n".encode())
     for path, text in files.items():
@@ -172,8 +245,15 @@ def make_repo(repo: Path, files: int, commits: int, seed: int = 3) -> int:
             path = rnd.choice(sorted(head))
             changed[path] = _code(rnd, c, c)
         head.update(changed)
-        _fast_import_commit(out, c + 1, c if c else None, 1_700_000_000 + 3600 * c, rnd.choice(["Sam", "Alex"]),
-                            f"{_sentence(rnd, 6)[:-1]}\n\n{_paragraphs(rnd, 200)}\n", changed)
+        _fast_import_commit(
+            out,
+            c + 1,
+            c if c else None,
+            1_700_000_000 + 3600 * c,
+            rnd.choice(["Sam", "Alex"]),
+            f"{_sentence(rnd, 6)[:-1]}\n\n{_paragraphs(rnd, 200)}\n",
+            changed,
+        )
     subprocess.run(["git", "-C", str(repo), "fast-import", "--quiet"], input=b"".join(out), check=True)
     subprocess.run(["git", "-C", str(repo), "reset", "-q", "--hard", "main"], check=True)
     (repo / ".bench-marks").write_text(str(commits), encoding="utf-8")
@@ -183,13 +263,18 @@ def make_repo(repo: Path, files: int, commits: int, seed: int = 3) -> int:
 def commit_touch(repo: Path, fraction: float, seed: int) -> int:
     """One more commit that rewrites ``fraction`` of HEAD's files; returns how many."""
     rnd = random.Random(seed)
-    paths = subprocess.run(["git", "-C", str(repo), "ls-files"], check=True, capture_output=True,
-                           text=True).stdout.split()
+    paths = subprocess.run(
+        ["git", "-C", str(repo), "ls-files"], check=True, capture_output=True, text=True
+    ).stdout.split()
     chosen = rnd.sample(paths, max(1, round(len(paths) * fraction)))
     out: list[bytes] = []
     msg = f"Touch {len(chosen)} files\n".encode()
-    out.append(b"commit refs/heads/main\ncommitter Sam <sam@example.com> 1800000000 +0000\n"
-               + f"data {len(msg)}\n".encode() + msg + b"from refs/heads/main^0\n")
+    out.append(
+        b"commit refs/heads/main\ncommitter Sam <sam@example.com> 1800000000 +0000\n"
+        + f"data {len(msg)}\n".encode()
+        + msg
+        + b"from refs/heads/main^0\n"
+    )
     for path in chosen:
         data = _code(rnd, seed, seed + 1).encode()
         out.append(f"M 100644 inline {path}\ndata {len(data)}\n".encode() + data + b"\n")
@@ -240,14 +325,16 @@ def make_corpus(root: Path, sizes: Sizes) -> Corpus:
     lines = chat_lines(sizes.conversations)
     size += write_chats(root / "chats.jsonl", lines)
     size += make_repo(root / "repo", sizes.files, sizes.commits)
-    log = subprocess.run(["git", "-C", str(root / "repo"), "log", "--format=%B"], check=True,
-                         capture_output=True).stdout
+    log = subprocess.run(
+        ["git", "-C", str(root / "repo"), "log", "--format=%B"], check=True, capture_output=True
+    ).stdout
     return Corpus(root, sizes, size + len(log), lines)
 
 
 def write_home(home: Path, corpus: Corpus) -> None:
     home.mkdir(parents=True, exist_ok=True)
-    (home / "plora.toml").write_text(f"""
+    (home / "plora.toml").write_text(
+        f"""
 [[sources]]
 name = "notes"
 type = "markdown"
@@ -266,7 +353,9 @@ authors = []
 
 [profiles.bench]
 sources = ["notes", "chats", "code"]
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
 
 
 SOURCES = ("notes", "chats", "code")
@@ -287,8 +376,9 @@ def plora_ingest(home: Path) -> dict[str, Any]:
     errors = {name: r.error for name, r in reports.items() if r.error}
     if errors:
         raise RuntimeError(f"ingest failed: {errors}")
-    total: dict[str, Any] = {key: sum(getattr(r, key) for r in reports.values())
-                             for key in ("added", "updated", "unchanged", "deleted")}
+    total: dict[str, Any] = {
+        key: sum(getattr(r, key) for r in reports.values()) for key in ("added", "updated", "unchanged", "deleted")
+    }
     total["skipped"] = sum(len(r.skipped) for r in reports.values())
     total["seconds"] = seconds
     return total
@@ -305,19 +395,28 @@ def plain_copy(corpus: Corpus, db: Path) -> int:
         for line in handle:
             item = json.loads(line)
             rows.append((item["id"], "\n".join(m["content"] for m in item["messages"])))
-    tree = subprocess.run(["git", "-C", str(corpus.repo), "ls-tree", "-r", "HEAD"], check=True,
-                          capture_output=True, text=True).stdout.splitlines()
+    tree = subprocess.run(
+        ["git", "-C", str(corpus.repo), "ls-tree", "-r", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
     blobs = [(line.split("\t", 1)[1], line.split()[2]) for line in tree]
-    batch = subprocess.run(["git", "-C", str(corpus.repo), "cat-file", "--batch"], check=True, capture_output=True,
-                           input="".join(sha + "\n" for _, sha in blobs).encode()).stdout
+    batch = subprocess.run(
+        ["git", "-C", str(corpus.repo), "cat-file", "--batch"],
+        check=True,
+        capture_output=True,
+        input="".join(sha + "\n" for _, sha in blobs).encode(),
+    ).stdout
     offset = 0
     for path, _ in blobs:
         header_end = batch.index(b"\n", offset)
         size = int(batch[offset:header_end].split()[2])
-        rows.append((f"file:{path}", batch[header_end + 1:header_end + 1 + size].decode("utf-8", "replace")))
+        rows.append((f"file:{path}", batch[header_end + 1 : header_end + 1 + size].decode("utf-8", "replace")))
         offset = header_end + 1 + size + 1
-    log = subprocess.run(["git", "-C", str(corpus.repo), "log", "--no-merges", "--format=%H%x00%B%x00"],
-                         check=True, capture_output=True, text=True).stdout.split("\x00")
+    log = subprocess.run(
+        ["git", "-C", str(corpus.repo), "log", "--no-merges", "--format=%H%x00%B%x00"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\x00")
     rows += [(f"commit:{sha.strip()}", body) for sha, body in zip(log[0::2], log[1::2], strict=False) if sha.strip()]
     connection = sqlite3.connect(db)
     with connection:
@@ -395,37 +494,84 @@ def run(settings: Settings) -> list[Row]:
     name = "ingest"
     docs = f"{sizes.notes} notes, {sizes.conversations} conversations, {sizes.files}-file repo, {sizes.commits} commits"
     return [
-        Row(name, "first ingest: documents/s", documents / first, "docs/s", baseline=documents / median(plain_s),
+        Row(
+            name,
+            "first ingest: documents/s",
+            documents / first,
+            "docs/s",
+            baseline=documents / median(plain_s),
             ratio=median_ratio(plain_s, first_s),
             note=f"{docs} ({documents} documents, {mb:.1f} MB). Baseline: a plain copy of the same corpus into a "
-                 "bare SQLite table (read + json.loads + git cat-file, no parsing, redaction or hashing); "
-                 f"median of {rounds} alternating rounds on fresh stores; by source: {by_source(first_sources)}"),
-        Row(name, "first ingest: MB/s", mb / first, "MB/s", baseline=mb / median(plain_s),
-            ratio=median_ratio(plain_s, first_s)),
-        Row(name, "unchanged re-ingest: time vs first", median(unchanged_s), "s", baseline=first,
-            target="ratio <= 0.05"),
-        Row(name, "1% touched: time vs first", median(touched_s), "s", baseline=first,
+            "bare SQLite table (read + json.loads + git cat-file, no parsing, redaction or hashing); "
+            f"median of {rounds} alternating rounds on fresh stores; by source: {by_source(first_sources)}",
+        ),
+        Row(
+            name,
+            "first ingest: MB/s",
+            mb / first,
+            "MB/s",
+            baseline=mb / median(plain_s),
+            ratio=median_ratio(plain_s, first_s),
+        ),
+        Row(
+            name, "unchanged re-ingest: time vs first", median(unchanged_s), "s", baseline=first, target="ratio <= 0.05"
+        ),
+        Row(
+            name,
+            "1% touched: time vs first",
+            median(touched_s),
+            "s",
+            baseline=first,
             note=f"{changed:.0f} items changed per round ({written:.0f} documents written: notes, conversations, "
-                 f"git files and the new commit); by source: {by_source([r['seconds'] for r in touched_reports])}; "
-                 "a changed export file (the JSONL) is read and hashed whole, and each line hashed: only new or "
-                 "changed lines are parsed"),
-        Row(name, "5% touched: time vs first", median(touched5_s), "s", baseline=first,
-            note=f"{written5:.0f} documents written; by source: "
-                 f"{by_source([r['seconds'] for r in touched5_reports])}"),
-        Row(name, "touched ingest: marginal cost per changed document vs first ingest's", marginal, "s/doc",
-            baseline=per_item_first, target="ratio <= 2",
+            f"git files and the new commit); by source: {by_source([r['seconds'] for r in touched_reports])}; "
+            "a changed export file (the JSONL) is read and hashed whole, and each line hashed: only new or "
+            "changed lines are parsed",
+        ),
+        Row(
+            name,
+            "5% touched: time vs first",
+            median(touched5_s),
+            "s",
+            baseline=first,
+            note=f"{written5:.0f} documents written; by source: {by_source([r['seconds'] for r in touched5_reports])}",
+        ),
+        Row(
+            name,
+            "touched ingest: marginal cost per changed document vs first ingest's",
+            marginal,
+            "s/doc",
+            baseline=per_item_first,
+            target="ratio <= 2",
             note="slope of the touched ingest's time against documents written, through the 1% and 5% points, "
-                 "against first ingest / documents: about 1 means each changed document costs what it cost the "
-                 "first time (cost proportional to the change)"),
-        Row(name, "touched ingest: fixed cost of finding the changes", max(fixed, 0.0), "s", baseline=first,
+            "against first ingest / documents: about 1 means each changed document costs what it cost the "
+            "first time (cost proportional to the change)",
+        ),
+        Row(
+            name,
+            "touched ingest: fixed cost of finding the changes",
+            max(fixed, 0.0),
+            "s",
+            baseline=first,
             note="the same line's intercept: what a changed source costs before any document is written (hashing "
-                 "a changed export file, git ls-tree / log of the repository, rewriting cursors)"),
-        Row(name, "1% touched: cost per changed document vs first ingest's", per_item_changed, "s/doc",
+            "a changed export file, git ls-tree / log of the repository, rewriting cursors)",
+        ),
+        Row(
+            name,
+            "1% touched: cost per changed document vs first ingest's",
+            per_item_changed,
+            "s/doc",
             baseline=per_item_first,
             note="(touched ingest - unchanged ingest) / documents written, against first ingest / documents: the "
-                 "fixed cost above spread over a 1% change"),
-        Row(name, "child git processes left", len(leftovers), "processes", target="value == 0",
-            note=", ".join(f"{p['comm']}:{p['pid']} ({p['state']})" for p in leftovers)),
+            "fixed cost above spread over a 1% change",
+        ),
+        Row(
+            name,
+            "child git processes left",
+            len(leftovers),
+            "processes",
+            target="value == 0",
+            note=", ".join(f"{p['comm']}:{p['pid']} ({p['state']})" for p in leftovers),
+        ),
     ]
 
 
@@ -435,7 +581,8 @@ def run(settings: Settings) -> list[Row]:
 def _dataset_home(home: Path, count: int, max_length: int) -> None:
     home.mkdir(parents=True, exist_ok=True)
     write_chats(home / "chats.jsonl", chat_lines(count, seed=5))
-    (home / "plora.toml").write_text(f"""
+    (home / "plora.toml").write_text(
+        f"""
 [[sources]]
 name = "chats"
 type = "jsonl"
@@ -450,7 +597,9 @@ train = {{ max_length = {max_length} }}
 sources = ["chats"]
 stages = ["sft", "kto"]
 train = {{ max_length = {max_length} }}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
 
 
 def _corrections(workspace: Any, lines: list[dict[str, Any]], every: int) -> int:
@@ -460,8 +609,13 @@ def _corrections(workspace: Any, lines: list[dict[str, Any]], every: int) -> int
     made = 0
     for line in lines[::every]:
         position = len(line["messages"]) - 1
-        set_label(workspace, f"chats:{line['id']}", "bad", position=position,
-                  correction="Drain the pop first, then restart the session and check the counters.")
+        set_label(
+            workspace,
+            f"chats:{line['id']}",
+            "bad",
+            position=position,
+            correction="Drain the pop first, then restart the session and check the counters.",
+        )
         made += 1
     return made
 
@@ -479,8 +633,9 @@ def _build(workspace: Any, profile: str) -> tuple[float, dict[str, float], dict[
     result = build_datasets(workspace, profile, progress=progress)
     ended = time.perf_counter()
     kinds = list(marks)
-    seconds = {kind: (marks[kinds[i + 1]] if i + 1 < len(kinds) else ended) - marks[kind]
-               for i, kind in enumerate(kinds)}
+    seconds = {
+        kind: (marks[kinds[i + 1]] if i + 1 < len(kinds) else ended) - marks[kind] for i, kind in enumerate(kinds)
+    }
     rows = {kind: sum(s.rows.values()) for kind, s in result.snapshots.items()}
     return ended - started, seconds, rows
 
@@ -538,30 +693,66 @@ def run_datasets(settings: Settings) -> list[Row]:
     name = "datasets"
     plain_rate = conversations / median(plain)
     out = [
-        Row(name, f"{kind} build: rows/s", rows[kind] / median(seconds[kind]), "rows/s",
-            note=f"{rows[kind]} {kind} rows from {count} conversations" +
-                 (f"; baseline: applying the chat template to every conversation ({plain_rate:.0f}/s), "
-                  "no cleaning, windows, labels, dedup or mask checks" if kind == "sft" else ""),
-            baseline=plain_rate if kind == "sft" else None)
+        Row(
+            name,
+            f"{kind} build: rows/s",
+            rows[kind] / median(seconds[kind]),
+            "rows/s",
+            note=f"{rows[kind]} {kind} rows from {count} conversations"
+            + (
+                f"; baseline: applying the chat template to every conversation ({plain_rate:.0f}/s), "
+                "no cleaning, windows, labels, dedup or mask checks"
+                if kind == "sft"
+                else ""
+            ),
+            baseline=plain_rate if kind == "sft" else None,
+        )
         for kind in ("sft", "dpo", "kto")
     ]
     first_all = [a + b for a, b in zip(first["dpo"], first["kto"], strict=True)]
     rebuild_all = [a + b for a, b in zip(rebuild["dpo"], rebuild["kto"], strict=True)]
-    out.append(Row(name, "rebuild of an unchanged store: time vs first build", median(rebuild_all), "s",
-                   baseline=median(first_all), ratio=median_ratio(rebuild_all, first_all), target="ratio <= 0.05",
-                   note="both profiles (sft+text+dpo, sft+text+kto) built, then built again with nothing changed"))
+    out.append(
+        Row(
+            name,
+            "rebuild of an unchanged store: time vs first build",
+            median(rebuild_all),
+            "s",
+            baseline=median(first_all),
+            ratio=median_ratio(rebuild_all, first_all),
+            target="ratio <= 0.05",
+            note="both profiles (sft+text+dpo, sft+text+kto) built, then built again with nothing changed",
+        )
+    )
     util = utilisation["utilisation"]
-    note = (f"bench/datasets_build.py: {utilisation['messages']} messages, max_length {utilisation['max_length']}, "
-            f"batch {utilisation['batch_size']}; non-padding tokens / all tokens")
+    note = (
+        f"bench/datasets_build.py: {utilisation['messages']} messages, max_length {utilisation['max_length']}, "
+        f"batch {utilisation['batch_size']}; non-padding tokens / all tokens"
+    )
     out += [
-        Row(name, "SFT token utilisation: packed (BFD) vs unpacked (pad to longest in batch)", util["packed_bfd"],
-            "fraction", baseline=util["unpacked_batch"],
+        Row(
+            name,
+            "SFT token utilisation: packed (BFD) vs unpacked (pad to longest in batch)",
+            util["packed_bfd"],
+            "fraction",
+            baseline=util["unpacked_batch"],
             note=note + "; long chats: most rows are over half of max_length, so two rarely share a block and "
-                        "packing can't beat padding per batch here (the training benchmark's rows of mixed lengths "
-                        "carry that target)"),
-        Row(name, "SFT token utilisation: packed (BFD) vs unpacked (pad to max_length)", util["packed_bfd"],
-            "fraction", baseline=util["unpacked_fixed"], target="ratio >= 1.0"),
-        Row(name, "build (datasets_build.py): rows/s", utilisation["rows_per_s"], "rows/s",
-            note=f"{utilisation['rows']} rows (sft+text+kto) in {utilisation['build_s']} s"),
+            "packing can't beat padding per batch here (the training benchmark's rows of mixed lengths "
+            "carry that target)",
+        ),
+        Row(
+            name,
+            "SFT token utilisation: packed (BFD) vs unpacked (pad to max_length)",
+            util["packed_bfd"],
+            "fraction",
+            baseline=util["unpacked_fixed"],
+            target="ratio >= 1.0",
+        ),
+        Row(
+            name,
+            "build (datasets_build.py): rows/s",
+            utilisation["rows_per_s"],
+            "rows/s",
+            note=f"{utilisation['rows']} rows (sft+text+kto) in {utilisation['build_s']} s",
+        ),
     ]
     return out

@@ -33,8 +33,15 @@ LLAMA_7B = {"hidden": 4096, "intermediate": 11008, "layers": 32, "heads": 32, "k
 def llama_fraction(shape: dict[str, int], r: int, targets: str) -> float:
     """Trainable fraction (LoRA / (base + LoRA)) of a Llama of ``shape``, from its layer shapes."""
     h, m, kv = shape["hidden"], shape["intermediate"], shape["hidden"] * shape["kv_heads"] // shape["heads"]
-    linear = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-              "gate_proj": (h, m), "up_proj": (h, m), "down_proj": (m, h)}
+    linear = {
+        "q_proj": (h, h),
+        "k_proj": (h, kv),
+        "v_proj": (h, kv),
+        "o_proj": (h, h),
+        "gate_proj": (h, m),
+        "up_proj": (h, m),
+        "down_proj": (m, h),
+    }
     base = shape["layers"] * (sum(i * o for i, o in linear.values()) + 2 * h) + 2 * shape["vocab"] * h + h
     chosen = ("q_proj", "v_proj") if targets == "q,v" else tuple(linear)
     lora = shape["layers"] * sum(r * (linear[name][0] + linear[name][1]) for name in chosen)
@@ -84,16 +91,19 @@ def run(settings: Settings) -> list[Row]:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     rows: list[Row] = []
     with quiet():
-        base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype,
-                                                    device_map={"": 0 if device == "cuda" else "cpu"})
+        base = AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=dtype, device_map={"": 0 if device == "cuda" else "cpu"}
+        )
         full_bytes = sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
         full = copy.deepcopy(base)
         full_step = _trainer(full, device, batch, length)
         full_step()  # warm-up: optimizer state, first-call allocations
         for label, targets in TARGETS.items():
             for r in RANKS:
-                model = get_peft_model(copy.deepcopy(base), LoraConfig(
-                    r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM"))
+                model = get_peft_model(
+                    copy.deepcopy(base),
+                    LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM"),
+                )
                 trainable, total = model.get_nb_trainable_parameters()
                 step = _trainer(model, device, batch, length)
                 step()
@@ -111,14 +121,33 @@ def run(settings: Settings) -> list[Row]:
                 config = f"r={r} {label}"
                 speedup = median([f / lora for f, lora in zip(full_s, lora_s, strict=True)])
                 rows += [
-                    Row("lora_rank", f"{config}: trainable %", 100 * trainable / total, "%",
-                        note=(f"{total / 1e6:.1f}M-parameter Llama, {'bf16' if device == 'cuda' else 'fp32'}, batch "
-                              f"{batch} x {length} tokens; median of {pairs} alternating step pairs")
-                        if (label, r) == ("q,v", 1) else ""),
-                    Row("lora_rank", f"{config}: steps/s vs full fine-tuning", 1 / median(lora_s), "steps/s",
-                        baseline=1 / median(full_s), ratio=speedup),
-                    Row("lora_rank", f"{config}: adapter file vs full weights", size / 2**20, "MiB",
-                        baseline=full_bytes / 2**20),
+                    Row(
+                        "lora_rank",
+                        f"{config}: trainable %",
+                        100 * trainable / total,
+                        "%",
+                        note=(
+                            f"{total / 1e6:.1f}M-parameter Llama, {'bf16' if device == 'cuda' else 'fp32'}, batch "
+                            f"{batch} x {length} tokens; median of {pairs} alternating step pairs"
+                        )
+                        if (label, r) == ("q,v", 1)
+                        else "",
+                    ),
+                    Row(
+                        "lora_rank",
+                        f"{config}: steps/s vs full fine-tuning",
+                        1 / median(lora_s),
+                        "steps/s",
+                        baseline=1 / median(full_s),
+                        ratio=speedup,
+                    ),
+                    Row(
+                        "lora_rank",
+                        f"{config}: adapter file vs full weights",
+                        size / 2**20,
+                        "MiB",
+                        baseline=full_bytes / 2**20,
+                    ),
                 ]
                 del model, step
                 gc.collect()
@@ -126,8 +155,15 @@ def run(settings: Settings) -> list[Row]:
         gc.collect()
     for label in TARGETS:
         for r in RANKS:
-            rows.append(Row("lora_rank", f"Llama-2-7B shape, r={r} {label}: trainable %",
-                            100 * llama_fraction(LLAMA_7B, r, label), "%",
-                            note="computed from the layer shapes (no weights): LoRA adds r x (in + out) per target"
-                            if (label, r) == ("q,v", 1) else ""))
+            rows.append(
+                Row(
+                    "lora_rank",
+                    f"Llama-2-7B shape, r={r} {label}: trainable %",
+                    100 * llama_fraction(LLAMA_7B, r, label),
+                    "%",
+                    note="computed from the layer shapes (no weights): LoRA adds r x (in + out) per target"
+                    if (label, r) == ("q,v", 1)
+                    else "",
+                )
+            )
     return rows

@@ -25,6 +25,7 @@ adapter (LoRA r=16 on q/v) or every weight trainable; gradient checkpointing as 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -51,8 +52,13 @@ def _tensor_bytes(model: Any) -> int:
         state = getattr(getattr(module, "weight", None), "quant_state", None)
         if state is None:
             continue
-        for tensor in (state.absmax, state.code, getattr(state.state2, "absmax", None),
-                       getattr(state.state2, "code", None), getattr(state, "offset", None)):
+        for tensor in (
+            state.absmax,
+            state.code,
+            getattr(state.state2, "absmax", None),
+            getattr(state.state2, "code", None),
+            getattr(state, "offset", None),
+        ):
             if tensor is not None and id(tensor) not in seen:
                 seen.add(id(tensor))
                 total += tensor.numel() * tensor.element_size()
@@ -70,17 +76,21 @@ def _load(folder: Path, config: str, device: str) -> Any:
         return load_base(str(folder), home=folder.parent, quantization="nf4", double_quant=True, device=place).model
     if config in ("load_nf4_plain", "step_qlora_plain"):  # the textbook recipe: from_pretrained + BitsAndBytesConfig
         quantization = get_quantization_config("nf4", True, place)
-        return AutoModelForCausalLM.from_pretrained(str(folder), quantization_config=quantization,
-                                                    dtype=quantization.bnb_4bit_compute_dtype,
-                                                    device_map={"": 0 if device == "cuda" else "cpu"})
+        return AutoModelForCausalLM.from_pretrained(
+            str(folder),
+            quantization_config=quantization,
+            dtype=quantization.bnb_4bit_compute_dtype,
+            device_map={"": 0 if device == "cuda" else "cpu"},
+        )
     if config == "load_fp32":
         dtype = torch.float32
     elif config == "load_bf16":
         dtype = torch.bfloat16
     else:  # LoRA / full fine-tuning base: what plora computes in (bf16 on CUDA, fp32 on a CPU)
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype,
-                                                device_map={"": 0 if device == "cuda" else "cpu"})
+    return AutoModelForCausalLM.from_pretrained(
+        str(folder), dtype=dtype, device_map={"": 0 if device == "cuda" else "cpu"}
+    )
 
 
 def _step(model: Any, config: str, device: str, batch: int, length: int) -> int:
@@ -95,8 +105,12 @@ def _step(model: Any, config: str, device: str, batch: int, length: int) -> int:
     elif checkpointing:
         model.gradient_checkpointing_enable()
     if config in ("step_qlora", "step_lora"):
-        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
-                                                 target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"
+            ),
+        )
     if checkpointing and config != "step_full":
         model.enable_input_require_grads()
     model.train()
@@ -166,8 +180,9 @@ def measure(folder: Path, config: str, device: str, batch: int, length: int) -> 
     out["tensor_bytes"] = _tensor_bytes(model)
     if config in STEPS:
         out["trainable"] = _step(model, config, device, batch, length)
-        out["peak_bytes"] = (torch.cuda.max_memory_allocated() - before) if cuda else \
-            _status()["VmHWM"] - start["VmRSS"]
+        out["peak_bytes"] = (
+            (torch.cuda.max_memory_allocated() - before) if cuda else _status()["VmHWM"] - start["VmRSS"]
+        )
     del model
     gc.collect()
     return out
@@ -195,10 +210,8 @@ def _warm_up(folder: Path, configs: list[str], device: str) -> None:
             _step(model, config, device, 1, 8)
         del model
         gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def worker(folder: Path, configs: list[str], device: str, batch: int, length: int) -> list[dict[str, Any]]:
@@ -250,9 +263,25 @@ def run(settings: Settings) -> list[Row]:
     batch, length = (2, 64) if settings.quick else (2, 256)
     out_file = settings.work / "memory.json"
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    command = [sys.executable, "-m", "bench.memory", "--worker", "--model", str(folder), "--device", settings.device,
-               "--batch", str(batch), "--length", str(length), "--json", str(out_file), *LOADS, *STEPS]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "bench.memory",
+        "--worker",
+        "--model",
+        str(folder),
+        "--device",
+        settings.device,
+        "--batch",
+        str(batch),
+        "--length",
+        str(length),
+        "--json",
+        str(out_file),
+        *LOADS,
+        *STEPS,
+    ]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"memory worker failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     results = {r["config"]: r for r in json.loads(out_file.read_text())}
@@ -266,48 +295,98 @@ def run(settings: Settings) -> list[Row]:
     nf4, fp32 = results["load_nf4"], results["load_fp32"]
     file_part = f"; {nf4['file_bytes'] / parameters:.2f} B/param of it file-backed" if "file_bytes" in nf4 else ""
     plain = results["load_nf4_plain"]
-    plain_file_part = (f" ({plain['file_bytes'] / parameters:.2f} B/param of it file-backed)"
-                       if "file_bytes" in plain else "")
+    plain_file_part = (
+        f" ({plain['file_bytes'] / parameters:.2f} B/param of it file-backed)" if "file_bytes" in plain else ""
+    )
     rows = [
-        Row(name, "NF4 base: tensor bytes/param", per_param("load_nf4", "tensor_bytes"), "B/param",
-            baseline=per_param("load_fp32", "tensor_bytes"), target="value <= 0.6",
+        Row(
+            name,
+            "NF4 base: tensor bytes/param",
+            per_param("load_nf4", "tensor_bytes"),
+            "B/param",
+            baseline=per_param("load_fp32", "tensor_bytes"),
+            target="value <= 0.6",
             note=f"{size}; weights + NF4 constants (double quantization) + the unquantized embeddings, norms and "
-                 "lm_head, over the unquantized parameter count; baseline fp32"),
-        Row(name, "NF4 base (plora load_base): resident bytes/param", per_param("load_nf4", "resident_bytes"),
-            "B/param", baseline=per_param("load_fp32", "resident_bytes"), target="ratio <= 0.2",
+            "lm_head, over the unquantized parameter count; baseline fp32",
+        ),
+        Row(
+            name,
+            "NF4 base (plora load_base): resident bytes/param",
+            per_param("load_nf4", "resident_bytes"),
+            "B/param",
+            baseline=per_param("load_fp32", "resident_bytes"),
+            target="ratio <= 0.2",
             note=f"{where} after loading (every weight read once) minus before, in a process of its own; baseline "
-                 f"fp32; the 4-bit limit is 0.125x fp32{file_part}; what is above the tensor bytes is the loader's "
-                 "heap and the code it imported"),
-        Row(name, "NF4 base (textbook from_pretrained + BitsAndBytesConfig): resident bytes/param",
-            per_param("load_nf4_plain", "resident_bytes"), "B/param",
+            f"fp32; the 4-bit limit is 0.125x fp32{file_part}; what is above the tensor bytes is the loader's "
+            "heap and the code it imported",
+        ),
+        Row(
+            name,
+            "NF4 base (textbook from_pretrained + BitsAndBytesConfig): resident bytes/param",
+            per_param("load_nf4_plain", "resident_bytes"),
+            "B/param",
             baseline=per_param("load_fp32", "resident_bytes"),
             note=f"the same NF4 settings without plora's load_base{plain_file_part}: on a CPU the tensors left "
-                 "unquantized (embeddings, norms, lm_head) point into the memory-mapped checkpoint, which keeps every "
-                 "page read while quantizing resident; load_base copies them out and releases the mapping"),
-        Row(name, "bf16 base: resident bytes/param", per_param("load_bf16", "resident_bytes"), "B/param",
-            baseline=per_param("load_fp32", "resident_bytes")),
-        Row(name, "NF4 base: peak bytes/param while loading", per_param("load_nf4", "load_peak_bytes"), "B/param",
+            "unquantized (embeddings, norms, lm_head) point into the memory-mapped checkpoint, which keeps every "
+            "page read while quantizing resident; load_base copies them out and releases the mapping",
+        ),
+        Row(
+            name,
+            "bf16 base: resident bytes/param",
+            per_param("load_bf16", "resident_bytes"),
+            "B/param",
+            baseline=per_param("load_fp32", "resident_bytes"),
+        ),
+        Row(
+            name,
+            "NF4 base: peak bytes/param while loading",
+            per_param("load_nf4", "load_peak_bytes"),
+            "B/param",
             baseline=per_param("load_fp32", "resident_bytes"),
             note="peak (ru_maxrss) of the loading process minus its size at start, against the fp32 model's "
-                 "resident size: the fp32 checkpoint is read and quantized layer by layer"),
+            "resident size: the fp32 checkpoint is read and quantized layer by layer",
+        ),
     ]
     del fp32
     peak = {config: results[config]["peak_bytes"] / 2**20 for config in STEPS}
     trainable = {config: results[config]["trainable"] for config in STEPS}
     step = f"2 steps of batch {batch} x {length} tokens, AdamW"
     rows += [
-        Row(name, "training step peak: QLoRA vs full fine-tuning", peak["step_qlora"], "MiB",
-            baseline=peak["step_full"], target="ratio <= 0.5",
+        Row(
+            name,
+            "training step peak: QLoRA vs full fine-tuning",
+            peak["step_qlora"],
+            "MiB",
+            baseline=peak["step_full"],
+            target="ratio <= 0.5",
             note=f"{size}, {step}; LoRA r=16 on q/v ({trainable['step_qlora'] / 1e6:.2f}M trainable) vs every "
-                 f"weight ({trainable['step_full'] / 1e6:.1f}M); peak {where} during the steps (VmHWM reset after "
-                 "loading) minus the process's size before loading: the model as loaded + the step"),
-        Row(name, "training step peak: textbook QLoRA (from_pretrained) vs full fine-tuning",
-            peak["step_qlora_plain"], "MiB", baseline=peak["step_full"],
-            note="the same step on the base loaded without load_base (checkpoint left memory-mapped)"),
-        Row(name, "training step peak: LoRA (unquantized base) vs full fine-tuning", peak["step_lora"], "MiB",
-            baseline=peak["step_full"], target="ratio <= 1.0"),
-        Row(name, "training step peak: QLoRA vs LoRA", peak["step_qlora"], "MiB", baseline=peak["step_lora"],
-            target="ratio <= 1.0"),
+            f"weight ({trainable['step_full'] / 1e6:.1f}M); peak {where} during the steps (VmHWM reset after "
+            "loading) minus the process's size before loading: the model as loaded + the step",
+        ),
+        Row(
+            name,
+            "training step peak: textbook QLoRA (from_pretrained) vs full fine-tuning",
+            peak["step_qlora_plain"],
+            "MiB",
+            baseline=peak["step_full"],
+            note="the same step on the base loaded without load_base (checkpoint left memory-mapped)",
+        ),
+        Row(
+            name,
+            "training step peak: LoRA (unquantized base) vs full fine-tuning",
+            peak["step_lora"],
+            "MiB",
+            baseline=peak["step_full"],
+            target="ratio <= 1.0",
+        ),
+        Row(
+            name,
+            "training step peak: QLoRA vs LoRA",
+            peak["step_qlora"],
+            "MiB",
+            baseline=peak["step_lora"],
+            target="ratio <= 1.0",
+        ),
     ]
     return rows
 
@@ -324,8 +403,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    args.json.write_text(json.dumps(worker(args.model, args.configs, args.device, args.batch, args.length)),
-                         encoding="utf-8")
+    args.json.write_text(
+        json.dumps(worker(args.model, args.configs, args.device, args.batch, args.length)), encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":

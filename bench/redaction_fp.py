@@ -35,13 +35,13 @@ _PROSE = [
 ]
 _CODE = [
     "def fetch_{name}(session: Session, token: str | None = None) -> dict[str, Any]:",
-    "    headers = {{\"Authorization\": f\"Bearer {{token}}\", \"Accept\": \"application/json\"}}",
-    "    response = client.get(f\"{{API}}/v1/{name}\", timeout=30, params={{\"limit\": {n}}})",
-    "    password = os.environ.get(\"DB_PASSWORD\")",
-    "    if not secret_name.startswith(\"tls-\"):",
-    "        raise ConfigError(f\"{{path}}: token_url must be https, got {{url!r}}\")",
+    '    headers = {{"Authorization": f"Bearer {{token}}", "Accept": "application/json"}}',
+    '    response = client.get(f"{{API}}/v1/{name}", timeout=30, params={{"limit": {n}}})',
+    '    password = os.environ.get("DB_PASSWORD")',
+    '    if not secret_name.startswith("tls-"):',
+    '        raise ConfigError(f"{{path}}: token_url must be https, got {{url!r}}")',
     "    digest = hashlib.sha256(payload).hexdigest()  # e.g. {sha256}",
-    "    return [Record(external_id=row.id, content_hash=\"{sha}\") for row in rows]",
+    '    return [Record(external_id=row.id, content_hash="{sha}") for row in rows]',
     "class {Name}Settings(BaseModel):\n    api_key: SecretStr\n    timeout_s: int = {n}",
 ]
 _YAML = [
@@ -56,7 +56,7 @@ _YAML = [
 _LOG = [
     "{time} {host} bird[{n}]: BGP {ip}: state changed from Established to Idle (hold timer)",
     "{time} {host} kubelet[{n}]: pod {name}-{short}-x2k4p status=Running restarts={n}",
-    "{time} {host} nginx: {ip} - - \"GET /static/app.{short}.css HTTP/2.0\" 200 {n} \"-\" \"curl/8.5\"",
+    '{time} {host} nginx: {ip} - - "GET /static/app.{short}.css HTTP/2.0" 200 {n} "-" "curl/8.5"',
 ]
 
 
@@ -66,14 +66,19 @@ def _fill(template: str, rnd: random.Random) -> str:
     b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
     name = rnd.choice(words) + "-" + rnd.choice(words)
     return template.format(
-        asn=rnd.randint(64512, 65534), host=f"edge{rnd.randint(1, 9)}.fra{rnd.randint(1, 3)}",
+        asn=rnd.randint(64512, 65534),
+        host=f"edge{rnd.randint(1, 9)}.fra{rnd.randint(1, 3)}",
         time=f"2026-10-{rnd.randint(10, 28)}T0{rnd.randint(0, 9)}:{rnd.randint(10, 59)}:00Z",
-        pct=rnd.randint(40, 99), ip=f"10.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}",
-        sha="".join(rnd.choice(hexd) for _ in range(40)), short="".join(rnd.choice(hexd) for _ in range(8)),
+        pct=rnd.randint(40, 99),
+        ip=f"10.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}",
+        sha="".join(rnd.choice(hexd) for _ in range(40)),
+        short="".join(rnd.choice(hexd) for _ in range(8)),
         sha256="".join(rnd.choice(hexd) for _ in range(64)),
         uuid="-".join("".join(rnd.choice(hexd) for _ in range(k)) for k in (8, 4, 4, 4, 12)),
         b64="".join(rnd.choice(b64) for _ in range(86)) + "==",
-        name=name.replace("-", "_"), Name=name.title().replace("-", ""), n=rnd.randint(1, 500),
+        name=name.replace("-", "_"),
+        Name=name.title().replace("-", ""),
+        n=rnd.randint(1, 500),
     )
 
 
@@ -106,7 +111,7 @@ def main() -> None:
     print(f"false positives: {len(findings)} {dict(Counter(f.type for f in findings))}")
     for document in documents:
         for f in redactor.redact(document).findings:
-            print(f"  {f.type} line {f.line}: {document[f.start:f.end][:40]!r}")
+            print(f"  {f.type} line {f.line}: {document[f.start : f.end][:40]!r}")
 
     if args.examples:
         for path in sorted((REPO / "examples").rglob("*")):

@@ -46,16 +46,23 @@ def get_quantization_config(device: str) -> Any:
     from transformers import BitsAndBytesConfig
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=dtype)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+    )
 
 
 def get_lora_config(args: argparse.Namespace) -> Any:
     from peft import LoraConfig
 
     targets = args.target_modules if args.target_modules == "all-linear" else args.target_modules.split(",")
-    return LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=args.dropout, target_modules=targets,
-                      bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=args.r,
+        lora_alpha=args.alpha,
+        lora_dropout=args.dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def main(args: argparse.Namespace, callbacks: list[Any] | None = None) -> dict[str, Any]:
@@ -71,8 +78,11 @@ def main(args: argparse.Namespace, callbacks: list[Any] | None = None) -> dict[s
     device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(
-        args.model, quantization_config=get_quantization_config(device),
-        dtype=torch.bfloat16 if device == "cuda" else torch.float32, device_map={"": 0 if device == "cuda" else "cpu"})
+        args.model,
+        quantization_config=get_quantization_config(device),
+        dtype=torch.bfloat16 if device == "cuda" else torch.float32,
+        device_map={"": 0 if device == "cuda" else "cpu"},
+    )
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
     dataset = load_dataset("json", data_files=str(args.data), split="train")
     training_args = SFTConfig(
@@ -94,8 +104,14 @@ def main(args: argparse.Namespace, callbacks: list[Any] | None = None) -> dict[s
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
     )
-    trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=get_lora_config(args), callbacks=callbacks)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=get_lora_config(args),
+        callbacks=callbacks,
+    )
     train_started = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - train_started
@@ -133,8 +149,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target-modules", default="q_proj,v_proj", help="comma-separated, or all-linear")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--packing", action="store_true", help="TRL packing (off in the textbook recipe)")
-    parser.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
-                        help="turn off gradient checkpointing (TRL's default is on)")
+    parser.add_argument(
+        "--no-gradient-checkpointing",
+        dest="gradient_checkpointing",
+        action="store_false",
+        help="turn off gradient checkpointing (TRL's default is on)",
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--json", type=Path, default=None, help="write the result here instead of stdout")
     return parser.parse_args(argv)

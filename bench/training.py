@@ -21,8 +21,9 @@ run's number is the median over its steps, the first left out (model loading, to
 evaluation before and after and registration are outside the clock); ratios are medians of
 per-round ratios. On a GPU (``--device cuda``) it also reports peak VRAM
 (``torch.cuda.max_memory_allocated`` over the run) and model FLOPs utilisation: 6 x parameters x
-tokens/s over the GPU's peak dense bf16 FLOP/s (looked up by device name, or ``--peak-tflops``). 6N counts the weight gradients a LoRA run never computes, so it is the usual
-upper-bound convention, comparable between the two sides.
+tokens/s over the GPU's peak dense bf16 FLOP/s (looked up by device name, or ``--peak-tflops``).
+6N counts the weight gradients a LoRA run never computes, so it is the usual upper-bound convention,
+comparable between the two sides.
 """
 
 from __future__ import annotations
@@ -41,10 +42,24 @@ from bench.common import Row, Settings, median, median_ratio, model_folder, mode
 
 # peak dense bf16 (fp16 where no bf16) tensor TFLOP/s, without sparsity; first matching name wins
 PEAK_TFLOPS = (
-    ("gh200", 989.0), ("h200", 989.0), ("h100 pcie", 756.0), ("h100 nvl", 835.0), ("h100", 989.0),
-    ("h800", 989.0), ("b200", 2250.0), ("b100", 1750.0), ("a100", 312.0), ("a800", 312.0), ("l40s", 362.0),
-    ("l40", 181.0), ("l4", 121.0), ("a6000", 155.0), ("rtx 4090", 165.0), ("rtx 3090", 71.0),
-    ("v100", 125.0), ("t4", 65.0),
+    ("gh200", 989.0),
+    ("h200", 989.0),
+    ("h100 pcie", 756.0),
+    ("h100 nvl", 835.0),
+    ("h100", 989.0),
+    ("h800", 989.0),
+    ("b200", 2250.0),
+    ("b100", 1750.0),
+    ("a100", 312.0),
+    ("a800", 312.0),
+    ("l40s", 362.0),
+    ("l40", 181.0),
+    ("l4", 121.0),
+    ("a6000", 155.0),
+    ("rtx 4090", 165.0),
+    ("rtx 3090", 71.0),
+    ("v100", 125.0),
+    ("t4", 65.0),
 )
 
 
@@ -93,6 +108,7 @@ train = {{ max_steps = {plan.steps}, learning_rate = {plan.learning_rate}, batch
 max_length = {plan.max_length}, packing = {str(packing).lower()}, seed = {plan.seed}, save_steps = 100000 }}
 gate = {{ min_improvement = 0.0, max_source_regression = 100.0 }}
 """
+
     return f"""
 [base_model]
 name = "{base}"
@@ -119,8 +135,12 @@ def prepare(settings: Settings, plan: Plan) -> tuple[Path, Path, Path]:
     home.mkdir(parents=True, exist_ok=True)
     # Chats of 1-2 exchanges with log-normal lengths (1 byte = 1 token): rows from a sixth of max_length to
     # over it (a third are cut), so batches mix short and long rows, as a person's chat history does.
-    write_chats(home / "chats.jsonl", chat_lines(plan.conversations, seed=9, user_bytes=plan.max_length // 12,
-                                                 reply_bytes=plan.max_length // 6, exchanges=2))
+    write_chats(
+        home / "chats.jsonl",
+        chat_lines(
+            plan.conversations, seed=9, user_bytes=plan.max_length // 12, reply_bytes=plan.max_length // 6, exchanges=2
+        ),
+    )
     folder = model_folder(settings, "base" if settings.device == "cuda" else "small")
     (home / "plora.toml").write_text(_config(str(folder), plan), encoding="utf-8")
     rows_file = settings.work / "rows.jsonl"
@@ -130,8 +150,9 @@ def prepare(settings: Settings, plan: Plan) -> tuple[Path, Path, Path]:
             build_datasets(workspace, profile)
         snapshot = latest(workspace, "unpacked", "sft")
         rows = snapshot.load()["train"]
-        rows_file.write_text("".join(json.dumps({"messages": row["messages"]}) + "\n" for row in rows),
-                             encoding="utf-8")
+        rows_file.write_text(
+            "".join(json.dumps({"messages": row["messages"]}) + "\n" for row in rows), encoding="utf-8"
+        )
     return home, folder, rows_file
 
 
@@ -175,8 +196,9 @@ def step_clock() -> Any:
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.last = (time.monotonic(), int(state.num_input_tokens_seen or 0))
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
-                   **kwargs: Any) -> None:
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+        ) -> None:
             if not logs or "loss" not in logs:
                 return
             now, tokens = time.monotonic(), int(state.num_input_tokens_seen or 0)
@@ -200,20 +222,48 @@ def plora_run(settings: Settings, home: Path, profile: str) -> dict[str, Any]:
     started = time.perf_counter()
     with open_workspace(home) as workspace:
         result = train_profile(workspace, profile, mode="scratch", force=True, progress=progress)
-    return {"tokens": result.tokens_trained, "train_seconds": result.train_seconds, "rate": step_rate(rates),
-            "wall_seconds": time.perf_counter() - started, "peak_vram_bytes": _cuda_peak(settings, before),
-            "steps": result.steps.get("sft")}
+    return {
+        "tokens": result.tokens_trained,
+        "train_seconds": result.train_seconds,
+        "rate": step_rate(rates),
+        "wall_seconds": time.perf_counter() - started,
+        "peak_vram_bytes": _cuda_peak(settings, before),
+        "steps": result.steps.get("sft"),
+    }
 
 
 def reference_run(settings: Settings, plan: Plan, folder: Path, rows: Path, *, checkpointing: bool) -> dict[str, Any]:
     from bench import reference_qlora
 
     out = settings.work / "reference-out"
-    argv = ["--model", str(folder), "--data", str(rows), "--output-dir", str(out), "--max-steps", str(plan.steps),
-            "--batch-size", str(plan.batch_size), "--learning-rate", str(plan.learning_rate),
-            "--max-length", str(plan.max_length), "--r", str(plan.r), "--alpha", str(plan.alpha),
-            "--dropout", str(plan.dropout), "--target-modules", "q_proj,v_proj", "--seed", str(plan.seed),
-            "--device", settings.device]
+    argv = [
+        "--model",
+        str(folder),
+        "--data",
+        str(rows),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        str(plan.steps),
+        "--batch-size",
+        str(plan.batch_size),
+        "--learning-rate",
+        str(plan.learning_rate),
+        "--max-length",
+        str(plan.max_length),
+        "--r",
+        str(plan.r),
+        "--alpha",
+        str(plan.alpha),
+        "--dropout",
+        str(plan.dropout),
+        "--target-modules",
+        "q_proj,v_proj",
+        "--seed",
+        str(plan.seed),
+        "--device",
+        settings.device,
+    ]
     if not checkpointing:
         argv.append("--no-gradient-checkpointing")
     clock = step_clock()
@@ -255,65 +305,127 @@ def run(settings: Settings) -> list[Row]:
     rate = {name: [r["rate"] for r in runs] for name, runs in results.items()}
     parameters = model_parameters(folder)
     fill = row_utilisation(folder, rows_file, plan)
-    what = (f"{parameters / 1e6:.1f}M-parameter Llama in NF4, {plan.steps} steps of batch {plan.batch_size}, "
-            f"max_length {plan.max_length}, {sum(1 for _ in rows_file.open())} SFT rows of mixed lengths, "
-            f"LoRA r={plan.r} on q/v; median of {plan.rounds} rounds")
+    what = (
+        f"{parameters / 1e6:.1f}M-parameter Llama in NF4, {plan.steps} steps of batch {plan.batch_size}, "
+        f"max_length {plan.max_length}, {sum(1 for _ in rows_file.open())} SFT rows of mixed lengths, "
+        f"LoRA r={plan.r} on q/v; median of {plan.rounds} rounds"
+    )
     name = "training"
     out = [
-        Row(name, "tokens/s: plora train (packing on) vs reference QLoRA script", median(rate["plora"]), "tok/s",
-            baseline=median(rate["reference"]), ratio=median_ratio(rate["plora"], rate["reference"]),
-            target="ratio >= 1.0", note=what + "; reference = TRL SFTTrainer + PEFT + bitsandbytes as shipped "
-            "(no packing, gradient checkpointing on)"),
-        Row(name, "tokens/s: plora train (packing off) vs reference QLoRA script", median(rate["plora_unpacked"]),
-            "tok/s", baseline=median(rate["reference"]),
-            ratio=median_ratio(rate["plora_unpacked"], rate["reference"]), target="ratio >= 1.0"),
-        Row(name, "tokens/s: plora packing on vs off", median(rate["plora"]), "tok/s",
-            baseline=median(rate["plora_unpacked"]), ratio=median_ratio(rate["plora"], rate["plora_unpacked"]),
+        Row(
+            name,
+            "tokens/s: plora train (packing on) vs reference QLoRA script",
+            median(rate["plora"]),
+            "tok/s",
+            baseline=median(rate["reference"]),
+            ratio=median_ratio(rate["plora"], rate["reference"]),
+            target="ratio >= 1.0",
+            note=what + "; reference = TRL SFTTrainer + PEFT + bitsandbytes as shipped "
+            "(no packing, gradient checkpointing on)",
+        ),
+        Row(
+            name,
+            "tokens/s: plora train (packing off) vs reference QLoRA script",
+            median(rate["plora_unpacked"]),
+            "tok/s",
+            baseline=median(rate["reference"]),
+            ratio=median_ratio(rate["plora_unpacked"], rate["reference"]),
+            target="ratio >= 1.0",
+        ),
+        Row(
+            name,
+            "tokens/s: plora packing on vs off",
+            median(rate["plora"]),
+            "tok/s",
+            baseline=median(rate["plora_unpacked"]),
+            ratio=median_ratio(rate["plora"], rate["plora_unpacked"]),
             target="ratio >= 1.0",
             note="packed blocks stay one per batch row (attention per block, not over the whole batch) unless the "
-                 "model runs FlashAttention"),
-        Row(name, "SFT token utilisation of these chat rows: packed (BFD) vs padded per batch", fill["packed_bfd"],
-            "fraction", baseline=fill["unpacked_batch"], target="ratio >= 1.0",
+            "model runs FlashAttention",
+        ),
+        Row(
+            name,
+            "SFT token utilisation of these chat rows: packed (BFD) vs padded per batch",
+            fill["packed_bfd"],
+            "fraction",
+            baseline=fill["unpacked_batch"],
+            target="ratio >= 1.0",
             note=f"non-padding tokens / all tokens of the training rows above, in blocks of max_length "
-                 f"{plan.max_length} vs batches of {plan.batch_size} padded to their longest row"),
-        Row(name, "tokens/s: plora (packing off) vs reference without gradient checkpointing",
-            median(rate["plora_unpacked"]), "tok/s", baseline=median(rate["reference_no_ckpt"]),
+            f"{plan.max_length} vs batches of {plan.batch_size} padded to their longest row",
+        ),
+        Row(
+            name,
+            "tokens/s: plora (packing off) vs reference without gradient checkpointing",
+            median(rate["plora_unpacked"]),
+            "tok/s",
+            baseline=median(rate["reference_no_ckpt"]),
             ratio=median_ratio(rate["plora_unpacked"], rate["reference_no_ckpt"]),
             note="the reference with checkpointing off, as plora runs on a CPU: what is left is "
-                 "plora's own overhead or gain (fp32 LoRA weights on CPU, pre-tokenized rows)"),
-        Row(name, "wall seconds: plora train end to end vs reference script",
-            median([r["wall_seconds"] for r in results["plora"]]), "s",
+            "plora's own overhead or gain (fp32 LoRA weights on CPU, pre-tokenized rows)",
+        ),
+        Row(
+            name,
+            "wall seconds: plora train end to end vs reference script",
+            median([r["wall_seconds"] for r in results["plora"]]),
+            "s",
             baseline=median([r["wall_seconds"] for r in results["reference"]]),
             note="plora's includes loading, evaluating base and new adapter on the eval split, and registering; "
-                 "the reference's loading, tokenizing and training"),
+            "the reference's loading, tokenizing and training",
+        ),
     ]
     out += _gpu_rows(settings, results, rate, parameters)
     return out
 
 
-def _gpu_rows(settings: Settings, results: dict[str, list[dict[str, Any]]], rate: dict[str, list[float]],
-              parameters: int) -> list[Row]:
+def _gpu_rows(
+    settings: Settings, results: dict[str, list[dict[str, Any]]], rate: dict[str, list[float]], parameters: int
+) -> list[Row]:
     name = "training"
     if settings.device != "cuda":
         note = "GPU only: python -m bench --device cuda --only training memory (bench/gpu_check.sh)"
-        return [Row(name, "GPU peak VRAM: plora train vs reference", None, "GiB", note=note),
-                Row(name, "GPU MFU: plora train vs reference", None, "fraction", note=note)]
+        return [
+            Row(name, "GPU peak VRAM: plora train vs reference", None, "GiB", note=note),
+            Row(name, "GPU MFU: plora train vs reference", None, "fraction", note=note),
+        ]
     import torch
 
     device_name = torch.cuda.get_device_name(0)
     peak = peak_tflops(device_name, settings.peak_tflops)
     vram = {key: median([r["peak_vram_bytes"] / 2**30 for r in runs]) for key, runs in results.items()}
-    rows = [Row(name, "GPU peak VRAM: plora train vs reference", vram["plora"], "GiB", baseline=vram["reference"],
-                note=f"{device_name}; torch.cuda.max_memory_allocated over the run (plora's includes its eval)")]
+    rows = [
+        Row(
+            name,
+            "GPU peak VRAM: plora train vs reference",
+            vram["plora"],
+            "GiB",
+            baseline=vram["reference"],
+            note=f"{device_name}; torch.cuda.max_memory_allocated over the run (plora's includes its eval)",
+        )
+    ]
     if peak is None:
-        rows.append(Row(name, "GPU MFU: plora train vs reference", None, "fraction",
-                        note=f"unknown peak FLOP/s for {device_name!r}: pass --peak-tflops"))
+        rows.append(
+            Row(
+                name,
+                "GPU MFU: plora train vs reference",
+                None,
+                "fraction",
+                note=f"unknown peak FLOP/s for {device_name!r}: pass --peak-tflops",
+            )
+        )
     else:
         mfu = {key: [6 * parameters * r / (peak * 1e12) for r in rates] for key, rates in rate.items()}
-        rows.append(Row(name, "GPU MFU: plora train vs reference", median(mfu["plora"]), "fraction",
-                        baseline=median(mfu["reference"]), ratio=median_ratio(mfu["plora"], mfu["reference"]),
-                        note=f"6 x {parameters / 1e6:.1f}M params x non-padding tokens/s / {peak:g} TFLOP/s "
-                             f"({device_name}, dense bf16)"))
+        rows.append(
+            Row(
+                name,
+                "GPU MFU: plora train vs reference",
+                median(mfu["plora"]),
+                "fraction",
+                baseline=median(mfu["reference"]),
+                ratio=median_ratio(mfu["plora"], mfu["reference"]),
+                note=f"6 x {parameters / 1e6:.1f}M params x non-padding tokens/s / {peak:g} TFLOP/s "
+                f"({device_name}, dense bf16)",
+            )
+        )
     return rows
 
 

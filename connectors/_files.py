@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,9 +43,7 @@ Fingerprint = dict[str, Any]
 # --- cursor ------------------------------------------------------------------------------------
 
 
-def fingerprints(
-    source: str, files: Mapping[str, Path], cursor: Mapping[str, Any] | None
-) -> dict[str, Fingerprint]:
+def fingerprints(source: str, files: Mapping[str, Path], cursor: Mapping[str, Any] | None) -> dict[str, Fingerprint]:
     """size, mtime_ns and sha256 of each file; the hash is reused when size and mtime match."""
     previous = _cursor_files(cursor)
     result: dict[str, Fingerprint] = {}
@@ -88,9 +86,9 @@ def _cursor_files(cursor: Mapping[str, Any] | None) -> Mapping[str, Any]:
 def _fingerprint(path: Path, previous: Any) -> Fingerprint:
     stat = path.stat()
     sha = None
-    if isinstance(previous, Mapping):
-        if (previous.get("size"), previous.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns):
-            sha = previous.get("sha256")
+    current = (stat.st_size, stat.st_mtime_ns)
+    if isinstance(previous, Mapping) and (previous.get("size"), previous.get("mtime_ns")) == current:
+        sha = previous.get("sha256")
     if not isinstance(sha, str):
         sha = _sha256(path)
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
@@ -195,9 +193,7 @@ def locate_export(source: str, path: Path, name: str) -> Export:
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         problem = f"not a readable zip ({e}); download the export again"
         raise ConnectorError(source, f"{path}: {problem}") from e
-    candidates = sorted(
-        (n for n in names if posixpath.basename(n) == name), key=lambda n: (n.count("/"), n)
-    )
+    candidates = sorted((n for n in names if posixpath.basename(n) == name), key=lambda n: (n.count("/"), n))
     if not candidates:
         raise ConnectorError(source, f"{path}: the zip holds no {name}; is this the right export?")
     return Export(source, path, candidates[0])
@@ -288,9 +284,7 @@ class _Window:
         return self.base + len(self.buf[:index].encode("utf-8", "surrogatepass"))
 
 
-def iter_json_array(
-    raw: IO[bytes], chunk_size: int = CHUNK_SIZE, max_bytes: int | None = None
-) -> Iterator[Any]:
+def iter_json_array(raw: IO[bytes], chunk_size: int = CHUNK_SIZE, max_bytes: int | None = None) -> Iterator[Any]:
     """Yield the elements of the JSON array in ``raw`` one at a time.
 
     Memory holds about one chunk plus the element being read. An element that is not valid JSON
@@ -458,9 +452,7 @@ def arrange(nodes: Sequence[Node], leaf: str | None) -> tuple[Message, ...]:
     return tuple(sorted(messages, key=lambda m: (m.position, m.branch)))
 
 
-def _main_path(
-    by_id: Mapping[str, Node], children: Mapping[str | None, list[str]], leaf: str | None
-) -> list[str]:
+def _main_path(by_id: Mapping[str, Node], children: Mapping[str | None, list[str]], leaf: str | None) -> list[str]:
     if leaf not in by_id:
         leaf, seen = None, set()
         while children.get(leaf) and leaf not in seen:
@@ -500,9 +492,7 @@ def _subtree(
         stack.extend((child, position, parent_id) for child in reversed(children.get(node_id, [])))
 
 
-def _message(
-    turn: Turn, node_id: str, position: int, branch: int, parent_id: str | None
-) -> Message:
+def _message(turn: Turn, node_id: str, position: int, branch: int, parent_id: str | None) -> Message:
     return Message(
         role=turn.role,
         content=turn.content,
@@ -521,8 +511,9 @@ def without_duplicates(items: Iterable[tuple[str, Record | Skip]]) -> Iterator[R
     for where, item in items:
         if item.external_id is not None and item.external_id in seen:
             reason = f"duplicate conversation id {item.external_id!r}; the first one was kept"
-            item = Skip(where, reason)
-        elif item.external_id is not None:
+            yield Skip(where, reason)
+            continue
+        if item.external_id is not None:
             seen.add(item.external_id)
         yield item
 
@@ -620,7 +611,7 @@ def from_epoch(value: Any) -> datetime | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
-        return datetime.fromtimestamp(value, tz=timezone.utc)
+        return datetime.fromtimestamp(value, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -638,7 +629,7 @@ def from_iso(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def iso(value: datetime | None) -> str | None:

@@ -88,9 +88,7 @@ class GlobSet:
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(p for p in patterns if p.strip())
         self._regex = (
-            re.compile("|".join(f"(?:{translate(p)})" for p in self.patterns), re.DOTALL)
-            if self.patterns
-            else None
+            re.compile("|".join(f"(?:{translate(p)})" for p in self.patterns), re.DOTALL) if self.patterns else None
         )
         # Patterns "X/**" (and "**"): every path under a folder matching X matches.
         prefixes = []
@@ -100,9 +98,7 @@ class GlobSet:
                 prefixes.append(".*")
             elif normal.endswith("/**"):
                 prefixes.append(_translate_normalised(normal[:-3]) + "(?:/.*)?")
-        self._folder_regex = (
-            re.compile("|".join(f"(?:{p})" for p in prefixes), re.DOTALL) if prefixes else None
-        )
+        self._folder_regex = re.compile("|".join(f"(?:{p})" for p in prefixes), re.DOTALL) if prefixes else None
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -114,4 +110,3 @@ class GlobSet:
     def covers_folder(self, folder: str) -> bool:
         """Whether every path under the relative ``folder`` matches (so a walk may prune it)."""
         return self._folder_regex is not None and self._folder_regex.fullmatch(folder) is not None
-

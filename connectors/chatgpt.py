@@ -50,9 +50,7 @@ TOOL_CONTENT_LIMIT = 2000
 _LAST_WORD = re.compile(r"\S+$")
 
 _ROLES: frozenset[Role] = frozenset({"system", "user", "assistant", "tool"})
-_DROPPED_TYPES = frozenset(
-    {"user_editable_context", "model_editable_context", "thoughts", "reasoning_recap"}
-)
+_DROPPED_TYPES = frozenset({"user_editable_context", "model_editable_context", "thoughts", "reasoning_recap"})
 _RATINGS: dict[str, LabelValue] = {
     "thumbsup": "good",
     "thumbs_up": "good",
@@ -63,9 +61,7 @@ _RATINGS: dict[str, LabelValue] = {
 Feedback = Mapping[str, Mapping[str, ImportedLabel]]
 
 
-def read(
-    settings: ChatGPTSource, cursor: Mapping[str, Any] | None, *, chunk_size: int = CHUNK_SIZE
-) -> Iterator[Item]:
+def read(settings: ChatGPTSource, cursor: Mapping[str, Any] | None, *, chunk_size: int = CHUNK_SIZE) -> Iterator[Item]:
     """Records (or Skips) for every conversation of the export, then the Cursor."""
     export = locate_export(settings.name, settings.path, CONVERSATIONS)
     files = fingerprints(settings.name, export.files(FEEDBACK), cursor)
@@ -79,9 +75,7 @@ def read(
     yield Cursor(cursor_state(files))
 
 
-def _conversations(
-    export: Export, feedback: Feedback, chunk_size: int
-) -> Iterator[tuple[str, Record | Skip]]:
+def _conversations(export: Export, feedback: Feedback, chunk_size: int) -> Iterator[tuple[str, Record | Skip]]:
     for index, element in enumerate(export.stream_array(chunk_size)):
         where = f"{export.where}[{index}]"
         yield where, conversation_item(element, where, feedback)
@@ -142,7 +136,7 @@ def _turn(message: dict[str, Any]) -> Turn | None:
     if role == "tool" and len(text) > TOOL_CONTENT_LIMIT:
         kept = text[:TOOL_CONTENT_LIMIT]
         if not text[TOOL_CONTENT_LIMIT].isspace():  # never half a word: a token cut short is no longer
-            kept = _LAST_WORD.sub("", kept)          # recognisable as a secret, so redaction would miss it
+            kept = _LAST_WORD.sub("", kept)  # recognisable as a secret, so redaction would miss it
         kept = kept.rstrip()
         text = f"{kept}\n… [{len(text) - len(kept)} more characters]"
     content_type = content.get("content_type")

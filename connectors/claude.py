@@ -38,9 +38,7 @@ CONVERSATIONS = "conversations.json"
 _ROLES: dict[str, Role] = {"human": "user", "user": "user", "assistant": "assistant"}
 
 
-def read(
-    settings: ClaudeSource, cursor: Mapping[str, Any] | None, *, chunk_size: int = CHUNK_SIZE
-) -> Iterator[Item]:
+def read(settings: ClaudeSource, cursor: Mapping[str, Any] | None, *, chunk_size: int = CHUNK_SIZE) -> Iterator[Item]:
     """Records (or Skips) for every conversation of the export, then the Cursor."""
     export = locate_export(settings.name, settings.path, CONVERSATIONS)
     files = fingerprints(settings.name, export.files(), cursor)

@@ -64,7 +64,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -94,33 +94,110 @@ _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 _NUMSTAT = re.compile(rb"\n?(\d+|-)\t(\d+|-)\t(.*)", re.DOTALL)
 # Flags that keep log output independent of the user's git config.
 _LOG_FLAGS = (
-    "--no-merges", "--no-color", "--no-show-signature", "--no-use-mailmap", "-z",
+    "--no-merges",
+    "--no-color",
+    "--no-show-signature",
+    "--no-use-mailmap",
+    "-z",
 )
 _NUMSTAT_FLAGS = ("--numstat", "-M", "--no-ext-diff", "--no-textconv", "--no-relative")
 _LANGUAGES = {
-    ".py": "python", ".pyi": "python", ".ipynb": "jupyter", ".js": "javascript",
-    ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascript", ".ts": "typescript",
-    ".tsx": "typescript", ".go": "go", ".rs": "rust", ".java": "java", ".kt": "kotlin",
-    ".kts": "kotlin", ".scala": "scala", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp",
-    ".cxx": "cpp", ".hpp": "cpp", ".hh": "cpp", ".cs": "csharp", ".fs": "fsharp",
-    ".swift": "swift", ".m": "objective-c", ".mm": "objective-c", ".rb": "ruby", ".php": "php",
-    ".pl": "perl", ".pm": "perl", ".lua": "lua", ".r": "r", ".jl": "julia", ".dart": "dart",
-    ".ex": "elixir", ".exs": "elixir", ".erl": "erlang", ".hs": "haskell", ".ml": "ocaml",
-    ".clj": "clojure", ".el": "emacs-lisp", ".vim": "vim", ".zig": "zig", ".nim": "nim",
-    ".sh": "shell", ".bash": "shell", ".zsh": "shell", ".fish": "fish", ".ps1": "powershell",
-    ".sql": "sql", ".html": "html", ".htm": "html", ".css": "css", ".scss": "scss",
-    ".sass": "sass", ".less": "less", ".vue": "vue", ".svelte": "svelte", ".md": "markdown",
-    ".markdown": "markdown", ".rst": "rst", ".tex": "latex", ".txt": "text", ".json": "json",
-    ".jsonl": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".ini": "ini",
-    ".cfg": "ini", ".xml": "xml", ".proto": "protobuf", ".graphql": "graphql", ".tf": "terraform",
-    ".hcl": "hcl", ".nix": "nix", ".cmake": "cmake", ".gradle": "gradle", ".bzl": "starlark",
-    ".csv": "csv", ".diff": "diff", ".patch": "diff",
+    ".py": "python",
+    ".pyi": "python",
+    ".ipynb": "jupyter",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".cjs": "javascript",
+    ".jsx": "javascript",
+    ".ts": "typescript",
+    ".tsx": "typescript",
+    ".go": "go",
+    ".rs": "rust",
+    ".java": "java",
+    ".kt": "kotlin",
+    ".kts": "kotlin",
+    ".scala": "scala",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".cxx": "cpp",
+    ".hpp": "cpp",
+    ".hh": "cpp",
+    ".cs": "csharp",
+    ".fs": "fsharp",
+    ".swift": "swift",
+    ".m": "objective-c",
+    ".mm": "objective-c",
+    ".rb": "ruby",
+    ".php": "php",
+    ".pl": "perl",
+    ".pm": "perl",
+    ".lua": "lua",
+    ".r": "r",
+    ".jl": "julia",
+    ".dart": "dart",
+    ".ex": "elixir",
+    ".exs": "elixir",
+    ".erl": "erlang",
+    ".hs": "haskell",
+    ".ml": "ocaml",
+    ".clj": "clojure",
+    ".el": "emacs-lisp",
+    ".vim": "vim",
+    ".zig": "zig",
+    ".nim": "nim",
+    ".sh": "shell",
+    ".bash": "shell",
+    ".zsh": "shell",
+    ".fish": "fish",
+    ".ps1": "powershell",
+    ".sql": "sql",
+    ".html": "html",
+    ".htm": "html",
+    ".css": "css",
+    ".scss": "scss",
+    ".sass": "sass",
+    ".less": "less",
+    ".vue": "vue",
+    ".svelte": "svelte",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".rst": "rst",
+    ".tex": "latex",
+    ".txt": "text",
+    ".json": "json",
+    ".jsonl": "json",
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".toml": "toml",
+    ".ini": "ini",
+    ".cfg": "ini",
+    ".xml": "xml",
+    ".proto": "protobuf",
+    ".graphql": "graphql",
+    ".tf": "terraform",
+    ".hcl": "hcl",
+    ".nix": "nix",
+    ".cmake": "cmake",
+    ".gradle": "gradle",
+    ".bzl": "starlark",
+    ".csv": "csv",
+    ".diff": "diff",
+    ".patch": "diff",
 }
 _FILE_NAMES = {
-    "dockerfile": "dockerfile", "makefile": "make", "gnumakefile": "make",
+    "dockerfile": "dockerfile",
+    "makefile": "make",
+    "gnumakefile": "make",
     "cmakelists.txt": "cmake",
-    "justfile": "just", "rakefile": "ruby", "gemfile": "ruby", "build": "starlark",
-    "workspace": "starlark", "vagrantfile": "ruby", "jenkinsfile": "groovy",
+    "justfile": "just",
+    "rakefile": "ruby",
+    "gemfile": "ruby",
+    "build": "starlark",
+    "workspace": "starlark",
+    "vagrantfile": "ruby",
+    "jenkinsfile": "groovy",
 }
 
 
@@ -129,17 +206,13 @@ def read(settings: GitSource, cursor: Mapping[str, Any] | None) -> Iterator[Item
     try:
         import git as gitpython
     except ImportError as error:  # GitPython refuses to import without a git executable
-        raise ConnectorError(
-            settings.name, f"{settings.path}: can't run git ({error}); install git"
-        ) from error
+        raise ConnectorError(settings.name, f"{settings.path}: can't run git ({error}); install git") from error
     repo = _open(settings, gitpython)
     with repo:
         try:
             yield from _read(repo, settings, _usable_cursor(cursor))
         except gitpython.CommandError as error:
-            raise ConnectorError(
-                settings.name, f"{settings.path}: git failed: {_first_line(error)}"
-            ) from error
+            raise ConnectorError(settings.name, f"{settings.path}: git failed: {_first_line(error)}") from error
 
 
 def language_of(path: str) -> str | None:
@@ -155,9 +228,7 @@ def _open(settings: GitSource, gitpython: Any) -> Repo:
     if not path.exists():
         raise ConnectorError(settings.name, f"{path}: folder not found; check the source's path")
     if not path.is_dir():
-        raise ConnectorError(
-            settings.name, f"{path}: not a folder; point the source's path at a git repository"
-        )
+        raise ConnectorError(settings.name, f"{path}: not a folder; point the source's path at a git repository")
     try:
         return gitpython.Repo(path)
     except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError) as error:
@@ -315,7 +386,8 @@ def _files(
         size = int(size_field) if size_field.isdigit() else 0
         if size > limit:
             yield Skip(
-                path, f"too large ({size // 1024} KB; max_file_kb is {settings.max_file_kb})",
+                path,
+                f"too large ({size // 1024} KB; max_file_kb is {settings.max_file_kb})",
                 external_id,
             )
             continue
@@ -398,8 +470,14 @@ def _commits(
         revisions = [head]
 
     out = _git(
-        repo, "log", *_LOG_FLAGS, *_NUMSTAT_FLAGS, "--format=%x01%H%x1f%ae", *author_args,
-        *revisions, "--",
+        repo,
+        "log",
+        *_LOG_FLAGS,
+        *_NUMSTAT_FLAGS,
+        "--format=%x01%H%x1f%ae",
+        *author_args,
+        *revisions,
+        "--",
     )
     for entry in _parse_numstat_log(out):
         if wanted(entry.email):
@@ -443,7 +521,7 @@ def _parse_numstat_log(out: bytes) -> Iterator[_LogEntry]:
         added, deleted, raw_path = match.groups()
         old_path = None
         if not raw_path:
-            old_raw, raw_path = (tokens[index : index + 2] + [b"", b""])[:2]
+            old_raw, raw_path = [*tokens[index : index + 2], b"", b""][:2]
             index += 2
             old_path = _decode_path(old_raw)
         current.files.append(
@@ -507,10 +585,8 @@ def _commit_record(repo: Repo, entry: _LogEntry, grafted: bool) -> Record | Skip
         kind="commit",
         title=title,
         content=content,
-        content_hash=content_hash(
-            content, title, json.dumps(metadata, sort_keys=True, ensure_ascii=False)
-        ),
-        updated_at=committed.astimezone(timezone.utc) if committed else None,
+        content_hash=content_hash(content, title, json.dumps(metadata, sort_keys=True, ensure_ascii=False)),
+        updated_at=committed.astimezone(UTC) if committed else None,
         metadata=metadata,
     )
 

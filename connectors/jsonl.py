@@ -105,8 +105,11 @@ def _line_hashes(cursor: Mapping[str, Any] | None) -> dict[str, LineHashes]:
     files = lines.get("files")
     if not isinstance(files, Mapping):
         return {}
-    return {key: {h: i for h, i in hashes.items() if isinstance(h, str) and isinstance(i, str)}
-            for key, hashes in files.items() if isinstance(key, str) and isinstance(hashes, Mapping)}
+    return {
+        key: {h: i for h, i in hashes.items() if isinstance(h, str) and isinstance(i, str)}
+        for key, hashes in files.items()
+        if isinstance(key, str) and isinstance(hashes, Mapping)
+    }
 
 
 def _line_hash(raw: bytes) -> str:
@@ -162,7 +165,7 @@ def _read_file(
                     continue
                 items = list(_line_items(raw, item, lineno, prefix, first_line))
                 if len(items) == 1 and isinstance(items[0], Record):
-                    conversation_id = items[0].external_id[len(prefix):]
+                    conversation_id = items[0].external_id[len(prefix) :]
                     if _cacheable(conversation_id):
                         lines[digest] = conversation_id
                 yield from items
@@ -183,9 +186,7 @@ def _lines(stream: IO[bytes], limit: int) -> Iterator[bytes | int]:
         yield size + len(rest.rstrip(b"\n"))
 
 
-def _line_items(
-    raw: bytes, item: str, lineno: int, prefix: str, first_line: dict[str, int]
-) -> Iterator[Record | Skip]:
+def _line_items(raw: bytes, item: str, lineno: int, prefix: str, first_line: dict[str, int]) -> Iterator[Record | Skip]:
     """The Record of one line (or a Skip), and a Skip for a label that had to be ignored."""
     try:
         line = raw.decode("utf-8").lstrip("\ufeff").strip()
@@ -246,7 +247,7 @@ def _conversation_id(data: dict[str, Any], line: str) -> str:
 
 def _messages(value: Any) -> tuple[Message, ...]:
     if not isinstance(value, list) or not value:
-        raise _BadLine("no messages (expected a non-empty list under \"messages\")")
+        raise _BadLine('no messages (expected a non-empty list under "messages")')
     messages: list[Message] = []
     for index, entry in enumerate(value):
         if not isinstance(entry, dict):

@@ -59,7 +59,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator, Mapping
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import yaml
@@ -90,14 +90,37 @@ _BOMS = (
 )
 _TEXT_CONTROLS = frozenset("\t\n\r\f\v\x1b")
 _MEDIA_SUFFIXES = frozenset(
-    ".png .jpg .jpeg .gif .bmp .svg .webp .avif .tif .tiff .ico .heic "
-    ".mp3 .wav .m4a .ogg .flac .3gp .webm .mp4 .mov .mkv .ogv .pdf".split()
+    [
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".bmp",
+        ".svg",
+        ".webp",
+        ".avif",
+        ".tif",
+        ".tiff",
+        ".ico",
+        ".heic",
+        ".mp3",
+        ".wav",
+        ".m4a",
+        ".ogg",
+        ".flac",
+        ".3gp",
+        ".webm",
+        ".mp4",
+        ".mov",
+        ".mkv",
+        ".ogv",
+        ".pdf",
+    ]
 )
 _WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
 _CODE_SPAN = re.compile(r"(`+)(?:.|\n)*?(?<!`)\1(?!`)")
 _COMPUTED_KEYS = frozenset(
-    {"path", "sections", "links", "tags", "aliases", "front_matter_error", "encoding",
-     "decode_errors"}
+    {"path", "sections", "links", "tags", "aliases", "front_matter_error", "encoding", "decode_errors"}
 )
 _LIST_KEYS = frozenset({"tags", "tag", "aliases", "alias"})
 
@@ -138,9 +161,7 @@ def read(settings: MarkdownSource, cursor: Mapping[str, Any] | None) -> Iterator
     if not root.exists():
         raise ConnectorError(settings.name, f"{root}: folder not found; check the source's path")
     if not root.is_dir():
-        raise ConnectorError(
-            settings.name, f"{root}: not a folder; point the source's path at your notes folder"
-        )
+        raise ConnectorError(settings.name, f"{root}: not a folder; point the source's path at your notes folder")
     try:
         os.scandir(root).close()
     except OSError as error:
@@ -234,9 +255,7 @@ def _inside(root_real: str, target: str) -> bool:
     return target == root_real or target.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
-def _walk(
-    root: str, include: GlobSet, exclude: GlobSet
-) -> Iterator[tuple[str, str] | Skip]:
+def _walk(root: str, include: GlobSet, exclude: GlobSet) -> Iterator[tuple[str, str] | Skip]:
     """Candidate note files as (relpath, path), in sorted order, or Skips for odd entries."""
     root_real = os.path.realpath(root)
     stack: list[tuple[str, str]] = [("", root)]
@@ -295,16 +314,11 @@ def _check_symlink(root_real: str, link: str, relpath: str, wanted: bool) -> Ski
         return Skip(shown, f"broken symlink (to {target})", shown) if wanted else None
     if os.path.isdir(target):
         if not _inside(root_real, target):
-            return Skip(
-                shown, f"symlink to a folder outside the notes folder ({target}); not followed"
-            )
+            return Skip(shown, f"symlink to a folder outside the notes folder ({target}); not followed")
         link_parent = os.path.realpath(os.path.dirname(link))
         if _inside(target, link_parent):
             return Skip(shown, f"symlink loop (points back to {target}); not followed")
-        return Skip(
-            shown, "symlink to a folder already inside the notes folder; its notes are read at "
-            "their real path"
-        )
+        return Skip(shown, "symlink to a folder already inside the notes folder; its notes are read at their real path")
     if not wanted:
         return None
     if not _inside(root_real, target):
@@ -351,8 +365,7 @@ def _parse_note(parser: MarkdownIt, relpath: str, data: bytes, mtime_ns: int) ->
         if token.type == "heading_open" and token.map and index + 1 < len(tokens):
             heading = _convert_line(tokens[index + 1].content, []).strip()
             sections.append(
-                {"level": int(token.tag[1:]), "title": heading,
-                 "line": token.map[0] - body_start - trimmed}
+                {"level": int(token.tag[1:]), "title": heading, "line": token.map[0] - body_start - trimmed}
             )
 
     metadata = _metadata(front_matter)
@@ -365,16 +378,14 @@ def _parse_note(parser: MarkdownIt, relpath: str, data: bytes, mtime_ns: int) ->
 
     title = _title(front_matter, sections, relpath)
     kind = "runbook" if _is_runbook(metadata, relpath) else "note"
-    digest = content_hash(
-        content, title, json.dumps(metadata, sort_keys=True, ensure_ascii=False)
-    )
+    digest = content_hash(content, title, json.dumps(metadata, sort_keys=True, ensure_ascii=False))
     return Record(
         external_id=relpath,
         kind=kind,
         title=title,
         content=content,
         content_hash=digest,
-        updated_at=datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc),
+        updated_at=datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC),
         metadata=metadata,
     )
 
@@ -421,12 +432,8 @@ def _strings(value: Any, split: bool) -> list[str]:
 
 
 def _metadata(front_matter: Mapping[str, Any]) -> dict[str, Any]:
-    tags = _strings(front_matter.get("tags"), split=True) + _strings(
-        front_matter.get("tag"), split=True
-    )
-    aliases = _strings(front_matter.get("aliases"), split=False) + _strings(
-        front_matter.get("alias"), split=False
-    )
+    tags = _strings(front_matter.get("tags"), split=True) + _strings(front_matter.get("tag"), split=True)
+    aliases = _strings(front_matter.get("aliases"), split=False) + _strings(front_matter.get("alias"), split=False)
     metadata: dict[str, Any] = {}
     for key, value in front_matter.items():
         if key in _LIST_KEYS or key in _COMPUTED_KEYS:

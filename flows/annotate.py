@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
 from textual import events
@@ -132,7 +132,7 @@ class NoteScreen(ModalScreen[str | None]):
     NoteScreen { align: center middle; }
     NoteScreen > Vertical { width: 80%; height: auto; border: heavy $accent; padding: 1 2; background: $surface; }
     """
-    BINDINGS = [Binding("escape", "cancel", "cancel")]
+    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "cancel", "cancel")]
 
     def __init__(self, where: str, note: str | None) -> None:
         super().__init__()
@@ -158,7 +158,10 @@ class EditScreen(ModalScreen[str | None]):
     EditScreen > Vertical { width: 95%; height: 90%; border: heavy $accent; padding: 0 1; background: $surface; }
     EditScreen TextArea { height: 1fr; }
     """
-    BINDINGS = [Binding("ctrl+s", "save", "save", priority=True), Binding("escape", "cancel", "cancel")]
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("ctrl+s", "save", "save", priority=True),
+        Binding("escape", "cancel", "cancel"),
+    ]
 
     def __init__(self, where: str, text: str) -> None:
         super().__init__()
@@ -199,7 +202,7 @@ class AnnotateApp(App[None]):
     Conversation { padding: 0 1; }
     #done { padding: 2 4; }
     """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[Binding]] = [
         Binding("g", "label('good')", "good"),
         Binding("b", "label('bad')", "bad"),
         Binding("e", "correct", "correct"),
@@ -239,9 +242,7 @@ class AnnotateApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The main keys do nothing while a dialog (note, editor, help) is open."""
-        if action in self._MAIN_ACTIONS and len(self.screen_stack) > 1:
-            return False
-        return True
+        return not (action in self._MAIN_ACTIONS and len(self.screen_stack) > 1)
 
     async def show_current(self, select: Target | None = None) -> None:
         """Draw the queue's current document, selecting ``select`` (default: the whole document)."""
@@ -266,9 +267,14 @@ class AnnotateApp(App[None]):
             header.append(Markdown(view.content, classes="body"))
         blocks = [Block((None, 0), f"{view.kind} · {view.ref}", header, classes="document")]
         for message in view.messages:
-            blocks.append(Block((message.position, message.branch), self._message_title(message),
-                                [Markdown(message.content, classes="body")],
-                                classes=f"{message.role}{' alternative' if message.branch else ''}"))
+            blocks.append(
+                Block(
+                    (message.position, message.branch),
+                    self._message_title(message),
+                    [Markdown(message.content, classes="body")],
+                    classes=f"{message.role}{' alternative' if message.branch else ''}",
+                )
+            )
         return blocks
 
     @staticmethod
@@ -279,12 +285,18 @@ class AnnotateApp(App[None]):
         if view.messages:
             replies = sum(1 for m in view.messages if m.branch == 0)
             alternatives = len(view.messages) - replies
-            text.append(f"\n{replies} messages" + (f", {alternatives} alternative "
-                                                    f"repl{'y' if alternatives == 1 else 'ies'}" if alternatives else ""),
-                        style="dim")
+            text.append(
+                f"\n{replies} messages"
+                + (f", {alternatives} alternative repl{'y' if alternatives == 1 else 'ies'}" if alternatives else ""),
+                style="dim",
+            )
         for position, branch, label in view.orphans:
-            text.append(f"\nlabel on message {position}" + (f" (branch {branch})" if branch else "")
-                        + f" which is no longer there: {label.value} (stale)", style="yellow")
+            text.append(
+                f"\nlabel on message {position}"
+                + (f" (branch {branch})" if branch else "")
+                + f" which is no longer there: {label.value} (stale)",
+                style="yellow",
+            )
         return text
 
     @staticmethod
@@ -294,8 +306,9 @@ class AnnotateApp(App[None]):
 
     def _done_text(self) -> Text:
         labelled, total = self.queue.progress()
-        return Text(f"That's all {total}: {labelled} of {total} labelled.\n\n"
-                    "u undoes the last action, p goes back, q quits.")
+        return Text(
+            f"That's all {total}: {labelled} of {total} labelled.\n\nu undoes the last action, p goes back, q quits."
+        )
 
     def _show_labels(self) -> None:
         """Refresh the badges and the status line from the store."""
@@ -314,8 +327,11 @@ class AnnotateApp(App[None]):
         if self.view is not None:
             text.append(self.view.ref, style="bold").append(f"   {self.queue.index + 1}/{total}   ")
         text.append(f"{labelled} of {total} labelled", style="bold green")
-        text.append(f"   session: {totals['good']} good · {totals['bad']} bad · {totals['correction']} "
-                    f"corrections · {totals['note']} notes · {totals['skip']} skipped", style="dim")
+        text.append(
+            f"   session: {totals['good']} good · {totals['bad']} bad · {totals['correction']} "
+            f"corrections · {totals['note']} notes · {totals['skip']} skipped",
+            style="dim",
+        )
         return text
 
     def select(self, index: int) -> None:
@@ -388,8 +404,7 @@ class AnnotateApp(App[None]):
         if editor:
             self._save_correction(message, self._run_editor(editor, start))
         else:
-            self.push_screen(EditScreen(self._where(target), start),
-                             lambda text: self._save_correction(message, text))
+            self.push_screen(EditScreen(self._where(target), start), lambda text: self._save_correction(message, text))
 
     def _save_correction(self, message: MessageView, edited: str | None) -> None:
         if edited is None:
@@ -454,8 +469,12 @@ class AnnotateApp(App[None]):
 
     def action_scroll(self, where: str) -> None:
         scroll = self.query_one(Conversation)
-        {"page_up": scroll.scroll_page_up, "page_down": scroll.scroll_page_down,
-         "home": scroll.scroll_home, "end": scroll.scroll_end}[where](animate=False)
+        {
+            "page_up": scroll.scroll_page_up,
+            "page_down": scroll.scroll_page_down,
+            "home": scroll.scroll_home,
+            "end": scroll.scroll_end,
+        }[where](animate=False)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from flows.output import error, print_json, progress_bar, stdout
 from flows.options import HomeOption, JsonOption
+from flows.output import error, print_json, progress_bar, stdout
 
 app = typer.Typer(
     name="plora",
@@ -25,7 +25,6 @@ app = typer.Typer(
 db_app = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
 
 
-
 def _version(value: bool) -> None:
     if value:
         stdout.print(f"plora {package_version('plora')}")
@@ -34,8 +33,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     """plora: personal LoRA adapters from your own material."""
 
@@ -53,8 +53,13 @@ def init(
 
     result = init_home(Home.resolve(home), example=example, force=force)
     if json:
-        print_json({"config": str(result.config_path), "store": result.store,
-                    "example_repo": str(result.example_repo) if result.example_repo else None})
+        print_json(
+            {
+                "config": str(result.config_path),
+                "store": result.store,
+                "example_repo": str(result.example_repo) if result.example_repo else None,
+            }
+        )
         return
     stdout.print(f"wrote {escape(str(result.config_path))}")
     stdout.print(f"store {escape(result.store)} ready")
@@ -81,19 +86,32 @@ def _print_status(report: dict[str, Any]) -> None:
     stdout.print(f"home  {escape(report['home'])}\nstore {escape(report['store'])}")
     table = Table("source", "type", "documents", "conversations", "messages", "last ingest", box=None)
     for name, row in report["sources"].items():
-        table.add_row(name, row["type"], str(row["documents"]), str(row["conversations"]),
-                      str(row["messages"]), (row["last_ingest"] or "never")[:16].replace("T", " "))
+        table.add_row(
+            name,
+            row["type"],
+            str(row["documents"]),
+            str(row["conversations"]),
+            str(row["messages"]),
+            (row["last_ingest"] or "never")[:16].replace("T", " "),
+        )
     stdout.print(table)
     kinds = ", ".join(f"{kind} {count}" for kind, count in report["documents_by_kind"].items())
     labels = report["labels"]
     stdout.print(f"documents: {kinds}")
-    stdout.print(f"labels: good {labels['good']}, bad {labels['bad']}, corrections {labels['corrections']}, "
-                 f"unlabelled conversations {labels['unlabelled_conversations']}, stale {labels['stale']}")
+    stdout.print(
+        f"labels: good {labels['good']}, bad {labels['bad']}, corrections {labels['corrections']}, "
+        f"unlabelled conversations {labels['unlabelled_conversations']}, stale {labels['stale']}"
+    )
     redactions = ", ".join(f"{kind} {count}" for kind, count in report["redactions"].items()) or "none"
     stdout.print(f"redactions: {redactions}")
     stdout.print(f"datasets: {report['datasets']}")
-    adapters = ", ".join(f"{profile} {row['current'] or '-'} ({row['versions']} versions)"
-                         for profile, row in report["adapters"].items()) or "none"
+    adapters = (
+        ", ".join(
+            f"{profile} {row['current'] or '-'} ({row['versions']} versions)"
+            for profile, row in report["adapters"].items()
+        )
+        or "none"
+    )
     stdout.print(f"adapters: {adapters}")
 
 
@@ -128,8 +146,12 @@ def ingest(
 def _print_ingest(sources: dict[str, dict[str, Any]]) -> None:
     table = Table("source", "added", "updated", "unchanged", "deleted", "skipped", "redactions", box=None)
     for name, row in sources.items():
-        table.add_row(name, *(str(row[key]) for key in ("added", "updated", "unchanged", "deleted")),
-                      str(len(row["skipped"])), str(row["redactions"]))
+        table.add_row(
+            name,
+            *(str(row[key]) for key in ("added", "updated", "unchanged", "deleted")),
+            str(len(row["skipped"])),
+            str(row["redactions"]),
+        )
     stdout.print(table)
     for name, row in sources.items():
         for skip in row["skipped"][:20]:
@@ -178,7 +200,7 @@ def main() -> None:
     except KeyboardInterrupt:
         error("interrupted")
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - turned into one line + exit code, or re-raised
+    except Exception as exc:
         code = _exit_code(exc)
         if code is None:
             raise

@@ -14,8 +14,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from flows.output import print_json, stdout
 from flows.options import HomeOption, JsonOption
+from flows.output import print_json, stdout
 
 if TYPE_CHECKING:
     from pipeline.registry import AdapterVersion
@@ -24,8 +24,10 @@ RefArgument = Annotated[str, typer.Argument(help="PROFILE (its current version) 
 
 
 def register(app: typer.Typer) -> None:
-    adapters_app = typer.Typer(help="Registered adapter versions: list, show, verify, promote, roll back, "
-                               "export, combine.", no_args_is_help=True)
+    adapters_app = typer.Typer(
+        help="Registered adapter versions: list, show, verify, promote, roll back, export, combine.",
+        no_args_is_help=True,
+    )
     adapters_app.command("list")(list_)
     adapters_app.command("show")(show)
     adapters_app.command("verify")(verify)
@@ -78,9 +80,14 @@ def list_(
     table = Table("", "ref", "status", "parent", "eval loss", "created", box=None)
     for row in rows:
         loss = row["metrics"].get("eval_loss")
-        table.add_row("*" if row["current"] else "", row["ref"], row["status"],
-                      f"v{row['parent_version']}" if row["parent_version"] else "-",
-                      f"{loss:.4f}" if isinstance(loss, int | float) else "-", (row["created_at"] or "")[:19])
+        table.add_row(
+            "*" if row["current"] else "",
+            row["ref"],
+            row["status"],
+            f"v{row['parent_version']}" if row["parent_version"] else "-",
+            f"{loss:.4f}" if isinstance(loss, int | float) else "-",
+            (row["created_at"] or "")[:19],
+        )
     stdout.print(table)
 
 
@@ -105,13 +112,17 @@ def show(ref: RefArgument, home: HomeOption = None, json: JsonOption = False) ->
     snapshots = manifest.get("snapshots") or {}
     stdout.print("datasets  " + (", ".join(f"{k} {v[:12]}" for k, v in sorted(snapshots.items())) or "-"))
     for key in ("lora", "train", "metrics"):
-        values = {k: v for k, v in (manifest.get(key) or {}).items()
-                  if v is not None and not (key == "metrics" and isinstance(v, dict | list))}  # nested: see --json
+        values = {
+            k: v
+            for k, v in (manifest.get(key) or {}).items()
+            if v is not None and not (key == "metrics" and isinstance(v, dict | list))
+        }  # nested: see --json
         stdout.print(f"{key:<9} " + (escape(", ".join(f"{k}={v}" for k, v in sorted(values.items()))) or "-"))
     gate = manifest.get("gate") or {}
     numbers = ", ".join(f"{k}={v}" for k, v in sorted(gate.items()) if k not in ("accepted", "reasons"))
-    stdout.print(f"gate      {'accepted' if gate.get('accepted') else 'rejected'}"
-                 + (f" ({escape(numbers)})" if numbers else ""))
+    stdout.print(
+        f"gate      {'accepted' if gate.get('accepted') else 'rejected'}" + (f" ({escape(numbers)})" if numbers else "")
+    )
     for reason in gate.get("reasons") or []:
         stdout.print(f"          - {escape(str(reason))}")
     if manifest.get("composition"):
@@ -171,8 +182,14 @@ def rollback(
 def export(
     ref: RefArgument,
     dest: Annotated[Path, typer.Argument(help="A new or empty folder.", show_default=False)],
-    merged: Annotated[bool, typer.Option("--merged", help="The base with the adapter merged into its weights "
-                                         "(full precision, safetensors) instead of the PEFT folder.")] = False,
+    merged: Annotated[
+        bool,
+        typer.Option(
+            "--merged",
+            help="The base with the adapter merged into its weights "
+            "(full precision, safetensors) instead of the PEFT folder.",
+        ),
+    ] = False,
     home: HomeOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -190,13 +207,20 @@ def export(
 
 def combine(
     refs: Annotated[list[str], typer.Argument(help="Two or more adapter refs.", show_default=False)],
-    profile: Annotated[str, typer.Option("--profile", help="Register the result as a new version of this "
-                                         "profile.", show_default=False)],
-    weight: Annotated[list[float] | None, typer.Option("--weight", help="One per ref, in order (repeat it) "
-                                                       "(default: equal weights summing to 1).",
-                                                       show_default=False)] = None,
-    combination_type: Annotated[str, typer.Option("--type", help="cat (exact, rank = sum of ranks), linear or "
-                                                  "svd.")] = "cat",
+    profile: Annotated[
+        str, typer.Option("--profile", help="Register the result as a new version of this profile.", show_default=False)
+    ],
+    weight: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--weight",
+            help="One per ref, in order (repeat it) (default: equal weights summing to 1).",
+            show_default=False,
+        ),
+    ] = None,
+    combination_type: Annotated[
+        str, typer.Option("--type", help="cat (exact, rank = sum of ranks), linear or svd.")
+    ] = "cat",
     promote_it: Annotated[bool, typer.Option("--promote", help="Make it the profile's current version.")] = False,
     home: HomeOption = None,
     json: JsonOption = False,
@@ -207,8 +231,9 @@ def combine(
 
     weights = list(weight) if weight else [1.0 / len(refs)] * len(refs)
     with open_workspace(home, check_paths=False) as workspace:
-        version = combine_versions(workspace, refs, weights, profile=profile, combination_type=combination_type,
-                                   promote=promote_it)
+        version = combine_versions(
+            workspace, refs, weights, profile=profile, combination_type=combination_type, promote=promote_it
+        )
     if json:
         print_json(_as_dict(version, version.version if promote_it else None))
         return
@@ -217,12 +242,16 @@ def combine(
 
 def generate(
     prompt: Annotated[str, typer.Argument(help="The user message.", show_default=False)],
-    profile: Annotated[str | None, typer.Option("--profile", help="The profile (default: the first in "
-                                                "plora.toml).", show_default=False)] = None,
-    version: Annotated[int | None, typer.Option("--version", help="This version instead of the current one.",
-                                                show_default=False)] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, max=4096,
-                                                          help="Most tokens to generate.")] = 64,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", help="The profile (default: the first in plora.toml).", show_default=False),
+    ] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", help="This version instead of the current one.", show_default=False)
+    ] = None,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", min=1, max=4096, help="Most tokens to generate.")
+    ] = 64,
     home: HomeOption = None,
     json: JsonOption = False,
 ) -> None:

@@ -17,9 +17,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from flows.output import print_json, stderr, stdout
 from flows.options import HomeOption, JsonOption
-
+from flows.output import print_json, stderr, stdout
 
 # Defaults for running Prefect in this process, applied only where the environment sets nothing (the
 # person's own PREFECT_* variables and Prefect profile win): no telemetry from the temporary local
@@ -68,14 +67,20 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 def run(
     home: HomeOption = None,
-    profile: Annotated[list[str] | None, typer.Option("--profile", help="Only this profile (repeatable; "
-                                                      "default: every profile).", show_default=False)] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="scratch | continue (default: each profile's mode).",
-                                             show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Train even when nothing changed since the last "
-                                        "adapter.")] = False,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Override train.max_steps.",
-                                                  show_default=False)] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option("--profile", help="Only this profile (repeatable; default: every profile).", show_default=False),
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option("--mode", help="scratch | continue (default: each profile's mode).", show_default=False),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Train even when nothing changed since the last adapter.")
+    ] = False,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Override train.max_steps.", show_default=False)
+    ] = None,
     json: JsonOption = False,
 ) -> None:
     """Run the monthly cycle now (ingest, build, train, register) as a Prefect flow run in this process."""
@@ -97,8 +102,9 @@ def run(
         from pipeline.cycle import CycleFailed
 
         try:
-            state = monthly_retrain_flow(home=root, profiles=profile or None, mode=mode, force=force,
-                                         max_steps=max_steps, return_state=True)
+            state = monthly_retrain_flow(
+                home=root, profiles=profile or None, mode=mode, force=force, max_steps=max_steps, return_state=True
+            )
         except RuntimeError as e:  # Prefect's way to say its API is unreachable
             if "API" not in str(e):
                 raise
@@ -106,8 +112,10 @@ def run(
 
             from pipeline.errors import PloraError
 
-            raise PloraError(f"{e} (PREFECT_API_URL={PREFECT_API_URL.value() or 'unset'}): start that server, or "
-                             "unset PREFECT_API_URL to run with a temporary local one") from e
+            raise PloraError(
+                f"{e} (PREFECT_API_URL={PREFECT_API_URL.value() or 'unset'}): start that server, or "
+                "unset PREFECT_API_URL to run with a temporary local one"
+            ) from e
         result = state.result(raise_on_failure=False)
     if isinstance(result, CycleFailed):
         summary = result.summary
@@ -132,15 +140,25 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if sources:
         table = Table("source", "added", "updated", "unchanged", "deleted", "skipped", "error", box=None)
         for name, row in sources.items():
-            table.add_row(escape(name), *(str(row[key]) for key in ("added", "updated", "unchanged", "deleted")),
-                          str(len(row["skipped"])), escape(row["error"] or ""))
+            table.add_row(
+                escape(name),
+                *(str(row[key]) for key in ("added", "updated", "unchanged", "deleted")),
+                str(len(row["skipped"])),
+                escape(row["error"] or ""),
+            )
         stdout.print(table)
     table = Table("profile", "status", "adapter", "eval loss base", "previous", "new", box=None)
     for name, row in summary["profiles"].items():
         adapter = f"{row['adapter']} ({row['adapter_status']})" if row["adapter"] else "-"
         losses = row["eval_loss"]
-        table.add_row(escape(name), row["status"], escape(adapter), _loss(losses["base"]), _loss(losses["previous"]),
-                      _loss(losses["new"]))
+        table.add_row(
+            escape(name),
+            row["status"],
+            escape(adapter),
+            _loss(losses["base"]),
+            _loss(losses["previous"]),
+            _loss(losses["new"]),
+        )
     stdout.print(table)
     for name, row in summary["profiles"].items():
         if row["why"]:
@@ -163,9 +181,11 @@ def serve(home: HomeOption = None) -> None:
     from flows.cycle import served_deployments
 
     if not PREFECT_API_URL.value():
-        stderr.print("[yellow]note:[/] PREFECT_API_URL is not set: the schedules run against a temporary local "
-                     "Prefect API that lives as long as this process (no UI). To see the runs in the UI, start "
-                     "`prefect server start` and `prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`.")
+        stderr.print(
+            "[yellow]note:[/] PREFECT_API_URL is not set: the schedules run against a temporary local "
+            "Prefect API that lives as long as this process (no UI). To see the runs in the UI, start "
+            "`prefect server start` and `prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`."
+        )
     stderr.print(f"serving for the plora home {escape(root)}")
     prefect_serve(*served_deployments(root))
 
@@ -183,9 +203,11 @@ def deploy() -> None:
     if not PREFECT_YAML.is_file():
         raise UsageError(f"no prefect.yaml at {PREFECT_YAML}: `plora deploy` runs from a plora source checkout")
     if not PREFECT_API_URL.value():
-        raise UsageError("PREFECT_API_URL is not set: start a server (`prefect server start`) and point Prefect "
-                         "at it (`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`); see "
-                         "docs/deployment.md")
+        raise UsageError(
+            "PREFECT_API_URL is not set: start a server (`prefect server start`) and point Prefect "
+            "at it (`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`); see "
+            "docs/deployment.md"
+        )
     pools = sorted({spec["work_pool"]["name"] for spec in deployment_specs() if spec.get("work_pool")})
     for pool in pools:
         if not _pool_exists(pool):
@@ -255,12 +277,22 @@ def _next_runs(wait_seconds: float = 0) -> list[tuple[str, str]]:
                 runs = client.read_flow_runs(
                     flow_run_filter=FlowRunFilter(
                         deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
-                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
-                    sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1)
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                    ),
+                    sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                    limit=1,
+                )
                 if runs and runs[0].expected_start_time:
                     found[name] = runs[0].expected_start_time
             if len(found) == len(ids) or time.monotonic() >= deadline:
                 break
             time.sleep(2)
-    return [(name, found[name].strftime("%Y-%m-%d %H:%M %Z") if name in found else
-             "not scheduled yet (see `prefect deployment inspect` in a minute)") for name in names]
+    return [
+        (
+            name,
+            found[name].strftime("%Y-%m-%d %H:%M %Z")
+            if name in found
+            else "not scheduled yet (see `prefect deployment inspect` in a minute)",
+        )
+        for name in names
+    ]

@@ -10,26 +10,34 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from flows.output import print_json, progress_bar, stdout, warn
 from flows.options import HomeOption, JsonOption, ProfileOption
-
+from flows.output import print_json, progress_bar, stdout, warn
 
 # Trained tokens, when stdout is not a terminal (no colours): wrapped in these.
 OPEN, CLOSE = "\u27e6", "\u27e7"
 
 
 def register(app: typer.Typer) -> None:
-    datasets_app = typer.Typer(help="Build and inspect the dataset snapshots a profile trains on.",
-                               no_args_is_help=True)
+    datasets_app = typer.Typer(
+        help="Build and inspect the dataset snapshots a profile trains on.", no_args_is_help=True
+    )
     datasets_app.command("build")(build)
     datasets_app.command("list")(list_)
     datasets_app.command("show")(show)
     app.add_typer(datasets_app, name="datasets")
 
 
-def build(profile: ProfileOption = None, home: HomeOption = None, json: JsonOption = False,
-          force: Annotated[bool, typer.Option("--force", help="Build even when nothing the build reads changed "
-                                              "since the profile's latest snapshots.")] = False) -> None:
+def build(
+    profile: ProfileOption = None,
+    home: HomeOption = None,
+    json: JsonOption = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Build even when nothing the build reads changed since the profile's latest snapshots."
+        ),
+    ] = False,
+) -> None:
     """Build the profile's snapshots (sft, text, and dpo/kto when its stages say so).
 
     Nothing is rebuilt when the store, the labels and the settings are as they were at the last build:
@@ -51,8 +59,14 @@ def build(profile: ProfileOption = None, home: HomeOption = None, json: JsonOpti
         return
     table = Table("kind", "snapshot", "train", "eval", "tokens (train)", "", box=None)
     for kind, row in result.as_dict()["snapshots"].items():
-        table.add_row(kind, row["fingerprint"][:12], str(row["rows"].get("train", 0)), str(row["rows"].get("eval", 0)),
-                      str(row["tokens"].get("train", 0)), "new" if row["new"] else "unchanged")
+        table.add_row(
+            kind,
+            row["fingerprint"][:12],
+            str(row["rows"].get("train", 0)),
+            str(row["rows"].get("eval", 0)),
+            str(row["tokens"].get("train", 0)),
+            "new" if row["new"] else "unchanged",
+        )
     stdout.print(f"profile {escape(result.profile)}")
     stdout.print(table)
 
@@ -72,16 +86,31 @@ def list_(profile: ProfileOption = None, home: HomeOption = None, json: JsonOpti
         return
     table = Table("", "profile", "kind", "snapshot", "train", "eval", "created", box=None)
     for row in rows:
-        table.add_row("*" if row["latest"] else "", escape(row["profile"]), row["kind"], row["fingerprint"][:12],
-                      str(row["rows"].get("train", 0)), str(row["rows"].get("eval", 0)), row["created_at"][:19])
+        table.add_row(
+            "*" if row["latest"] else "",
+            escape(row["profile"]),
+            row["kind"],
+            row["fingerprint"][:12],
+            str(row["rows"].get("train", 0)),
+            str(row["rows"].get("eval", 0)),
+            row["created_at"][:19],
+        )
     stdout.print(table)
 
 
 def show(
-    snapshot: Annotated[str, typer.Argument(help="A snapshot fingerprint, or enough of its start to be unique.",
-                                            show_default=False)],
-    example: Annotated[int | None, typer.Option("--example", "-n", help="Print example N of the split, with the "
-                                                "tokens that carry loss highlighted.", show_default=False)] = None,
+    snapshot: Annotated[
+        str, typer.Argument(help="A snapshot fingerprint, or enough of its start to be unique.", show_default=False)
+    ],
+    example: Annotated[
+        int | None,
+        typer.Option(
+            "--example",
+            "-n",
+            help="Print example N of the split, with the tokens that carry loss highlighted.",
+            show_default=False,
+        ),
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="train or eval (with --example).")] = "train",
     home: HomeOption = None,
     json: JsonOption = False,
@@ -109,12 +138,16 @@ def show(
 
 def _print_meta(meta: dict[str, Any], path: Path) -> None:
     stdout.print(f"{meta['kind']} snapshot {meta['fingerprint']}")
-    stdout.print(f"profile {escape(meta['profile'])}, sources {escape(', '.join(meta.get('sources', [])))}, "
-                 f"builder {meta.get('builder_version')}, built {meta.get('created_at', '')[:19]}")
+    stdout.print(
+        f"profile {escape(meta['profile'])}, sources {escape(', '.join(meta.get('sources', [])))}, "
+        f"builder {meta.get('builder_version')}, built {meta.get('created_at', '')[:19]}"
+    )
     stdout.print(f"path {escape(str(path))}")
     rows, tokens = meta.get("rows", {}), meta.get("tokens", {})
-    stdout.print(f"rows: train {rows.get('train', 0)}, eval {rows.get('eval', 0)}; "
-                 f"tokens: train {tokens.get('train', 0)}, eval {tokens.get('eval', 0)}")
+    stdout.print(
+        f"rows: train {rows.get('train', 0)}, eval {rows.get('eval', 0)}; "
+        f"tokens: train {tokens.get('train', 0)}, eval {tokens.get('eval', 0)}"
+    )
     for key in ("trained_tokens", "documents", "labels", "redactions", "cut", "dropped", "counts", "settings"):
         value = meta.get(key)
         if value:

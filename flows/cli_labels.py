@@ -13,9 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from flows.output import print_json, stdout
 from flows.options import HomeOption, JsonOption
-
+from flows.output import print_json, stdout
 
 
 def register(app: typer.Typer) -> None:
@@ -30,18 +29,34 @@ def register(app: typer.Typer) -> None:
 
 def label(
     ref: Annotated[str, typer.Argument(help="The conversation: SOURCE:EXTERNAL_ID.", show_default=False)],
-    value: Annotated[str | None, typer.Argument(help="good, bad or clear (default with --correction: bad).",
-                                                show_default=False)] = None,
-    message: Annotated[int | None, typer.Option("--message", "-m", help="Label one message: its position "
-                                                "(0-based) on the conversation, as plora annotate shows it.",
-                                                show_default=False)] = None,
-    branch: Annotated[int, typer.Option("--branch", help="With --message: 0 the kept reply, 1, 2... an "
-                                        "alternative (regenerated) one.")] = 0,
-    note: Annotated[str | None, typer.Option("--note", help="A note on the label (\"\" removes it).",
-                                             show_default=False)] = None,
-    correction: Annotated[str | None, typer.Option(
-        "--correction", help="The reply you wanted, as TEXT or @FILE; stored as a preference pair with the "
-        "original as rejected (\"\" removes it).", show_default=False)] = None,
+    value: Annotated[
+        str | None, typer.Argument(help="good, bad or clear (default with --correction: bad).", show_default=False)
+    ] = None,
+    message: Annotated[
+        int | None,
+        typer.Option(
+            "--message",
+            "-m",
+            help="Label one message: its position (0-based) on the conversation, as plora annotate shows it.",
+            show_default=False,
+        ),
+    ] = None,
+    branch: Annotated[
+        int,
+        typer.Option("--branch", help="With --message: 0 the kept reply, 1, 2... an alternative (regenerated) one."),
+    ] = 0,
+    note: Annotated[
+        str | None, typer.Option("--note", help='A note on the label ("" removes it).', show_default=False)
+    ] = None,
+    correction: Annotated[
+        str | None,
+        typer.Option(
+            "--correction",
+            help="The reply you wanted, as TEXT or @FILE; stored as a preference pair with the "
+            'original as rejected ("" removes it).',
+            show_default=False,
+        ),
+    ] = None,
     home: HomeOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -51,8 +66,15 @@ def label(
 
     wanted = correction_argument(correction) if correction is not None else KEEP
     with open_workspace(home, check_paths=False) as workspace:
-        result = set_label(workspace, ref, value, position=message, branch=branch,
-                           note=KEEP if note is None else note, correction=wanted)
+        result = set_label(
+            workspace,
+            ref,
+            value,
+            position=message,
+            branch=branch,
+            note=KEEP if note is None else note,
+            correction=wanted,
+        )
     if json:
         print_json(result.as_dict())
         return
@@ -60,8 +82,12 @@ def label(
     if result.branch:
         where += f" (branch {result.branch})"
     state = result.state
-    what = "no label" if state is None else state.value + "".join(
-        f", {part}" for part, present in (("note", state.note), ("correction", state.correction)) if present)
+    what = (
+        "no label"
+        if state is None
+        else state.value
+        + "".join(f", {part}" for part, present in (("note", state.note), ("correction", state.correction)) if present)
+    )
     stdout.print(f"{where}: {what}" + ("" if result.changed else " (unchanged)"))
 
 
@@ -86,8 +112,10 @@ def export(
 
 def import_(
     file: Annotated[Path, typer.Argument(help="A JSONL file written by plora labels export.", show_default=False)],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a different label already in force "
-                                            "instead of reporting a conflict.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace a different label already in force instead of reporting a conflict."),
+    ] = False,
     home: HomeOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -100,11 +128,15 @@ def import_(
     if json:
         print_json(report.as_dict())
         return
-    stdout.print(f"added {report.added}, unchanged {report.unchanged}, overwritten {report.overwritten}, "
-                 f"conflicts {len(report.conflicts)}, missing {len(report.missing)}")
+    stdout.print(
+        f"added {report.added}, unchanged {report.unchanged}, overwritten {report.overwritten}, "
+        f"conflicts {len(report.conflicts)}, missing {len(report.missing)}"
+    )
     for conflict in report.conflicts[:20]:
-        stdout.print(f"  [yellow]conflict[/] {_where(conflict)}: here {conflict['ours']['value']}, "
-                     f"in the file {conflict['theirs']['value']} (kept; --overwrite to replace)")
+        stdout.print(
+            f"  [yellow]conflict[/] {_where(conflict)}: here {conflict['ours']['value']}, "
+            f"in the file {conflict['theirs']['value']} (kept; --overwrite to replace)"
+        )
     for missing in report.missing[:20]:
         stdout.print(f"  [yellow]missing[/] {_where(missing)}: {escape(missing['reason'])}")
     hidden = max(len(report.conflicts) - 20, 0) + max(len(report.missing) - 20, 0)
@@ -133,22 +165,34 @@ def stale(home: HomeOption = None, json: JsonOption = False) -> None:
         stdout.print("no stale labels")
     for label_ in found:
         branch = f" (branch {label_.branch})" if label_.branch else ""
-        stdout.print(f"{escape(label_.ref)} message {label_.position}{branch}: {label_.value}, "
-                     f"message {label_.reason}; relabel it (plora label / annotate) to confirm")
+        stdout.print(
+            f"{escape(label_.ref)} message {label_.position}{branch}: {label_.value}, "
+            f"message {label_.reason}; relabel it (plora label / annotate) to confirm"
+        )
 
 
 def annotate(
-    source: Annotated[list[str] | None, typer.Option("--source", help="Only this source (repeatable).",
-                                                     show_default=False)] = None,
-    unlabelled: Annotated[bool, typer.Option("--unlabelled/--all", help="Only documents without any label "
-                                             "(the default), or all of them.")] = True,
-    search: Annotated[str | None, typer.Option("--search", help="Only documents whose title or text contains "
-                                               "TEXT (case-insensitive).", show_default=False)] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only documents dated on or after DATE "
-                                              "(YYYY-MM-DD); undated ones count from when they were stored.",
-                                              show_default=False)] = None,
-    kind: Annotated[str, typer.Option("--kind", help="conversation, note, runbook, code or commit.")]
-    = "conversation",
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help="Only this source (repeatable).", show_default=False)
+    ] = None,
+    unlabelled: Annotated[
+        bool, typer.Option("--unlabelled/--all", help="Only documents without any label (the default), or all of them.")
+    ] = True,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            "--search", help="Only documents whose title or text contains TEXT (case-insensitive).", show_default=False
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only documents dated on or after DATE (YYYY-MM-DD); undated ones count from when they were stored.",
+            show_default=False,
+        ),
+    ] = None,
+    kind: Annotated[str, typer.Option("--kind", help="conversation, note, runbook, code or commit.")] = "conversation",
     home: HomeOption = None,
 ) -> None:
     """Label conversations and replies in a terminal UI; every key is saved at once."""
@@ -156,20 +200,29 @@ def annotate(
     from pipeline.labels import AnnotationQueue, QueueFilter, parse_kind, parse_since
     from pipeline.workspace import open_workspace
 
-    queue_filter = QueueFilter(sources=tuple(source or ()), unlabelled=unlabelled, search=search or None,
-                               since=parse_since(since) if since else None, kind=parse_kind(kind))
+    queue_filter = QueueFilter(
+        sources=tuple(source or ()),
+        unlabelled=unlabelled,
+        search=search or None,
+        since=parse_since(since) if since else None,
+        kind=parse_kind(kind),
+    )
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("plora annotate needs a terminal; in scripts use plora label")
     with open_workspace(home, check_paths=False) as workspace:
         queue = AnnotationQueue(workspace, queue_filter)
         if not queue.total:
-            stdout.print("nothing to label: no document matches" + (" (all are labelled; --all shows them)"
-                                                                     if unlabelled else ""))
+            stdout.print(
+                "nothing to label: no document matches"
+                + (" (all are labelled; --all shows them)" if unlabelled else "")
+            )
             return
         from flows.annotate import AnnotateApp
 
         AnnotateApp(queue).run()
         labelled, total = queue.progress()
     totals = queue.totals
-    stdout.print(f"{labelled} of {total} labelled; this session: good {totals['good']}, bad {totals['bad']}, "
-                 f"corrections {totals['correction']}, notes {totals['note']}, skipped {totals['skip']}")
+    stdout.print(
+        f"{labelled} of {total} labelled; this session: good {totals['good']}, bad {totals['bad']}, "
+        f"corrections {totals['correction']}, notes {totals['note']}, skipped {totals['skip']}"
+    )

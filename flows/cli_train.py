@@ -10,9 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from flows.output import print_json, progress_bar, stdout, warn
 from flows.options import HomeOption, JsonOption
-
+from flows.output import print_json, progress_bar, stdout, warn
 
 
 class Mode(enum.StrEnum):
@@ -25,17 +24,37 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    profile: Annotated[str | None, typer.Option("--profile", "-p", help="The profile to train (default: the "
-                                                "first one in plora.toml).", show_default=False)] = None,
-    mode: Annotated[Mode | None, typer.Option("--mode", help="scratch: a fresh adapter; continue: from the "
-                                              "profile's current adapter (with replay of earlier data) "
-                                              "(default: the profile's mode).", show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the profile's latest interrupted run from "
-                                         "its last complete checkpoint.")] = False,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Training steps per stage "
-                                                  "(default: train.max_steps).", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Make the new adapter current even if the eval gate "
-                                        "rejects it.")] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile", "-p", help="The profile to train (default: the first one in plora.toml).", show_default=False
+        ),
+    ] = None,
+    mode: Annotated[
+        Mode | None,
+        typer.Option(
+            "--mode",
+            help="scratch: a fresh adapter; continue: from the "
+            "profile's current adapter (with replay of earlier data) "
+            "(default: the profile's mode).",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the profile's latest interrupted run from its last complete checkpoint."
+        ),
+    ] = False,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--max-steps", min=1, help="Training steps per stage (default: train.max_steps).", show_default=False
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Make the new adapter current even if the eval gate rejects it.")
+    ] = False,
     home: HomeOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -56,11 +75,22 @@ def train(
             if event.stage not in tasks:
                 tasks[event.stage] = bar.add_task(event.stage, total=event.max_steps)
             rate = f", {event.tokens_per_second:,.0f} tok/s" if event.tokens_per_second else ""
-            bar.update(tasks[event.stage], completed=event.step, total=event.max_steps,
-                       description=f"{event.stage} loss {event.loss:.4f}{rate}")
+            bar.update(
+                tasks[event.stage],
+                completed=event.step,
+                total=event.max_steps,
+                description=f"{event.stage} loss {event.loss:.4f}{rate}",
+            )
 
-        result = train_profile(workspace, profile, mode=mode.value if mode else None, resume=resume,
-                               max_steps=max_steps, force=force, progress=on_progress)
+        result = train_profile(
+            workspace,
+            profile,
+            mode=mode.value if mode else None,
+            resume=resume,
+            max_steps=max_steps,
+            force=force,
+            progress=on_progress,
+        )
     document = result.as_dict()
     if json:
         print_json(document)
@@ -78,22 +108,29 @@ def _print_result(out: dict[str, Any]) -> None:
     for skipped in out["stages_skipped"]:
         warn(f"stage {skipped['stage']} skipped: {escape(skipped['reason'])}")
     resumed = " (resumed)" if out["resumed"] else ""
-    stdout.print(f"run {escape(out['run_id'])}{resumed}: {out['mode']}, stages {', '.join(out['stages'])}, "
-                 f"{out['tokens_trained']:,} tokens, {out['trainable_parameters']:,} trainable parameters, "
-                 f"{out['wall_seconds']:.1f} s")
+    stdout.print(
+        f"run {escape(out['run_id'])}{resumed}: {out['mode']}, stages {', '.join(out['stages'])}, "
+        f"{out['tokens_trained']:,} tokens, {out['trainable_parameters']:,} trainable parameters, "
+        f"{out['wall_seconds']:.1f} s"
+    )
     table = Table("eval loss", "base", "previous", "new", box=None)
     table.add_row("all", *(_fmt(out["eval_loss"][k]) for k in ("base", "previous", "new")))
     sources = out["source_eval_loss"]
-    for source in sorted((sources.get("new") or {})):
+    for source in sorted(sources.get("new") or {}):
         table.add_row(escape(source), *(_fmt((sources.get(k) or {}).get(source)) for k in ("base", "previous", "new")))
     if out["preference_accuracy"]:
-        table.add_row("preference accuracy", *(_fmt(out["preference_accuracy"].get(k))
-                                              for k in ("base", "previous", "new")))
+        table.add_row(
+            "preference accuracy", *(_fmt(out["preference_accuracy"].get(k)) for k in ("base", "previous", "new"))
+        )
     stdout.print(table)
     if out["promoted"]:
         extra = f" ({escape(out['why'])})" if out["why"] else ""
         stdout.print(f"[green]{escape(out['adapter'])} is now current[/]{extra}")
     else:
-        stdout.print(f"[yellow]{escape(out['adapter'])} registered as a rejected candidate[/]: {escape(out['why'] or '')}")
-        stdout.print(f"current stays {escape(out['current'] or 'unset')}; promote anyway with "
-                     f"`plora adapters promote {escape(out['adapter'])} --force`")
+        stdout.print(
+            f"[yellow]{escape(out['adapter'])} registered as a rejected candidate[/]: {escape(out['why'] or '')}"
+        )
+        stdout.print(
+            f"current stays {escape(out['current'] or 'unset')}; promote anyway with "
+            f"`plora adapters promote {escape(out['adapter'])} --force`"
+        )

@@ -71,8 +71,11 @@ def ingest_flow(home: str | None = None, sources: list[str] | None = None) -> di
     names = tasks.list_sources(root, sources)
     reports = {name: tasks.source_report(tasks.ingest_source(root, name, return_state=True)) for name in names}
     summary = {"home": root, "sources": reports}
-    create_markdown_artifact(key="plora-ingest", markdown="# plora ingest\n\n" + cycle.ingest_markdown(reports) + "\n",
-                             description="per-source ingest counts")
+    create_markdown_artifact(
+        key="plora-ingest",
+        markdown="# plora ingest\n\n" + cycle.ingest_markdown(reports) + "\n",
+        description="per-source ingest counts",
+    )
     failed = [name for name, report in reports.items() if report["error"]]
     if failed:
         return _failed(f"{len(failed)} of {len(reports)} sources failed: {', '.join(failed)}", summary)
@@ -92,31 +95,46 @@ def build_datasets_flow(home: str | None = None, profile: str | None = None) -> 
     if cached and not tasks.snapshots_current(root, name, fingerprints):
         build, cached = dict(tasks.build_snapshots.with_options(refresh_cache=True)(root, name)), False
     build["cached"] = cached
-    create_markdown_artifact(key=_artifact_key("plora-datasets", name),
-                             markdown=f"# plora datasets: {name}\n\n{'Reused (store unchanged).' if cached else ''}\n\n"
-                                      + cycle.snapshots_markdown(build) + "\n",
-                             description=f"dataset snapshots of profile {name}")
+    create_markdown_artifact(
+        key=_artifact_key("plora-datasets", name),
+        markdown=f"# plora datasets: {name}\n\n{'Reused (store unchanged).' if cached else ''}\n\n"
+        + cycle.snapshots_markdown(build)
+        + "\n",
+        description=f"dataset snapshots of profile {name}",
+    )
     return build
 
 
 @flow(name="train-adapter")
-def train_flow(home: str | None = None, profile: str | None = None, mode: Mode | None = None, resume: bool = True,
-               max_steps: int | None = None) -> dict[str, Any]:
+def train_flow(
+    home: str | None = None,
+    profile: str | None = None,
+    mode: Mode | None = None,
+    resume: bool = True,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
     """Train -> evaluate -> gate -> register one adapter version for the profile (its first one by
     default). With ``resume``, an interrupted run of the profile is resumed from its last checkpoint
     when it still fits today's config and data; training itself is never retried."""
     root = _home(home)
     name = tasks.list_profiles(root, [profile] if profile else None)[0]
     result = tasks.train_adapter(root, name, mode, resume, max_steps)
-    create_markdown_artifact(key=_artifact_key("plora-train", name),
-                             markdown=f"# plora train: {name}\n\n" + cycle.train_markdown(result) + "\n",
-                             description=f"training run of profile {name}")
+    create_markdown_artifact(
+        key=_artifact_key("plora-train", name),
+        markdown=f"# plora train: {name}\n\n" + cycle.train_markdown(result) + "\n",
+        description=f"training run of profile {name}",
+    )
     return result
 
 
 @flow(name="monthly-retrain-cycle")
-def monthly_retrain_flow(home: str | None = None, profiles: list[str] | None = None, mode: Mode | None = None,
-                         force: bool = False, max_steps: int | None = None) -> dict[str, Any] | State:
+def monthly_retrain_flow(
+    home: str | None = None,
+    profiles: list[str] | None = None,
+    mode: Mode | None = None,
+    force: bool = False,
+    max_steps: int | None = None,
+) -> dict[str, Any] | State:
     """Ingest every source, then for each profile in turn (one GPU): build its datasets and, when they
     changed since its latest registered adapter (or ``force``), train -> evaluate -> register. Returns the
     cycle's summary (``plora run --json``); fails at the end if a source or a profile failed."""
@@ -140,8 +158,9 @@ def monthly_retrain_flow(home: str | None = None, profiles: list[str] | None = N
             outcomes[name] = ProfileOutcome(name, cycle.FAILED, f"building datasets: {error}")
             continue
         check = tasks.check_changes(root, name)
-        outcome = ProfileOutcome(name, cycle.UNCHANGED, check["reason"], check["snapshots"], build,
-                                 check["last_adapter"])
+        outcome = ProfileOutcome(
+            name, cycle.UNCHANGED, check["reason"], check["snapshots"], build, check["last_adapter"]
+        )
         if check["changed"] or force:
             logger.info("%s: %s", name, check["reason"] if check["changed"] else "forced: training anyway")
             result, error = _outcome(train_flow(root, name, mode, True, max_steps, return_state=True))
@@ -154,10 +173,20 @@ def monthly_retrain_flow(home: str | None = None, profiles: list[str] | None = N
             logger.info("%s: %s", name, check["reason"])
         outcomes[name] = outcome
 
-    summary = CycleSummary(home=root, sources=sources, profiles=outcomes, force=force, flow_run_id=flow_run.get_id(),
-                           wall_seconds=time.monotonic() - started, ingest_error=ingest_error)
-    create_markdown_artifact(key="plora-monthly-cycle", markdown=summary.to_markdown(),
-                             description="what the monthly cycle ingested, built, trained and registered")
+    summary = CycleSummary(
+        home=root,
+        sources=sources,
+        profiles=outcomes,
+        force=force,
+        flow_run_id=flow_run.get_id(),
+        wall_seconds=time.monotonic() - started,
+        ingest_error=ingest_error,
+    )
+    create_markdown_artifact(
+        key="plora-monthly-cycle",
+        markdown=summary.to_markdown(),
+        description="what the monthly cycle ingested, built, trained and registered",
+    )
     logger.info("%s", summary.headline())
     if not summary.ok:
         return _failed(summary.headline(), summary.as_dict())
@@ -166,8 +195,12 @@ def monthly_retrain_flow(home: str | None = None, profiles: list[str] | None = N
 
 # --- deployments: prefect.yaml is the one place they are defined -------------------------------------
 
-FLOWS = {"ingest-sources": ingest_flow, "build-datasets": build_datasets_flow, "train-adapter": train_flow,
-         "monthly-retrain-cycle": monthly_retrain_flow}
+FLOWS = {
+    "ingest-sources": ingest_flow,
+    "build-datasets": build_datasets_flow,
+    "train-adapter": train_flow,
+    "monthly-retrain-cycle": monthly_retrain_flow,
+}
 
 
 def deployment_specs(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
@@ -188,9 +221,18 @@ def served_deployments(home: str | None = None, path: Path = PREFECT_YAML) -> li
     for spec in deployment_specs(path):
         function = spec["entrypoint"].rsplit(":", 1)[1]
         chosen = next(f for f in FLOWS.values() if f.fn.__name__ == function)
-        schedules = [Cron(s["cron"], timezone=s.get("timezone") or "UTC") for s in spec.get("schedules") or []
-                     if s.get("cron") and s.get("active", True)]
-        deployments.append(chosen.to_deployment(
-            name=spec["name"], description=spec.get("description"), tags=spec.get("tags") or [],
-            parameters={**(spec.get("parameters") or {}), "home": root}, schedules=schedules))
+        schedules = [
+            Cron(s["cron"], timezone=s.get("timezone") or "UTC")
+            for s in spec.get("schedules") or []
+            if s.get("cron") and s.get("active", True)
+        ]
+        deployments.append(
+            chosen.to_deployment(
+                name=spec["name"],
+                description=spec.get("description"),
+                tags=spec.get("tags") or [],
+                parameters={**(spec.get("parameters") or {}), "home": root},
+                schedules=schedules,
+            )
+        )
     return deployments

@@ -9,8 +9,9 @@ import typer
 
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", help="plora home folder (default: $PLORA_HOME, else the current directory)",
-                 show_default=False),
+    typer.Option(
+        "--home", help="plora home folder (default: $PLORA_HOME, else the current directory)", show_default=False
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 ProfileOption = Annotated[

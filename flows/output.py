@@ -29,5 +29,13 @@ def warn(message: str) -> None:
 
 def progress_bar() -> Progress:
     """Progress on stderr, shown only on a terminal (never mixed into --json output)."""
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=stderr, transient=False, disable=not stderr.is_terminal)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=False,
+        disable=not stderr.is_terminal,
+    )

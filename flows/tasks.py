@@ -32,8 +32,13 @@ def list_profiles(home: str, profiles: list[str] | None) -> list[str]:
         return cycle.profile_names(workspace, profiles)
 
 
-@task(name="ingest-source", task_run_name="ingest-{source}", retries=3,
-      retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.2)
+@task(
+    name="ingest-source",
+    task_run_name="ingest-{source}",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_jitter_factor=0.2,
+)
 def ingest_source(home: str, source: str) -> dict[str, Any]:
     """Pull one source into the store; raises SourceFailed (with the report) so it is retried."""
     with open_workspace(home, check_paths=False) as workspace:
@@ -45,8 +50,15 @@ def _build_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
         return "plora-datasets-" + cycle.dataset_inputs_key(workspace, parameters["profile"])
 
 
-@task(name="build-datasets", task_run_name="build-{profile}", cache_key_fn=_build_key, persist_result=True,
-      result_serializer="json", retries=2, retry_delay_seconds=[10, 60])
+@task(
+    name="build-datasets",
+    task_run_name="build-{profile}",
+    cache_key_fn=_build_key,
+    persist_result=True,
+    result_serializer="json",
+    retries=2,
+    retry_delay_seconds=[10, 60],
+)
 def build_snapshots(home: str, profile: str) -> dict[str, Any]:
     """Build the profile's snapshots; cached on what the build reads, so an unchanged store reuses them."""
     from pipeline.datasets import build_datasets
@@ -92,6 +104,13 @@ def source_report(state: Any) -> dict[str, Any]:
     if isinstance(result, cycle.SourceFailed):
         return result.report
     if isinstance(result, BaseException):
-        return {"added": 0, "updated": 0, "unchanged": 0, "deleted": 0, "skipped": [], "redactions": 0,
-                "error": f"{type(result).__name__}: {result}"}
+        return {
+            "added": 0,
+            "updated": 0,
+            "unchanged": 0,
+            "deleted": 0,
+            "skipped": [],
+            "redactions": 0,
+            "error": f"{type(result).__name__}: {result}",
+        }
     return result

@@ -231,8 +231,15 @@ def _tokenizer_json() -> dict[str, Any]:
         "truncation": None,
         "padding": None,
         "added_tokens": [
-            {"id": SPECIAL_TOKEN_IDS[token], "content": token, "single_word": False, "lstrip": False,
-             "rstrip": False, "normalized": False, "special": True}
+            {
+                "id": SPECIAL_TOKEN_IDS[token],
+                "content": token,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
             for token in SPECIAL_TOKENS
         ],
         "normalizer": None,
@@ -271,7 +278,7 @@ def _check_tokenizer_json(text: str) -> None:
     probe = "".join(SPECIAL_TOKENS) + " héllo\x00 wörld 🎉 中文\r\n\t  x" + "".join(map(chr, range(128)))
     for tokenizer in (reference, written):
         encoding = tokenizer.encode(probe, add_special_tokens=False)
-        expected = [SPECIAL_TOKEN_IDS[t] for t in SPECIAL_TOKENS] + list(probe[len("".join(SPECIAL_TOKENS)):].encode())
+        expected = [SPECIAL_TOKEN_IDS[t] for t in SPECIAL_TOKENS] + list(probe[len("".join(SPECIAL_TOKENS)) :].encode())
         if encoding.ids != expected or tokenizer.decode(encoding.ids, skip_special_tokens=False) != probe:
             raise RuntimeError("tiny-llama tokenizer.json does not encode bytes as their own ids")
     if json.loads(reference.to_str()) != json.loads(text):

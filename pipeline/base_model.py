@@ -20,6 +20,7 @@ at start-up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
@@ -90,10 +91,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # The files that define a tokenizer and its chat template (what ``tokenizer_fingerprint`` covers).
-_TOKENIZER_FILES = frozenset({
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt",
-})
+_TOKENIZER_FILES = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "chat_template.jinja",
+        "chat_template.json",
+        "tokenizer.model",
+        "vocab.json",
+        "vocab.txt",
+        "merges.txt",
+    }
+)
 
 BUILTIN_TINY_LLAMA = "builtin:tiny-llama"
 Quantization = Literal["nf4", "none"]
@@ -357,10 +368,9 @@ def release_checkpoint_map(model: Any) -> None:
         if not isinstance(tensor, bnb.nn.Params4bit):
             tensor.data = tensor.data.clone()
     gc.collect()
-    try:
+    # not glibc: the heap is returned when the allocator sees fit
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the heap is returned when the allocator sees fit
-        pass
 
 
 def load_tokenizer(name: str, *, home: Path) -> PreTrainedTokenizerBase:

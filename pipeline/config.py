@@ -135,22 +135,28 @@ class Config(_Strict):
         seen: dict[str, int] = {}
         for index, source in enumerate(self.sources):
             if source.name in seen:
-                raise _KeyError(f"sources[{index}].name", f"duplicate source name {source.name!r} "
-                                f"(also sources[{seen[source.name]}])")
+                raise _KeyError(
+                    f"sources[{index}].name",
+                    f"duplicate source name {source.name!r} (also sources[{seen[source.name]}])",
+                )
             seen[source.name] = index
         for profile_name, profile in self.profiles.items():
             for index, source_name in enumerate(profile.sources):
                 if source_name not in seen:
                     known = ", ".join(seen) or "none defined"
-                    raise _KeyError(f"profiles.{profile_name}.sources[{index}]",
-                                    f"unknown source {source_name!r} (sources: {known})")
+                    raise _KeyError(
+                        f"profiles.{profile_name}.sources[{index}]",
+                        f"unknown source {source_name!r} (sources: {known})",
+                    )
         return self
 
     def source(self, name: str) -> AnySource:
         for source in self.sources:
             if source.name == name:
                 return source
-        raise ConfigError(self.file, "sources", f"no source named {name!r} (known: {', '.join(self.source_names) or 'none'})")
+        raise ConfigError(
+            self.file, "sources", f"no source named {name!r} (known: {', '.join(self.source_names) or 'none'})"
+        )
 
     @property
     def source_names(self) -> list[str]:
@@ -217,8 +223,9 @@ def parse_config(data: dict[str, Any], *, home: Path, file: Path, check_paths: b
     if check_paths:
         for index, source in enumerate(config.sources):
             if not source.path.exists():
-                raise ConfigError(file, f"sources[{index}].path",
-                                  f"{source.path} does not exist (fix the path or remove the source)")
+                raise ConfigError(
+                    file, f"sources[{index}].path", f"{source.path} does not exist (fix the path or remove the source)"
+                )
     return config
 
 
@@ -233,8 +240,11 @@ def _check_source_types(data: dict[str, Any], file: Path) -> None:
         if kind is None:
             raise ConfigError(file, f"sources[{index}].type", f"missing; one of {', '.join(SOURCE_TYPES)}")
         if kind not in SOURCE_TYPES:
-            raise ConfigError(file, f"sources[{index}].type",
-                              f"unknown source type {kind!r}; expected one of {', '.join(SOURCE_TYPES)}")
+            raise ConfigError(
+                file,
+                f"sources[{index}].type",
+                f"unknown source type {kind!r}; expected one of {', '.join(SOURCE_TYPES)}",
+            )
 
 
 def _to_config_error(error: ValidationError, file: Path) -> ConfigError:

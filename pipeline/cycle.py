@@ -139,8 +139,11 @@ def training_fingerprints(workspace: Workspace, profile: str) -> dict[str, str]:
         if snapshot is None:
             continue
         rows = snapshot.rows
-        used = (kind in LM_KINDS or (kind in stages and rows.get("train", 0) > 0)
-                or (kind == "dpo" and rows.get("eval", 0) > 0))
+        used = (
+            kind in LM_KINDS
+            or (kind in stages and rows.get("train", 0) > 0)
+            or (kind == "dpo" and rows.get("eval", 0) > 0)
+        )
         if used:
             found[kind] = snapshot.fingerprint
     return dict(sorted(found.items()))
@@ -158,8 +161,14 @@ class ChangeCheck:
     last_status: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"profile": self.profile, "changed": self.changed, "reason": self.reason,
-                "snapshots": self.snapshots, "last_adapter": self.last_adapter, "last_status": self.last_status}
+        return {
+            "profile": self.profile,
+            "changed": self.changed,
+            "reason": self.reason,
+            "snapshots": self.snapshots,
+            "last_adapter": self.last_adapter,
+            "last_status": self.last_status,
+        }
 
 
 def check_changes(workspace: Workspace, profile: str) -> ChangeCheck:
@@ -175,15 +184,32 @@ def check_changes(workspace: Workspace, profile: str) -> ChangeCheck:
     last = max(versions, key=lambda version: version.version)
     trained_on = {str(k): str(v) for k, v in dict(last.manifest.get("snapshots") or {}).items()}
     if not last.manifest:
-        return ChangeCheck(name, True, f"the manifest of {last.ref} is unreadable (see `plora adapters verify "
-                           f"{last.ref}`), so there is nothing to compare with", now, last.ref, last.status)
+        return ChangeCheck(
+            name,
+            True,
+            f"the manifest of {last.ref} is unreadable (see `plora adapters verify "
+            f"{last.ref}`), so there is nothing to compare with",
+            now,
+            last.ref,
+            last.status,
+        )
     if trained_on == now:
-        return ChangeCheck(name, False, f"nothing changed since {last.ref} ({last.status}): same dataset "
-                           "snapshots; use --force to train anyway", now, last.ref, last.status)
-    changes = [f"{kind} {trained_on.get(kind, '-')[:12]} -> {now.get(kind, '-')[:12]}"
-               for kind in sorted(set(trained_on) | set(now)) if trained_on.get(kind) != now.get(kind)]
-    return ChangeCheck(name, True, f"dataset snapshots changed since {last.ref}: " + ", ".join(changes), now,
-                       last.ref, last.status)
+        return ChangeCheck(
+            name,
+            False,
+            f"nothing changed since {last.ref} ({last.status}): same dataset snapshots; use --force to train anyway",
+            now,
+            last.ref,
+            last.status,
+        )
+    changes = [
+        f"{kind} {trained_on.get(kind, '-')[:12]} -> {now.get(kind, '-')[:12]}"
+        for kind in sorted(set(trained_on) | set(now))
+        if trained_on.get(kind) != now.get(kind)
+    ]
+    return ChangeCheck(
+        name, True, f"dataset snapshots changed since {last.ref}: " + ", ".join(changes), now, last.ref, last.status
+    )
 
 
 # --- training: resume the interrupted run if it still fits, else start a new one ----------------------
@@ -195,8 +221,9 @@ class ResumeChoice:
     reason: str
 
 
-def resumable_run(workspace: Workspace, profile: str, *, mode: str | None = None,
-                  max_steps: int | None = None) -> ResumeChoice:
+def resumable_run(
+    workspace: Workspace, profile: str, *, mode: str | None = None, max_steps: int | None = None
+) -> ResumeChoice:
     """The profile's newest interrupted run that has something to resume from (a complete checkpoint or
     a finished stage) and was started with today's config and snapshots, else None and why.
 
@@ -209,33 +236,51 @@ def resumable_run(workspace: Workspace, profile: str, *, mode: str | None = None
     name, _ = workspace.config.profile(profile)
     for run in resumable_runs(workspace, name):
         run_id, saved = run.run_id, run.state
-        recipe = Recipe.from_config(workspace.config, name, mode=mode or saved.requested_mode,
-                                    max_steps=max_steps or int(saved.config["train"]["max_steps"]))
+        recipe = Recipe.from_config(
+            workspace.config,
+            name,
+            mode=mode or saved.requested_mode,
+            max_steps=max_steps or int(saved.config["train"]["max_steps"]),
+        )
         if recipe.config_hash() != saved.config_hash:
-            return ResumeChoice(None, f"run {run_id} was interrupted, but the training config changed since: "
-                                "starting a new run")
+            return ResumeChoice(
+                None, f"run {run_id} was interrupted, but the training config changed since: starting a new run"
+            )
         now = training_fingerprints(workspace, name)
         if now != saved.snapshots:
-            return ResumeChoice(None, f"run {run_id} was interrupted, but the dataset snapshots changed since: "
-                                "starting a new run")
+            return ResumeChoice(
+                None, f"run {run_id} was interrupted, but the dataset snapshots changed since: starting a new run"
+            )
         if saved.base_model != workspace.config.base_model.name:
-            return ResumeChoice(None, f"run {run_id} was interrupted, but the base model changed since: "
-                                "starting a new run")
+            return ResumeChoice(
+                None, f"run {run_id} was interrupted, but the base model changed since: starting a new run"
+            )
         return ResumeChoice(run_id, f"resuming the interrupted run {run_id}")
     return ResumeChoice(None, "no interrupted run to resume: starting a new run")
 
 
-def train(workspace: Workspace, profile: str | None = None, *, mode: str | None = None, resume: bool = True,
-          max_steps: int | None = None, progress: Progress | None = None) -> TrainResult:
+def train(
+    workspace: Workspace,
+    profile: str | None = None,
+    *,
+    mode: str | None = None,
+    resume: bool = True,
+    max_steps: int | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
     """Train the profile: with ``resume``, resume its interrupted run when one fits (see
     ``resumable_run``), else start a new run. The choice is the first of the result's notes."""
     from pipeline.train import train_profile
 
     name, _ = workspace.config.profile(profile)
-    choice = resumable_run(workspace, name, mode=mode, max_steps=max_steps) if resume else \
-        ResumeChoice(None, "resume off: starting a new run")
-    result = train_profile(workspace, name, mode=mode, resume=choice.run_id or False, max_steps=max_steps,
-                           progress=progress)
+    choice = (
+        resumable_run(workspace, name, mode=mode, max_steps=max_steps)
+        if resume
+        else ResumeChoice(None, "resume off: starting a new run")
+    )
+    result = train_profile(
+        workspace, name, mode=mode, resume=choice.run_id or False, max_steps=max_steps, progress=progress
+    )
     result.notes.insert(0, choice.reason)
     return result
 
@@ -340,20 +385,36 @@ class CycleSummary:
             "force": self.force,
             "ingest": {"sources": self.sources, "failed": self.failed_sources, "error": self.ingest_error},
             "profiles": profiles,
-            "registered": [p["adapter"] for p in profiles.values()
-                           if p["adapter"] and p["adapter_status"] == "accepted"],
-            "rejected": [{"adapter": p["adapter"], "why": p["why"]} for p in profiles.values()
-                         if p["adapter"] and p["adapter_status"] == "rejected"],
+            "registered": [
+                p["adapter"] for p in profiles.values() if p["adapter"] and p["adapter_status"] == "accepted"
+            ],
+            "rejected": [
+                {"adapter": p["adapter"], "why": p["why"]}
+                for p in profiles.values()
+                if p["adapter"] and p["adapter_status"] == "rejected"
+            ],
             "trained": [name for name, p in profiles.items() if p["status"] == TRAINED],
             "failed": {"sources": self.failed_sources, "profiles": self.failed_profiles},
             "wall_seconds": round(self.wall_seconds, 3),
         }
 
     def to_markdown(self) -> str:
-        lines = ["# plora monthly cycle", "", f"**{_cell(self.headline())}**", "",
-                 f"Home: `{self.home}`" + (" (forced)" if self.force else ""), ""]
-        lines += ["## Sources", "", ingest_markdown(self.sources) if self.sources else
-                  f"_ingest failed: {_cell(self.ingest_error or 'no sources')}_", ""]
+        lines = [
+            "# plora monthly cycle",
+            "",
+            f"**{_cell(self.headline())}**",
+            "",
+            f"Home: `{self.home}`" + (" (forced)" if self.force else ""),
+            "",
+        ]
+        lines += [
+            "## Sources",
+            "",
+            ingest_markdown(self.sources)
+            if self.sources
+            else f"_ingest failed: {_cell(self.ingest_error or 'no sources')}_",
+            "",
+        ]
         lines += ["## Profiles", "", profiles_markdown(self.profiles)]
         return "\n".join(lines) + "\n"
 
@@ -376,33 +437,62 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def ingest_markdown(sources: dict[str, dict[str, Any]]) -> str:
     """Per source: added / updated / unchanged / deleted / skipped / redactions / error."""
-    return _table(["source", "added", "updated", "unchanged", "deleted", "skipped", "redactions", "error"],
-                  [[name, r.get("added"), r.get("updated"), r.get("unchanged"), r.get("deleted"),
-                    len(r.get("skipped") or []), r.get("redactions"), r.get("error")]
-                   for name, r in sources.items()])
+    return _table(
+        ["source", "added", "updated", "unchanged", "deleted", "skipped", "redactions", "error"],
+        [
+            [
+                name,
+                r.get("added"),
+                r.get("updated"),
+                r.get("unchanged"),
+                r.get("deleted"),
+                len(r.get("skipped") or []),
+                r.get("redactions"),
+                r.get("error"),
+            ]
+            for name, r in sources.items()
+        ],
+    )
 
 
 def snapshots_markdown(build: dict[str, Any]) -> str:
     """Per snapshot kind of a ``BuildResult.as_dict()``: fingerprint, rows and tokens per split."""
     snapshots = build.get("snapshots") or {}
-    return _table(["kind", "snapshot", "train rows", "eval rows", "train tokens", "new"],
-                  [[kind, (s.get("fingerprint") or "")[:12], (s.get("rows") or {}).get("train", 0),
-                    (s.get("rows") or {}).get("eval", 0), (s.get("tokens") or {}).get("train", 0),
-                    "yes" if s.get("new") else "no"] for kind, s in snapshots.items()])
+    return _table(
+        ["kind", "snapshot", "train rows", "eval rows", "train tokens", "new"],
+        [
+            [
+                kind,
+                (s.get("fingerprint") or "")[:12],
+                (s.get("rows") or {}).get("train", 0),
+                (s.get("rows") or {}).get("eval", 0),
+                (s.get("tokens") or {}).get("train", 0),
+                "yes" if s.get("new") else "no",
+            ]
+            for kind, s in snapshots.items()
+        ],
+    )
 
 
 def train_markdown(result: dict[str, Any]) -> str:
     """A ``TrainResult.as_dict()``: eval losses of base / previous / new, the gate and the registration."""
     losses = result.get("eval_loss") or {}
     gate = result.get("gate") or {}
-    rows = [["eval loss, base model", losses.get("base")], ["eval loss, previous adapter", losses.get("previous")],
-            ["eval loss, new adapter", losses.get("new")],
-            ["gate", f"{gate.get('decision', '-')} (vs {gate.get('compared_with', '-')})"],
-            ["adapter", f"{result.get('adapter')} ({result.get('adapter_status')})"],
-            ["current", result.get("current")], ["why not current", result.get("why")],
-            ["run", result.get("run_id")], ["resumed", result.get("resumed")], ["mode", result.get("mode")],
-            ["trainable parameters", result.get("trainable_parameters")],
-            ["tokens trained", result.get("tokens_trained")], ["wall seconds", result.get("wall_seconds")]]
+    rows = [
+        ["eval loss, base model", losses.get("base")],
+        ["eval loss, previous adapter", losses.get("previous")],
+        ["eval loss, new adapter", losses.get("new")],
+        ["gate", f"{gate.get('decision', '-')} (vs {gate.get('compared_with', '-')})"],
+        ["adapter", f"{result.get('adapter')} ({result.get('adapter_status')})"],
+        ["current", result.get("current")],
+        ["why not current", result.get("why")],
+        ["run", result.get("run_id")],
+        ["resumed", result.get("resumed")],
+        ["mode", result.get("mode")],
+        ["trainable parameters", result.get("trainable_parameters")],
+        ["tokens trained", result.get("tokens_trained")],
+        ["wall seconds", result.get("wall_seconds")],
+    ]
     text = _table(["", result.get("profile") or "run"], rows)
     reasons = gate.get("reasons") or []
     if reasons:
@@ -417,7 +507,19 @@ def profiles_markdown(profiles: dict[str, ProfileOutcome]) -> str:
         data = outcome.as_dict()
         losses = data["eval_loss"]
         snapshots = ", ".join(f"{kind} {fp[:12]}" for kind, fp in data["snapshots"].items())
-        rows.append([name, data["status"], snapshots, losses.get("base"), losses.get("previous"),
-                     losses.get("new"), data["gate"], data["adapter"], data["why"]])
-    return _table(["profile", "status", "snapshots", "eval loss base", "previous", "new", "gate", "adapter", "why"],
-                  rows)
+        rows.append(
+            [
+                name,
+                data["status"],
+                snapshots,
+                losses.get("base"),
+                losses.get("previous"),
+                losses.get("new"),
+                data["gate"],
+                data["adapter"],
+                data["why"],
+            ]
+        )
+    return _table(
+        ["profile", "status", "snapshots", "eval loss base", "previous", "new", "gate", "adapter", "why"], rows
+    )

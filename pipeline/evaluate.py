@@ -35,14 +35,16 @@ NO_SOURCE = "(none)"
 # --- tokenization shared with training -----------------------------------------------------------
 
 
-def tokenize_chat(messages: Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase,
-                  max_length: int) -> dict[str, list[int]]:
+def tokenize_chat(
+    messages: Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> dict[str, list[int]]:
     """A conversation as ``input_ids`` with ``labels`` set to ``IGNORE_INDEX`` outside assistant turns.
 
     Needs a chat template with ``{% generation %}`` markers (the builtin's has them); without them the
     assistant mask is all zeros and the row has nothing to learn (it is dropped by the caller)."""
-    out = tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=True, return_dict=True,
-                                        return_assistant_tokens_mask=True)
+    out = tokenizer.apply_chat_template(
+        [dict(m) for m in messages], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
     ids = list(out["input_ids"])[:max_length]
     mask = list(out["assistant_masks"])[:max_length]
     return {"input_ids": ids, "labels": [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]}
@@ -57,8 +59,9 @@ def tokenize_text(text: str, tokenizer: PreTrainedTokenizerBase, max_length: int
     return {"input_ids": ids, "labels": list(ids)}
 
 
-def tokenize_lm_row(row: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase,
-                    max_length: int) -> dict[str, list[int]]:
+def tokenize_lm_row(
+    row: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> dict[str, list[int]]:
     """An ``sft`` row (``messages``) or a ``text`` row (``text``) as ``input_ids`` + ``labels``."""
     if row.get("messages") is not None:
         return tokenize_chat(row["messages"], tokenizer, max_length)
@@ -67,15 +70,21 @@ def tokenize_lm_row(row: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase,
     raise ValueError(f"row {row.get('ref', '?')}: neither 'messages' nor 'text'")
 
 
-def tokenize_completion(prompt: Sequence[Mapping[str, Any]], completion: Sequence[Mapping[str, Any]],
-                        tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict[str, list[int]]:
+def tokenize_completion(
+    prompt: Sequence[Mapping[str, Any]],
+    completion: Sequence[Mapping[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+) -> dict[str, list[int]]:
     """``prompt`` + ``completion`` messages with only the completion's assistant tokens labelled.
 
     Too long: the start of the prompt is cut (keep the end), so the completion is always scored."""
-    full = tokenizer.apply_chat_template([dict(m) for m in (*prompt, *completion)], tokenize=True,
-                                         return_dict=True, return_assistant_tokens_mask=True)
-    head = tokenizer.apply_chat_template([dict(m) for m in prompt], tokenize=True, return_dict=True,
-                                         add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(
+        [dict(m) for m in (*prompt, *completion)], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    head = tokenizer.apply_chat_template(
+        [dict(m) for m in prompt], tokenize=True, return_dict=True, add_generation_prompt=True
+    )
     ids, mask = list(full["input_ids"]), list(full["assistant_masks"])
     start = _common_prefix(list(head["input_ids"]), ids)
     labels = [t if (m and i >= start) else IGNORE_INDEX for i, (t, m) in enumerate(zip(ids, mask, strict=True))]
@@ -112,8 +121,13 @@ class LossReport:
     source_tokens: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"eval_loss": self.loss, "eval_tokens": self.tokens, "eval_rows": self.rows,
-                "sources": dict(self.sources), "source_tokens": dict(self.source_tokens)}
+        return {
+            "eval_loss": self.loss,
+            "eval_tokens": self.tokens,
+            "eval_rows": self.rows,
+            "sources": dict(self.sources),
+            "source_tokens": dict(self.source_tokens),
+        }
 
 
 def _device(model: Any) -> torch.device:
@@ -133,8 +147,9 @@ class _EvalMode:
         self.model.train(self.was_training)
 
 
-def token_logprob_sums(model: Any, examples: Sequence[Mapping[str, Any]], *, pad_token_id: int,
-                       batch_size: int = 4) -> list[tuple[float, int]]:
+def token_logprob_sums(
+    model: Any, examples: Sequence[Mapping[str, Any]], *, pad_token_id: int, batch_size: int = 4
+) -> list[tuple[float, int]]:
     """For each tokenized example: (sum of log p(label) over its labelled tokens, how many), in order.
 
     Examples are batched by length, right-padded, and scored with the model's own logits (so any
@@ -146,7 +161,7 @@ def token_logprob_sums(model: Any, examples: Sequence[Mapping[str, Any]], *, pad
     device = _device(model)
     with _EvalMode(model), torch.inference_mode():
         for start in range(0, len(order), max(1, batch_size)):
-            chunk = order[start:start + max(1, batch_size)]
+            chunk = order[start : start + max(1, batch_size)]
             width = max(len(examples[i]["input_ids"]) for i in chunk)
             ids = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
             labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
@@ -170,11 +185,13 @@ def token_logprob_sums(model: Any, examples: Sequence[Mapping[str, Any]], *, pad
     return results
 
 
-def _tokenized(dataset: Dataset | Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase,
-               max_length: int) -> list[dict[str, Any]]:
+def _tokenized(
+    dataset: Dataset | Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> list[dict[str, Any]]:
     rows = [dict(row) for row in dataset]
     out = []
-    for row in rows:
+    for raw_row in rows:
+        row = raw_row
         if "input_ids" not in row or "labels" not in row:
             row = {**row, **tokenize_lm_row(row, tokenizer, max_length)}
         if has_labels(row):
@@ -182,8 +199,14 @@ def _tokenized(dataset: Dataset | Sequence[Mapping[str, Any]], tokenizer: PreTra
     return out
 
 
-def eval_loss(model: Any, dataset: Dataset | Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, *,
-              max_length: int = 1024, batch_size: int = 4) -> LossReport:
+def eval_loss(
+    model: Any,
+    dataset: Dataset | Sequence[Mapping[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int = 1024,
+    batch_size: int = 4,
+) -> LossReport:
     """Mean NLL per labelled token over ``dataset``, overall and per ``source`` column value.
 
     Rows may be raw (``messages`` with assistant-only masking, or ``text``) or already tokenized
@@ -221,9 +244,14 @@ class PreferenceReport:
         return {"preference_accuracy": self.accuracy, "pairs": self.pairs, "mean_margin": self.mean_margin}
 
 
-def preference_accuracy(model: Any, dataset: Dataset | Sequence[Mapping[str, Any]],
-                        tokenizer: PreTrainedTokenizerBase, *, max_length: int = 1024,
-                        batch_size: int = 4) -> PreferenceReport:
+def preference_accuracy(
+    model: Any,
+    dataset: Dataset | Sequence[Mapping[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int = 1024,
+    batch_size: int = 4,
+) -> PreferenceReport:
     """On ``dpo`` rows (``prompt`` messages, ``chosen`` / ``rejected`` one assistant message each): the
     share of pairs where the chosen reply's summed log-probability beats the rejected one's (ties
     count as misses), and the mean margin."""
@@ -238,9 +266,10 @@ def preference_accuracy(model: Any, dataset: Dataset | Sequence[Mapping[str, Any
         return PreferenceReport(None, 0, None)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores = token_logprob_sums(model, chosen + rejected, pad_token_id=pad, batch_size=batch_size)
-    margins = [c[0] - r[0] for c, r in zip(scores[:len(chosen)], scores[len(chosen):], strict=True)]
-    return PreferenceReport(accuracy=sum(m > 0 for m in margins) / len(margins), pairs=len(margins),
-                            mean_margin=sum(margins) / len(margins))
+    margins = [c[0] - r[0] for c, r in zip(scores[: len(chosen)], scores[len(chosen) :], strict=True)]
+    return PreferenceReport(
+        accuracy=sum(m > 0 for m in margins) / len(margins), pairs=len(margins), mean_margin=sum(margins) / len(margins)
+    )
 
 
 # --- the gate ------------------------------------------------------------------------------------
@@ -258,17 +287,28 @@ class GateDecision:
 
     def as_dict(self) -> dict[str, Any]:
         """``accepted`` is what the registry reads: the version's status and whether it may become current."""
-        return {"accepted": self.promote, "decision": self.decision, "compared_with": self.compared_with,
-                "reasons": list(self.reasons), "checks": list(self.checks)}
+        return {
+            "accepted": self.promote,
+            "decision": self.decision,
+            "compared_with": self.compared_with,
+            "reasons": list(self.reasons),
+            "checks": list(self.checks),
+        }
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def gate_decision(candidate: Mapping[str, Any], *, current: Mapping[str, Any] | None,
-                  base: Mapping[str, Any] | None, min_improvement: float = 0.0,
-                  max_source_regression: float = 0.05, force: bool = False) -> GateDecision:
+def gate_decision(
+    candidate: Mapping[str, Any],
+    *,
+    current: Mapping[str, Any] | None,
+    base: Mapping[str, Any] | None,
+    min_improvement: float = 0.0,
+    max_source_regression: float = 0.05,
+    force: bool = False,
+) -> GateDecision:
     """Decide whether a candidate adapter becomes the profile's current version.
 
     Each argument is a metrics mapping with ``eval_loss`` (float) and ``sources`` ({source: loss}),
@@ -294,16 +334,18 @@ def gate_decision(candidate: Mapping[str, Any], *, current: Mapping[str, Any] | 
     if broken:
         reasons.append(f"the candidate's eval loss is {new_loss!r}: training diverged")
     elif new_loss is None:
-        reasons.append("nothing to measure: the eval split has no rows (raise the profile's eval_percent, "
-                       "or promote with --force)")
+        reasons.append(
+            "nothing to measure: the eval split has no rows (raise the profile's eval_percent, or promote with --force)"
+        )
     elif reference is None or not _finite(reference.get("eval_loss")):
         reasons.append(f"no {reference_name} eval loss to compare with")
     else:
         ref_loss = float(reference["eval_loss"])
         limit = ref_loss * (1.0 - min_improvement) if ref_loss > 0 else ref_loss - min_improvement
         beats = new_loss < ref_loss and new_loss <= limit
-        line = (f"eval loss {new_loss:.4f} vs {reference_name} {ref_loss:.4f}"
-                + (f" (needs <= {limit:.4f}: at least {min_improvement:.1%} lower)" if min_improvement else ""))
+        line = f"eval loss {new_loss:.4f} vs {reference_name} {ref_loss:.4f}" + (
+            f" (needs <= {limit:.4f}: at least {min_improvement:.1%} lower)" if min_improvement else ""
+        )
         (checks if beats else reasons).append(line if beats else f"does not beat the {reference_name}: {line}")
         ref_sources = reference.get("sources") or {}
         for source, loss in sorted((candidate.get("sources") or {}).items()):
@@ -312,8 +354,10 @@ def gate_decision(candidate: Mapping[str, Any], *, current: Mapping[str, Any] | 
                 continue
             change = (loss - ref) / ref
             if change > max_source_regression:
-                reasons.append(f"source {source!r} regressed {change:+.1%} vs the {reference_name} "
-                               f"({ref:.4f} -> {loss:.4f}; limit {max_source_regression:.1%})")
+                reasons.append(
+                    f"source {source!r} regressed {change:+.1%} vs the {reference_name} "
+                    f"({ref:.4f} -> {loss:.4f}; limit {max_source_regression:.1%})"
+                )
             else:
                 checks.append(f"source {source!r}: {change:+.1%} vs the {reference_name}")
     if not reasons:
@@ -325,5 +369,8 @@ def gate_decision(candidate: Mapping[str, Any], *, current: Mapping[str, Any] | 
 
 def metrics_of(loss: LossReport, preference: PreferenceReport | None = None) -> dict[str, Any]:
     """One model's numbers in the shape ``gate_decision`` and the registry manifest use."""
-    return {**loss.as_dict(), "preference_accuracy": preference.accuracy if preference else None,
-            "preference_pairs": preference.pairs if preference else 0}
+    return {
+        **loss.as_dict(),
+        "preference_accuracy": preference.accuracy if preference else None,
+        "preference_pairs": preference.pairs if preference else 0,
+    }

@@ -67,8 +67,7 @@ def create_example_repo(dest: Path) -> Path:
         existing = _head(dest) if (dest / ".git").exists() else None
         if existing is None or existing != _expected_head():
             raise ExampleRepoExistsError(
-                f"{dest} already exists and is not the example repository; "
-                "remove it or choose another folder"
+                f"{dest} already exists and is not the example repository; remove it or choose another folder"
             )
         return dest
 
@@ -143,12 +142,19 @@ def _replay(repo: Path) -> None:
             "GIT_COMMITTER_EMAIL": commit["author_email"],
             "GIT_COMMITTER_DATE": commit["date"],
         }
-        identity = ["-c", f"user.name={commit['author_name']}",
-                    "-c", f"user.email={commit['author_email']}"]
+        identity = ["-c", f"user.name={commit['author_name']}", "-c", f"user.email={commit['author_email']}"]
         _git(repo, "add", "--", *paths)
         _git(
-            repo, *identity, "commit", "--quiet", "--no-verify", "--cleanup=whitespace",
-            "-F", "-", env=env, stdin=commit["message"],
+            repo,
+            *identity,
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "--cleanup=whitespace",
+            "-F",
+            "-",
+            env=env,
+            stdin=commit["message"],
             what=f"commit {number} of netops_history.json",
         )
 
@@ -177,10 +183,14 @@ def _git(
     """Run git in ``repo`` with settings pinned, so no user or system config changes a SHA."""
     command = [
         "git",
-        "-c", "init.defaultBranch=main",
-        "-c", "commit.gpgsign=false",
-        "-c", "core.autocrlf=false",
-        "-c", "core.fileMode=true",
+        "-c",
+        "init.defaultBranch=main",
+        "-c",
+        "commit.gpgsign=false",
+        "-c",
+        "core.autocrlf=false",
+        "-c",
+        "core.fileMode=true",
         *args,
     ]
     full_env = {
@@ -196,20 +206,20 @@ def _git(
     try:
         # bytes, not text mode: no newline translation or locale encoding in commit messages
         result = subprocess.run(
-            command, cwd=repo, env=full_env, capture_output=True, check=False,
+            command,
+            cwd=repo,
+            env=full_env,
+            capture_output=True,
+            check=False,
             input=stdin.encode("utf-8") if stdin is not None else None,
         )
     except FileNotFoundError as e:
-        raise ExampleRepoError(
-            "the example repository needs the `git` command; install git and retry"
-        ) from e
+        raise ExampleRepoError("the example repository needs the `git` command; install git and retry") from e
     stdout = result.stdout.decode("utf-8", "replace")
     if result.returncode != 0:
         detail = result.stderr.decode("utf-8", "replace").strip() or stdout.strip()
         raise ExampleRepoError(
-            f"`git {' '.join(args)}` failed in {repo}"
-            + (f" ({what})" if what else "")
-            + f": {detail}"
+            f"`git {' '.join(args)}` failed in {repo}" + (f" ({what})" if what else "") + f": {detail}"
         )
     return stdout
 

@@ -57,11 +57,20 @@ class Profiles:
         """The chat-template input for one user turn, with the assistant prompt opened, on the model's device."""
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         batch = self.tokenizer(profile).apply_chat_template(
-            messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+            messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        )
         return {key: value.to(self.base.device) for key, value in batch.items()}
 
-    def generate(self, prompt: str, *, max_new_tokens: int = 64, profile: str | None = None,
-                 system: str | None = None, do_sample: bool = False, temperature: float = 1.0) -> str:
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 64,
+        profile: str | None = None,
+        system: str | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+    ) -> str:
         """The reply of the active profile (or ``profile``, which becomes active) to ``prompt``.
 
         Greedy unless ``do_sample``."""
@@ -71,13 +80,16 @@ class Profiles:
             self.use(profile)
         tokenizer = self.tokenizer()
         batch = self.encode(prompt, system=system)
-        options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample,
-                                   "pad_token_id": tokenizer.pad_token_id}
+        options: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": do_sample,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
         if do_sample:
             options["temperature"] = temperature
         with torch.inference_mode():
             output = self.model.generate(**batch, **options)
-        reply = output[0, batch["input_ids"].shape[1]:]
+        reply = output[0, batch["input_ids"].shape[1] :]
         return tokenizer.decode(reply, skip_special_tokens=True)
 
 
@@ -101,8 +113,9 @@ def load_profiles(workspace: Workspace, profiles: list[str], *, versions: dict[s
         chosen[profile] = verify(workspace, profile if number is None else f"{profile}@v{number}")
 
     config = workspace.config.base_model
-    base = load_base(config.name, home=workspace.home.root, quantization=config.quantization,
-                     double_quant=config.double_quant)
+    base = load_base(
+        config.name, home=workspace.home.root, quantization=config.quantization, double_quant=config.double_quant
+    )
     model: Any = base.model
     tokenizers: dict[str, Any] = {}
     for profile, version in chosen.items():
@@ -118,8 +131,9 @@ def load_profiles(workspace: Workspace, profiles: list[str], *, versions: dict[s
     return loaded.use(profiles[0])
 
 
-def generate(workspace: Workspace, profile: str, prompt: str, *, version: int | None = None,
-             max_new_tokens: int = 64) -> str:
+def generate(
+    workspace: Workspace, profile: str, prompt: str, *, version: int | None = None, max_new_tokens: int = 64
+) -> str:
     """One reply from ``profile`` (its current version, or ``version``) to ``prompt``."""
     loaded = load_profiles(workspace, [profile], versions={profile: version} if version is not None else None)
     return loaded.generate(prompt, max_new_tokens=max_new_tokens)

@@ -67,13 +67,20 @@ class SourceReport:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
-                "deleted": self.deleted, "skipped": self.skipped, "redactions": self.redactions,
-                "error": self.error}
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "skipped": self.skipped,
+            "redactions": self.redactions,
+            "error": self.error,
+        }
 
 
-def ingest(workspace: Workspace, names: list[str] | None = None,
-           progress: Progress | None = None) -> dict[str, SourceReport]:
+def ingest(
+    workspace: Workspace, names: list[str] | None = None, progress: Progress | None = None
+) -> dict[str, SourceReport]:
     """Ingest the named sources (all by default); one source's failure doesn't stop the others."""
     config = workspace.config
     selected = [config.source(name) for name in names] if names else list(config.sources)
@@ -82,8 +89,9 @@ def ingest(workspace: Workspace, names: list[str] | None = None,
     return {source.name: ingest_source(workspace, source, redactor, salt, progress) for source in selected}
 
 
-def ingest_source(workspace: Workspace, settings: SourceSettings, redactor: Redactor, salt: str,
-                  progress: Progress | None = None) -> SourceReport:
+def ingest_source(
+    workspace: Workspace, settings: SourceSettings, redactor: Redactor, salt: str, progress: Progress | None = None
+) -> SourceReport:
     report = SourceReport()
     started = utcnow()
     try:
@@ -96,13 +104,14 @@ def ingest_source(workspace: Workspace, settings: SourceSettings, redactor: Reda
             if not outcome.nothing_changed:
                 gone = [k.id for ext, k in known.items() if ext not in outcome.seen and not k.deleted]
                 report.deleted = mark_deleted(session, gone)
-            save_cursor(session, source, None if outcome.cursor is None else {**outcome.cursor, SALT_KEY: salt},
-                        started)
+            save_cursor(
+                session, source, None if outcome.cursor is None else {**outcome.cursor, SALT_KEY: salt}, started
+            )
     except ConnectorError as e:
         report.error = str(e)
     except StorageError:
         raise
-    except Exception as e:  # noqa: BLE001 - a broken reader must not stop the other sources
+    except Exception as e:
         log.exception("source %s failed", settings.name)
         report.error = f"{settings.name}: {type(e).__name__}: {e}"
     return report
@@ -124,8 +133,16 @@ class _Outcome:
     nothing_changed: bool = False
 
 
-def _consume(workspace: Workspace, settings: SourceSettings, stream: Iterator[Any], known: dict[str, Known],
-             redactor: Redactor, salt: str, report: SourceReport, progress: Progress | None) -> _Outcome:
+def _consume(
+    workspace: Workspace,
+    settings: SourceSettings,
+    stream: Iterator[Any],
+    known: dict[str, Known],
+    redactor: Redactor,
+    salt: str,
+    report: SourceReport,
+    progress: Progress | None,
+) -> _Outcome:
     outcome = _Outcome()
     batch: list[Upsert] = []
     count = 0
@@ -157,10 +174,10 @@ def _consume(workspace: Workspace, settings: SourceSettings, stream: Iterator[An
             outcome.seen.add(storable(item.external_id))
             report.unchanged += 1
         elif isinstance(item, Skip):
-            item = storable(item)
-            if item.external_id:
-                outcome.seen.add(item.external_id)
-            report.skipped.append({"item": item.item, "reason": item.reason})
+            skip = storable(item)
+            if skip.external_id:
+                outcome.seen.add(skip.external_id)
+            report.skipped.append({"item": skip.item, "reason": skip.reason})
         elif isinstance(item, NothingChanged):
             outcome.nothing_changed = True
             report.unchanged += sum(1 for k in known.values() if not k.deleted)
@@ -202,8 +219,7 @@ def storable(value: Any) -> Any:
         changed = any(a is not b for a, b in zip(items, value, strict=True))
         return type(value)(items) if changed else value
     if is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: new for f in fields(value)
-                   if (new := storable(old := getattr(value, f.name))) is not old}
+        changes = {f.name: new for f in fields(value) if (new := storable(old := getattr(value, f.name))) is not old}
         return replace(value, **changes) if changes else value
     return value
 
@@ -223,26 +239,33 @@ def redact_record(record: Record, redactor: Redactor) -> tuple[Record, list[Reda
         for f in result.findings:
             spans.append(RedactionSpan(location, f.type, f.line, f.start, f.end))
             if f.end - f.start >= MIN_SCRUB_LENGTH:
-                secrets[text[f.start:f.end]] = f.type
+                secrets[text[f.start : f.end]] = f.type
         return result.text
 
     messages = tuple(
-        replace(m, content=clean(m.content, f"message[{m.position}.{m.branch}]"),
-                metadata=_map_strings(m.metadata, f"message[{m.position}.{m.branch}].metadata", clean))
-        for m in record.messages)
+        replace(
+            m,
+            content=clean(m.content, f"message[{m.position}.{m.branch}]"),
+            metadata=_map_strings(m.metadata, f"message[{m.position}.{m.branch}].metadata", clean),
+        )
+        for m in record.messages
+    )
     content = _content(record, messages, clean)
     title = clean(record.title, "title")
     metadata = _map_strings(record.metadata, "metadata", clean)
-    labels = tuple(replace(label, note=clean(label.note, "label.note")) if label.note else label
-                   for label in record.labels)
+    labels = tuple(
+        replace(label, note=clean(label.note, "label.note")) if label.note else label for label in record.labels
+    )
     if secrets:
+
         def scrub(text: str, _location: str = "") -> str:
             for value in sorted(secrets, key=len, reverse=True):
                 text = _scrub_copies(text, value, f"[REDACTED:{secrets[value]}]")
             return text
 
-        messages = tuple(replace(m, content=scrub(m.content), metadata=_map_strings(m.metadata, "", scrub))
-                         for m in messages)
+        messages = tuple(
+            replace(m, content=scrub(m.content), metadata=_map_strings(m.metadata, "", scrub)) for m in messages
+        )
         content, title, metadata = scrub(content), scrub(title), _map_strings(metadata, "", scrub)
         labels = tuple(replace(label, note=scrub(label.note)) if label.note else label for label in labels)
     redacted = replace(record, title=title, content=content, metadata=metadata, messages=messages, labels=labels)

@@ -9,7 +9,7 @@ from pipeline.config import ConfigError
 from pipeline.home import Home
 from pipeline.workspace import open_workspace
 
-DEFAULT_CONFIG = '''\
+DEFAULT_CONFIG = """\
 # plora.toml: what to learn from, and how. Relative paths are relative to this folder.
 # Reference: README.md, "Config". Run `plora init --example` for a complete example.
 
@@ -55,7 +55,7 @@ extra_patterns = []                 # your own regexes, e.g. ['corp-[0-9a-f]{32}
 # eval_percent = 10
 # lora = { r = 16, alpha = 32, dropout = 0.05, target_modules = ["q_proj", "v_proj"] }
 # train = { max_steps = 200, learning_rate = 2e-4, batch_size = 4, max_length = 1024, packing = true }
-'''
+"""
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,22 @@ class _Keep:
 KEEP: Final = _Keep()
 """Leave the target's note / correction as it is."""
 
-EXPORT_FIELDS = ("source", "external_id", "position", "branch", "value", "note", "correction",
-                 "message_hash", "origin", "created_at")
+EXPORT_FIELDS = (
+    "source",
+    "external_id",
+    "position",
+    "branch",
+    "value",
+    "note",
+    "correction",
+    "message_hash",
+    "origin",
+    "created_at",
+)
 
 
 # --- refs and arguments ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Ref:
@@ -137,6 +148,7 @@ def _clean_note(text: str | None) -> str | None:
 
 # --- results ----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class LabelState:
     value: str
@@ -167,12 +179,19 @@ class LabelResult:
 
     def as_dict(self) -> dict[str, Any]:
         state = self.state.as_dict() if self.state else {"value": "clear", "note": None, "correction": None}
-        return {"ref": self.ref, "position": self.position, "branch": self.branch, **state,
-                "changed": self.changed, "label_id": self.label_id,
-                "previous": self.previous.as_dict() if self.previous else None}
+        return {
+            "ref": self.ref,
+            "position": self.position,
+            "branch": self.branch,
+            **state,
+            "changed": self.changed,
+            "label_id": self.label_id,
+            "previous": self.previous.as_dict() if self.previous else None,
+        }
 
 
 # --- labelling ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Target:
@@ -187,8 +206,10 @@ def _document(session: Session, ref: Ref) -> Document:
     if document is None:
         known = store.source_names(session)
         if ref.source not in known:
-            raise UsageError(f"unknown ref {ref}: no source named {ref.source!r} in the store "
-                             f"(known: {', '.join(known) or 'none; run plora ingest'})")
+            raise UsageError(
+                f"unknown ref {ref}: no source named {ref.source!r} in the store "
+                f"(known: {', '.join(known) or 'none; run plora ingest'})"
+            )
         raise UsageError(f"unknown ref {ref}: source {ref.source!r} has no document {ref.external_id!r}")
     if document.deleted_at is not None:
         raise UsageError(f"{ref} was deleted from its source; it can't be labelled")
@@ -202,16 +223,16 @@ def _target(document: Document, position: int | None, branch: int) -> _Target:
             raise UsageError(f"{ref}: --branch needs --message (the position of the reply)")
         return _Target(document, None, 0, None)
     if not document.messages:
-        raise UsageError(f"{ref} is a {document.kind.value} without messages; label it as a whole "
-                         "(without --message)")
+        raise UsageError(f"{ref} is a {document.kind.value} without messages; label it as a whole (without --message)")
     positions = sorted({m.position for m in document.messages})
     if position < 0 or position > positions[-1]:
         raise UsageError(f"{ref}: message {position} is out of range; it has messages 0-{positions[-1]}")
     message = next((m for m in document.messages if (m.position, m.branch) == (position, branch)), None)
     if message is None:
         branches = sorted(m.branch for m in document.messages if m.position == position)
-        raise UsageError(f"{ref}: message {position} has no branch {branch} "
-                         f"(branches: {', '.join(map(str, branches)) or 'none'})")
+        raise UsageError(
+            f"{ref}: message {position} has no branch {branch} (branches: {', '.join(map(str, branches)) or 'none'})"
+        )
     return _Target(document, position, branch, message)
 
 
@@ -222,8 +243,13 @@ def _where(target: _Target) -> str:
     return f"{target.document.ref} message {target.position}{branch}"
 
 
-def _set(session: Session, target: _Target, value: LabelValue | None, note: str | None | _Keep,
-         correction: str | None | _Keep) -> LabelResult:
+def _set(
+    session: Session,
+    target: _Target,
+    value: LabelValue | None,
+    note: str | _Keep | None,
+    correction: str | _Keep | None,
+) -> LabelResult:
     document, position, branch = target.document, target.position, target.branch
     current = store.target_state(session, document.id, position, branch, LabelOrigin.plora)
     imported = store.target_state(session, document.id, position, branch, LabelOrigin.imported)
@@ -242,19 +268,24 @@ def _set(session: Session, target: _Target, value: LabelValue | None, note: str 
             value = LabelValue(base.value)
     if value == LabelValue.clear:
         if isinstance(note, str) or isinstance(correction, str):
-            raise UsageError("clear removes the label with its note and correction; give no --note or "
-                             "--correction with it")
+            raise UsageError(
+                "clear removes the label with its note and correction; give no --note or --correction with it"
+            )
         wanted = None
     else:
         kept_note, kept_correction = (base.note, base.correction) if base else (None, None)
-        wanted = LabelState(value.value, kept_note if isinstance(note, _Keep) else note,
-                            kept_correction if isinstance(correction, _Keep) else correction)
+        wanted = LabelState(
+            value.value,
+            kept_note if isinstance(note, _Keep) else note,
+            kept_correction if isinstance(correction, _Keep) else correction,
+        )
     if wanted and wanted.correction is not None:
         if target.message is None:
             raise UsageError(f"{document.ref}: a correction goes on an assistant reply; give --message N")
         if target.message.role != Role.assistant:
-            raise UsageError(f"{_where(target)} is a {target.message.role.value} message; a correction goes on "
-                             "an assistant reply")
+            raise UsageError(
+                f"{_where(target)} is a {target.message.role.value} message; a correction goes on an assistant reply"
+            )
     message_hash = target.message.content_hash if target.message is not None else None
     if wanted is None:
         unchanged = mine is None and (current is not None or theirs is None)
@@ -262,14 +293,29 @@ def _set(session: Session, target: _Target, value: LabelValue | None, note: str 
         unchanged = wanted == mine and (current is None or current.message_hash == message_hash)
     if unchanged:
         return LabelResult(document.ref, position, branch, mine, mine, False, None)
-    event = store.add_event(session, document.id, position, branch, value, note=wanted.note if wanted else None,
-                            correction=wanted.correction if wanted else None, message_hash=message_hash)
+    event = store.add_event(
+        session,
+        document.id,
+        position,
+        branch,
+        value,
+        note=wanted.note if wanted else None,
+        correction=wanted.correction if wanted else None,
+        message_hash=message_hash,
+    )
     return LabelResult(document.ref, position, branch, wanted, mine, True, event.id)
 
 
-def set_label(workspace: Workspace, ref: str | Ref, value: str | LabelValue | None, *, position: int | None = None,
-              branch: int = 0, note: str | None | _Keep = KEEP,
-              correction: str | None | _Keep = KEEP) -> LabelResult:
+def set_label(
+    workspace: Workspace,
+    ref: str | Ref,
+    value: str | LabelValue | None,
+    *,
+    position: int | None = None,
+    branch: int = 0,
+    note: str | _Keep | None = KEEP,
+    correction: str | _Keep | None = KEEP,
+) -> LabelResult:
     """Label a document (or one of its messages) as the person, in one transaction.
 
     ``value`` None keeps the value in force (to add a note), or means bad with a correction.
@@ -282,9 +328,15 @@ def set_label(workspace: Workspace, ref: str | Ref, value: str | LabelValue | No
         return _set(session, _target(_document(session, ref), position, branch), value, note, correction)
 
 
-def _set_by_id(workspace: Workspace, document_id: int, position: int | None, branch: int,
-               value: LabelValue | None, note: str | None | _Keep = KEEP,
-               correction: str | None | _Keep = KEEP) -> LabelResult:
+def _set_by_id(
+    workspace: Workspace,
+    document_id: int,
+    position: int | None,
+    branch: int,
+    value: LabelValue | None,
+    note: str | _Keep | None = KEEP,
+    correction: str | _Keep | None = KEEP,
+) -> LabelResult:
     with workspace.store.write() as session:
         document = store.load_document(session, document_id)
         return _set(session, _target(document, position, branch), value, note, correction)
@@ -301,16 +353,24 @@ def undo_label(workspace: Workspace, label_id: int) -> LabelResult:
         before = store.event_before(session, label)
         restored = before if before is not None and before.value != LabelValue.clear else None
         event = store.add_event(
-            session, label.document_id, label.position, label.branch,
-            restored.value if restored else LabelValue.clear, note=restored.note if restored else None,
+            session,
+            label.document_id,
+            label.position,
+            label.branch,
+            restored.value if restored else LabelValue.clear,
+            note=restored.note if restored else None,
             correction=restored.correction if restored else None,
-            message_hash=restored.message_hash if restored else None, undoes_id=label.id)
+            message_hash=restored.message_hash if restored else None,
+            undoes_id=label.id,
+        )
         ref = store.load_document(session, label.document_id).ref
-        return LabelResult(ref, label.position, label.branch, LabelState.of(restored), LabelState.of(label),
-                           True, event.id)
+        return LabelResult(
+            ref, label.position, label.branch, LabelState.of(restored), LabelState.of(label), True, event.id
+        )
 
 
 # --- staleness ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class StaleLabel:
@@ -321,8 +381,13 @@ class StaleLabel:
     reason: str  # "changed" or "gone"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ref": self.ref, "position": self.position, "branch": self.branch, "value": self.value,
-                "reason": self.reason}
+        return {
+            "ref": self.ref,
+            "position": self.position,
+            "branch": self.branch,
+            "value": self.value,
+            "reason": self.reason,
+        }
 
 
 def stale_labels(workspace: Workspace) -> list[StaleLabel]:
@@ -331,12 +396,16 @@ def stale_labels(workspace: Workspace) -> list[StaleLabel]:
         found = []
         for document, label in store.stale_labels(session):
             present = any((m.position, m.branch) == (label.position, label.branch) for m in document.messages)
-            found.append(StaleLabel(document.ref, label.position or 0, label.branch, label.value.value,
-                                    "changed" if present else "gone"))
+            found.append(
+                StaleLabel(
+                    document.ref, label.position or 0, label.branch, label.value.value, "changed" if present else "gone"
+                )
+            )
         return found
 
 
 # --- export / import --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ExportReport:
@@ -351,8 +420,10 @@ class ExportReport:
 def export_labels(workspace: Workspace, path: Path, *, include_imported: bool = False) -> ExportReport:
     """Write the labels in force as JSONL (the person's own; with ``include_imported`` all)."""
     with workspace.store.read() as session:
-        lines = [_export_line(document, label)
-                 for document, label in store.export_rows(session, include_imported=include_imported)]
+        lines = [
+            _export_line(document, label)
+            for document, label in store.export_rows(session, include_imported=include_imported)
+        ]
     path = Path(path).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -366,10 +437,18 @@ def export_labels(workspace: Workspace, path: Path, *, include_imported: bool = 
 
 
 def _export_line(document: Document, label: Label) -> dict[str, Any]:
-    return {"source": document.source.name, "external_id": document.external_id, "position": label.position,
-            "branch": label.branch, "value": label.value.value, "note": label.note, "correction": label.correction,
-            "message_hash": label.message_hash, "origin": label.origin.value,
-            "created_at": label.created_at.isoformat() if label.created_at else None}
+    return {
+        "source": document.source.name,
+        "external_id": document.external_id,
+        "position": label.position,
+        "branch": label.branch,
+        "value": label.value.value,
+        "note": label.note,
+        "correction": label.correction,
+        "message_hash": label.message_hash,
+        "origin": label.origin.value,
+        "created_at": label.created_at.isoformat() if label.created_at else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -401,9 +480,15 @@ class ImportReport:
     missing: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"added": self.added, "unchanged": self.unchanged, "overwritten": self.overwritten,
-                "conflicts": len(self.conflicts), "missing": len(self.missing),
-                "conflict_details": self.conflicts, "missing_details": self.missing}
+        return {
+            "added": self.added,
+            "unchanged": self.unchanged,
+            "overwritten": self.overwritten,
+            "conflicts": len(self.conflicts),
+            "missing": len(self.missing),
+            "conflict_details": self.conflicts,
+            "missing_details": self.missing,
+        }
 
 
 def import_labels(workspace: Workspace, path: Path, *, overwrite: bool = False) -> ImportReport:
@@ -430,8 +515,9 @@ def _import_line(session: Session, line: _Line, overwrite: bool, report: ImportR
     if line.position is not None:
         message = next((m for m in document.messages if (m.position, m.branch) == (line.position, line.branch)), None)
         if message is None:
-            report.missing.append({**line.where(), "reason": f"no message at position {line.position}, "
-                                                             f"branch {line.branch}"})
+            report.missing.append(
+                {**line.where(), "reason": f"no message at position {line.position}, branch {line.branch}"}
+            )
             return
         if line.correction and message.role != Role.assistant:
             report.missing.append({**line.where(), "reason": f"a correction on a {message.role.value} message"})
@@ -439,8 +525,9 @@ def _import_line(session: Session, line: _Line, overwrite: bool, report: ImportR
     held = store.target_state(session, document.id, line.position, line.branch, line.origin)
     current, wanted = LabelState.of(held), line.state()
     if wanted is None:  # a clear: only needed to hide an imported label that isn't hidden yet
-        imported = LabelState.of(store.target_state(session, document.id, line.position, line.branch,
-                                                    LabelOrigin.imported))
+        imported = LabelState.of(
+            store.target_state(session, document.id, line.position, line.branch, LabelOrigin.imported)
+        )
         needed = line.origin == LabelOrigin.plora and imported is not None and held is None
         if current is None and not needed:
             report.unchanged += 1
@@ -450,16 +537,30 @@ def _import_line(session: Session, line: _Line, overwrite: bool, report: ImportR
         return
     if current is not None and current != wanted:
         if not overwrite:
-            report.conflicts.append({**line.where(), "ours": current.as_dict(),
-                                     "theirs": wanted.as_dict() if wanted else {"value": "clear"}})
+            report.conflicts.append(
+                {
+                    **line.where(),
+                    "ours": current.as_dict(),
+                    "theirs": wanted.as_dict() if wanted else {"value": "clear"},
+                }
+            )
             return
         report.overwritten += 1
     else:
         report.added += 1
     message_hash = line.message_hash or (message.content_hash if message is not None else None)
-    store.add_event(session, document.id, line.position, line.branch, line.value, origin=line.origin,
-                    note=line.note, correction=line.correction, message_hash=message_hash,
-                    created_at=line.created_at)
+    store.add_event(
+        session,
+        document.id,
+        line.position,
+        line.branch,
+        line.value,
+        origin=line.origin,
+        note=line.note,
+        correction=line.correction,
+        message_hash=message_hash,
+        created_at=line.created_at,
+    )
 
 
 def _read_export(path: Path) -> list[_Line]:
@@ -518,12 +619,22 @@ def _parse_line(path: Path, number: int, raw: str) -> _Line:
     position = number_("position", None)
     if position is None and data.get("correction"):
         raise bad("a correction needs a message position")
-    return _Line(number, Ref(text("source", True) or "", text("external_id", True) or ""), position,
-                 number_("branch", 0) or 0, value, _clean_note(text("note")), text("correction"),
-                 text("message_hash"), origin, created_at)
+    return _Line(
+        number,
+        Ref(text("source", True) or "", text("external_id", True) or ""),
+        position,
+        number_("branch", 0) or 0,
+        value,
+        _clean_note(text("note")),
+        text("correction"),
+        text("message_hash"),
+        origin,
+        created_at,
+    )
 
 
 # --- the annotation queue -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class QueueFilter:
@@ -577,16 +688,37 @@ class DocumentView:
 def document_view(session: Session, document_id: int) -> DocumentView:
     document = store.load_document(session, document_id)
     hashes = {(m.position, m.branch): m.content_hash for m in document.messages}
-    labels = {(position, branch): LabelView(label.value.value, label.note, label.correction, label.origin.value,
-                                            store.is_stale(label, hashes))
-              for (_, position, branch), label in store.effective_labels(session, [document_id]).items()}
-    messages = tuple(MessageView(m.position, m.branch, m.role.value, m.content, labels.get((m.position, m.branch)))
-                     for m in document.messages)
-    orphans = tuple(sorted(((position, branch, view) for (position, branch), view in labels.items()
-                            if position is not None and (position, branch) not in hashes),
-                           key=lambda orphan: (orphan[0], orphan[1])))
-    return DocumentView(document.id, document.ref, document.title, document.kind.value, document.content,
-                        document.source_updated_at, labels.get((None, 0)), messages, orphans)
+    labels = {
+        (position, branch): LabelView(
+            label.value.value, label.note, label.correction, label.origin.value, store.is_stale(label, hashes)
+        )
+        for (_, position, branch), label in store.effective_labels(session, [document_id]).items()
+    }
+    messages = tuple(
+        MessageView(m.position, m.branch, m.role.value, m.content, labels.get((m.position, m.branch)))
+        for m in document.messages
+    )
+    orphans = tuple(
+        sorted(
+            (
+                (position, branch, view)
+                for (position, branch), view in labels.items()
+                if position is not None and (position, branch) not in hashes
+            ),
+            key=lambda orphan: (orphan[0], orphan[1]),
+        )
+    )
+    return DocumentView(
+        document.id,
+        document.ref,
+        document.title,
+        document.kind.value,
+        document.content,
+        document.source_updated_at,
+        labels.get((None, 0)),
+        messages,
+        orphans,
+    )
 
 
 def build_queue(workspace: Workspace, queue_filter: QueueFilter) -> list[int]:
@@ -596,9 +728,14 @@ def build_queue(workspace: Workspace, queue_filter: QueueFilter) -> list[int]:
         unknown = [name for name in queue_filter.sources if name not in known]
         if unknown:
             raise UsageError(f"--source {unknown[0]!r}: no such source (known: {', '.join(sorted(known)) or 'none'})")
-        return store.queue_document_ids(session, kind=queue_filter.kind, sources=queue_filter.sources,
-                                        search=queue_filter.search, since=queue_filter.since,
-                                        unlabelled=queue_filter.unlabelled)
+        return store.queue_document_ids(
+            session,
+            kind=queue_filter.kind,
+            sources=queue_filter.sources,
+            search=queue_filter.search,
+            since=queue_filter.since,
+            unlabelled=queue_filter.unlabelled,
+        )
 
 
 @dataclass(frozen=True)
@@ -628,7 +765,7 @@ class AnnotationQueue:
         self.ids = build_queue(workspace, self.filter)
         self.index = 0
         self.history: list[Action] = []
-        self.totals: Counter[str] = Counter({key: 0 for key in TOTAL_KEYS})
+        self.totals: Counter[str] = Counter(dict.fromkeys(TOTAL_KEYS, 0))
 
     # navigation
     @property
@@ -686,8 +823,16 @@ class AnnotationQueue:
             self.index = self.ids.index(action.document_id)
         return action
 
-    def _write(self, kind: str, position: int | None, branch: int, *, value: LabelValue | None,
-               note: str | None | _Keep = KEEP, correction: str | None | _Keep = KEEP) -> LabelResult:
+    def _write(
+        self,
+        kind: str,
+        position: int | None,
+        branch: int,
+        *,
+        value: LabelValue | None,
+        note: str | _Keep | None = KEEP,
+        correction: str | _Keep | None = KEEP,
+    ) -> LabelResult:
         if self.finished:
             raise UsageError("nothing to label: the queue is done")
         result = _set_by_id(self.workspace, self.ids[self.index], position, branch, value, note, correction)
@@ -700,7 +845,31 @@ class AnnotationQueue:
         self.totals[action.kind] += 1
 
 
-__all__ = ["KEEP", "Action", "AnnotationQueue", "DocumentView", "ExportReport", "ImportReport", "LabelResult",
-           "LabelState", "LabelView", "MessageView", "QueueFilter", "Ref", "StaleLabel", "build_queue",
-           "correction_argument", "correction_from_edit", "document_view", "export_labels", "import_labels",
-           "parse_kind", "parse_ref", "parse_since", "parse_value", "set_label", "stale_labels", "undo_label"]
+__all__ = [
+    "KEEP",
+    "Action",
+    "AnnotationQueue",
+    "DocumentView",
+    "ExportReport",
+    "ImportReport",
+    "LabelResult",
+    "LabelState",
+    "LabelView",
+    "MessageView",
+    "QueueFilter",
+    "Ref",
+    "StaleLabel",
+    "build_queue",
+    "correction_argument",
+    "correction_from_edit",
+    "document_view",
+    "export_labels",
+    "import_labels",
+    "parse_kind",
+    "parse_ref",
+    "parse_since",
+    "parse_value",
+    "set_label",
+    "stale_labels",
+    "undo_label",
+]

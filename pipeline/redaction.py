@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import math
 import re
 import string
@@ -87,16 +88,37 @@ _GENERIC_PRIORITY = {
 }
 _SPECIFIC = 5  # every other type: a vendor's token, a private key
 
-SECRET_TYPES: frozenset[str] = frozenset({
-    *_GENERIC_PRIORITY,
-    "private_key",
-    "aws_access_key", "aws_secret_key", "azure_storage_key",
-    "github_token", "gitlab_token", "slack_token", "slack_webhook",
-    "stripe_key", "google_api_key", "google_client_secret", "openai_key", "anthropic_key",
-    "huggingface_token", "npm_token", "pypi_token", "sendgrid_key", "mailchimp_key",
-    "twilio_key", "square_token", "discord_token", "telegram_token",
-    "ibm_cloud_iam_key", "ibm_cos_hmac_key", "softlayer_key", "cloudant_key",
-})
+SECRET_TYPES: frozenset[str] = frozenset(
+    {
+        *_GENERIC_PRIORITY,
+        "private_key",
+        "aws_access_key",
+        "aws_secret_key",
+        "azure_storage_key",
+        "github_token",
+        "gitlab_token",
+        "slack_token",
+        "slack_webhook",
+        "stripe_key",
+        "google_api_key",
+        "google_client_secret",
+        "openai_key",
+        "anthropic_key",
+        "huggingface_token",
+        "npm_token",
+        "pypi_token",
+        "sendgrid_key",
+        "mailchimp_key",
+        "twilio_key",
+        "square_token",
+        "discord_token",
+        "telegram_token",
+        "ibm_cloud_iam_key",
+        "ibm_cos_hmac_key",
+        "softlayer_key",
+        "cloudant_key",
+    }
+)
 
 
 class Redactor:
@@ -127,7 +149,7 @@ class Redactor:
         line = 1
         for span in spans:
             line += text.count("\n", pos, span.start)
-            out += (text[pos:span.start], f"[REDACTED:{span.type}]")
+            out += (text[pos : span.start], f"[REDACTED:{span.type}]")
             findings.append(Finding(span.type, span.start, span.end, line))
             line += text.count("\n", span.start, span.end)
             pos = span.end
@@ -244,7 +266,7 @@ def _looks_random(value: str, min_len: int = 20, min_piece: int = 10) -> bool:
     if n < 20 and not any(c.isdigit() for c in piece):
         return False
     classes = [_char_class(c) for c in piece]
-    if sum(1 for a, b in zip(classes, classes[1:]) if a != b) < 0.4 * (n - 1):
+    if sum(1 for a, b in itertools.pairwise(classes) if a != b) < 0.4 * (n - 1):
         return False  # CamelCaseIdentifiers change case only between words
     if sum(len(w) for w in _WORDS.findall(piece)) > 0.5 * n:
         return False  # MyComponentName2, Kubernetes1Dot29Upgrade
@@ -305,8 +327,7 @@ def _not_placeholder(value: str) -> bool:
 def _mixed(value: str) -> bool:
     """Upper, lower and digits: every real token of these shapes has all three."""
     body = value.split("-", 1)[-1] if value.startswith("sk-") else value
-    return (any(c.isupper() for c in body) and any(c.islower() for c in body)
-            and any(c.isdigit() for c in body))
+    return any(c.isupper() for c in body) and any(c.islower() for c in body) and any(c.isdigit() for c in body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,7 +358,7 @@ class _Rule:
                 start, end = m.span(self.group)
                 if start < 0 or start == end:
                     continue
-                if self.key_hints and not any(h in line[m.start():start].lower() for h in self.key_hints):
+                if self.key_hints and not any(h in line[m.start() : start].lower() for h in self.key_hints):
                     continue
             else:
                 start, end = m.span()
@@ -359,21 +380,38 @@ def _own(kind: str, pattern: str, **options: object) -> _Rule:
     return _Rule(kind, re.compile(pattern), **options)  # type: ignore[arg-type]
 
 
-_GITLAB_PREFIXES = ("glpat-", "gldt-", "glft-", "glsoat-", "glrt-", "glcbt-", "glimt-", "glptt-", "glagent-",
-                    "gloas-", "gr1348941")
+_GITLAB_PREFIXES = (
+    "glpat-",
+    "gldt-",
+    "glft-",
+    "glsoat-",
+    "glrt-",
+    "glcbt-",
+    "glimt-",
+    "glptt-",
+    "glagent-",
+    "gloas-",
+    "gr1348941",
+)
 _RULES: tuple[_Rule, ...] = (
     _plugin(AWSKeyDetector, 0, "aws_access_key", hints=("akia", "asia", "abia", "acca", "a3t")),
     _plugin(AWSKeyDetector, 1, "aws_secret_key", group=1, hints=("aws",), run=True),
-    _plugin(AzureStorageKeyDetector, 0, "azure_storage_key", hints=("accountkey=",), strip="AccountKey=",
-            tail=None),
+    _plugin(AzureStorageKeyDetector, 0, "azure_storage_key", hints=("accountkey=",), strip="AccountKey=", tail=None),
     _plugin(BasicAuthDetector, 0, "url_credentials", group=1, hints=("://",), check=_not_placeholder),
-    _own("url_credentials", r"(?i)\b[a-z][a-z0-9+.-]{0,20}://[^\s:/?#@\"'<>]*:([^\s/?#@\"'<>]+)@(?=[\w\[])",
-         group=1, hints=("://",), check=_not_placeholder),  # also `redis://:pw@`, `$` and `!` in passwords
+    _own(
+        "url_credentials",
+        r"(?i)\b[a-z][a-z0-9+.-]{0,20}://[^\s:/?#@\"'<>]*:([^\s/?#@\"'<>]+)@(?=[\w\[])",
+        group=1,
+        hints=("://",),
+        check=_not_placeholder,
+    ),  # also `redis://:pw@`, `$` and `!` in passwords
     _plugin(DiscordBotTokenDetector, 0, "discord_token", hints=(".",), run=True, check=_mixed),
     _plugin(GitHubTokenDetector, 0, "github_token", hints=("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
     _own("github_token", r"github_pat_[A-Za-z0-9_]{22,}", hints=("github_pat_",)),
-    *(_plugin(GitLabTokenDetector, i, "gitlab_token", hints=_GITLAB_PREFIXES)
-      for i in range(len(GitLabTokenDetector.denylist))),
+    *(
+        _plugin(GitLabTokenDetector, i, "gitlab_token", hints=_GITLAB_PREFIXES)
+        for i in range(len(GitLabTokenDetector.denylist))
+    ),
     _plugin(SlackDetector, 0, "slack_token", hints=("xox",)),
     _own("slack_token", r"xox[abposer]-[A-Za-z0-9-]{10,}|xapp-\d-[A-Za-z0-9-]{10,}", hints=("xox", "xapp-")),
     _plugin(SlackDetector, 1, "slack_webhook", hints=("hooks.slack.com",)),
@@ -382,35 +420,74 @@ _RULES: tuple[_Rule, ...] = (
     _own("google_api_key", r"AIza[0-9A-Za-z_-]{35}", hints=("aiza",)),
     _own("google_client_secret", r"GOCSPX-[A-Za-z0-9_-]{28}", hints=("gocspx-",)),
     _plugin(OpenAIDetector, 0, "openai_key", hints=("t3blbkfj",)),  # legacy keys only
-    _own("openai_key", r"(?<![\w-])sk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}",
-         hints=("sk-",), check=_mixed),
+    _own(
+        "openai_key", r"(?<![\w-])sk-(?!ant-)(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", hints=("sk-",), check=_mixed
+    ),
     _own("anthropic_key", r"(?<![\w-])sk-ant-[A-Za-z0-9_-]{20,}", hints=("sk-ant-",), check=_has_letter_and_digit),
     _own("huggingface_token", r"hf_[A-Za-z0-9]{34,}", hints=("hf_",), check=_mixed),
     _plugin(JwtTokenDetector, 0, "jwt", hints=("eyj",), tail=_JWT_TAIL),  # its pattern stops before the signature
     # NpmDetector's `//.+/:_authToken=...` backtracks over every "//" of a long line; anchored instead:
-    _own("npm_token", r"(?<=/):_authToken=\s*([^\s\"'()\\]+)(?![(\\])", group=1, hints=("_authtoken",),
-         check=_not_placeholder),
+    _own(
+        "npm_token",
+        r"(?<=/):_authToken=\s*([^\s\"'()\\]+)(?![(\\])",
+        group=1,
+        hints=("_authtoken",),
+        check=_not_placeholder,
+    ),
     _own("npm_token", r"npm_[A-Za-z0-9]{36}", hints=("npm_",)),
     *(_plugin(PypiTokenDetector, i, "pypi_token", hints=("pypi-",)) for i in range(len(PypiTokenDetector.denylist))),
     _plugin(SendGridDetector, 0, "sendgrid_key", hints=("sg.",)),
     _plugin(MailchimpDetector, 0, "mailchimp_key", hints=("-us",), run=True),
-    *(_plugin(TwilioKeyDetector, i, "twilio_key", hints=(prefix,), run=True, check=_has_letter_and_digit)
-      for i, prefix in enumerate(("AC", "SK"))),
+    *(
+        _plugin(TwilioKeyDetector, i, "twilio_key", hints=(prefix,), run=True, check=_has_letter_and_digit)
+        for i, prefix in enumerate(("AC", "SK"))
+    ),
     _plugin(SquareOAuthDetector, 0, "square_token", hints=("sq0csp-",)),
-    _plugin(TelegramBotTokenDetector, 0, "telegram_token", hints=(":",), run=True, check=_mixed,
-            bounded=False),  # api.telegram.org/bot<token>
+    _plugin(
+        TelegramBotTokenDetector, 0, "telegram_token", hints=(":",), run=True, check=_mixed, bounded=False
+    ),  # api.telegram.org/bot<token>
     # These patterns try every position of a line (they open with optional groups): each runs only
     # on a line that names its key.
-    _plugin(IbmCloudIamDetector, 0, "ibm_cloud_iam_key", group=1, run=True, key_hints=("ibm", "iam", "cloud"),
-            gate=re.compile(r"(?:ibm|iam|cloud)[_-]?(?:api[_-]?)?(?:key|pwd|pass|token)")),
-    _plugin(IbmCosHmacDetector, 0, "ibm_cos_hmac_key", group=1, run=True, key_hints=("cos",),
-            gate=re.compile(r"cos[_-]?(?:hmac[_-]?)?secret")),
-    *(_plugin(SoftlayerDetector, i, "softlayer_key", group=1, run=True,
-              gate=re.compile(r"(?:softlayer|sl)[_-]?(?:api[_-]?)?(?:key|pwd|pass|token)|api\.softlayer\.com"))
-      for i in range(len(SoftlayerDetector.denylist))),
-    *(_plugin(CloudantDetector, i, "cloudant_key", group=1, run=True,
-              gate=re.compile(r"(?:cloudant|cl|clou)[_-]?(?:api)?(?:key|pwd|pw|pass|token)|cloudant\.com"))
-      for i in range(len(CloudantDetector.denylist))),
+    _plugin(
+        IbmCloudIamDetector,
+        0,
+        "ibm_cloud_iam_key",
+        group=1,
+        run=True,
+        key_hints=("ibm", "iam", "cloud"),
+        gate=re.compile(r"(?:ibm|iam|cloud)[_-]?(?:api[_-]?)?(?:key|pwd|pass|token)"),
+    ),
+    _plugin(
+        IbmCosHmacDetector,
+        0,
+        "ibm_cos_hmac_key",
+        group=1,
+        run=True,
+        key_hints=("cos",),
+        gate=re.compile(r"cos[_-]?(?:hmac[_-]?)?secret"),
+    ),
+    *(
+        _plugin(
+            SoftlayerDetector,
+            i,
+            "softlayer_key",
+            group=1,
+            run=True,
+            gate=re.compile(r"(?:softlayer|sl)[_-]?(?:api[_-]?)?(?:key|pwd|pass|token)|api\.softlayer\.com"),
+        )
+        for i in range(len(SoftlayerDetector.denylist))
+    ),
+    *(
+        _plugin(
+            CloudantDetector,
+            i,
+            "cloudant_key",
+            group=1,
+            run=True,
+            gate=re.compile(r"(?:cloudant|cl|clou)[_-]?(?:api)?(?:key|pwd|pw|pass|token)|cloudant\.com"),
+        )
+        for i in range(len(CloudantDetector.denylist))
+    ),
 )
 assert all(bool(rule.hints) != bool(rule.gate) for rule in _RULES)
 _HINTED_RULES: tuple[tuple[str, bool, tuple[_Rule, ...]], ...] = tuple(
@@ -423,6 +500,7 @@ _RUN20 = re.compile(r"[A-Za-z0-9+/_-]{20}")
 
 # ---------------------------------------------------------------------------------------------
 # Credentials assigned to a key: `.env`, shell, YAML, INI, JSON, code, CLI flags, XML.
+
 
 def _trie(words: Sequence[str]) -> str:
     """One regex for many literals, factored by prefix (re tries the alternatives in turn)."""
@@ -441,9 +519,17 @@ def _trie(words: Sequence[str]) -> str:
 
 
 _KEYWORD_LITERALS = (
-    "passw", "passphrase", "pwd", "secret", "credential", "apikey",
-    *(f"{word}{sep}key" for word in ("api", "access", "private", "signing", "encryption", "master")
-      for sep in ("_", "-", "")),
+    "passw",
+    "passphrase",
+    "pwd",
+    "secret",
+    "credential",
+    "apikey",
+    *(
+        f"{word}{sep}key"
+        for word in ("api", "access", "private", "signing", "encryption", "master")
+        for sep in ("_", "-", "")
+    ),
 )
 # "token" but not "tokenizer"; "auth", "authorization" but not "author", "authority".
 _GUARDED_KEYWORDS = {"token": r"token(?!i[sz])", "auth": r"auth(?!or(?!i[sz]))"}
@@ -458,18 +544,105 @@ _KEY_LEFT = frozenset(" \t\"'{[(,;:$`<?&")
 _ESCAPES = ("\\n", "\\r", "\\t")  # line breaks inside JSON-escaped text
 _KEY_PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 # The key names something about a credential, not the credential: `secretName`, `token_url`.
-_NOT_VALUE_KEY = frozenset({
-    "name", "names", "ref", "reference", "file", "files", "path", "dir", "url", "uri", "endpoint",
-    "host", "hostname", "server", "port", "id", "ids", "type", "types", "kind", "length", "len",
-    "size", "min", "max", "count", "ttl", "expiry", "expires", "expiration", "timeout", "lifetime",
-    "duration", "age", "at", "header", "headers", "prefix", "suffix", "env", "var", "field",
-    "policy", "mode", "method", "methods", "scheme", "strategy", "provider", "providers", "backend",
-    "enabled", "disabled", "required", "hint", "label", "description", "placeholder", "message",
-    "msg", "error", "help", "text", "title", "format", "pattern", "regex", "rotation", "version",
-    "algorithm", "alg", "location", "store", "manager", "source", "class", "module", "validator",
-    "user", "username", "login", "email", "account", "issuer", "audience", "scope", "scopes",
-    "realm", "domain", "level", "plugin", "handler", "mount", "volume", "item",
-})
+_NOT_VALUE_KEY = frozenset(
+    {
+        "name",
+        "names",
+        "ref",
+        "reference",
+        "file",
+        "files",
+        "path",
+        "dir",
+        "url",
+        "uri",
+        "endpoint",
+        "host",
+        "hostname",
+        "server",
+        "port",
+        "id",
+        "ids",
+        "type",
+        "types",
+        "kind",
+        "length",
+        "len",
+        "size",
+        "min",
+        "max",
+        "count",
+        "ttl",
+        "expiry",
+        "expires",
+        "expiration",
+        "timeout",
+        "lifetime",
+        "duration",
+        "age",
+        "at",
+        "header",
+        "headers",
+        "prefix",
+        "suffix",
+        "env",
+        "var",
+        "field",
+        "policy",
+        "mode",
+        "method",
+        "methods",
+        "scheme",
+        "strategy",
+        "provider",
+        "providers",
+        "backend",
+        "enabled",
+        "disabled",
+        "required",
+        "hint",
+        "label",
+        "description",
+        "placeholder",
+        "message",
+        "msg",
+        "error",
+        "help",
+        "text",
+        "title",
+        "format",
+        "pattern",
+        "regex",
+        "rotation",
+        "version",
+        "algorithm",
+        "alg",
+        "location",
+        "store",
+        "manager",
+        "source",
+        "class",
+        "module",
+        "validator",
+        "user",
+        "username",
+        "login",
+        "email",
+        "account",
+        "issuer",
+        "audience",
+        "scope",
+        "scopes",
+        "realm",
+        "domain",
+        "level",
+        "plugin",
+        "handler",
+        "mount",
+        "volume",
+        "item",
+    }
+)
 _PLURAL_KEYS = frozenset({"tokens", "secrets", "passwords", "credentials", "keys", "auths"})
 # A language model's tokens: pad_token="[PAD]", max_new_tokens=512.
 _NLP_TOKEN_KEY = re.compile(
@@ -525,11 +698,15 @@ def _credentials(line: str, keywords: list[re.Match[str]]) -> Iterator[tuple[int
         value, context = found
         if context in ("other", "ini") and parts[-1] in _PLURAL_KEYS:
             continue  # "special tokens: ...", `def f(tokens: Path)`: a heading or a parameter
-        text = line[value.start:value.end]
+        text = line[value.start : value.end]
         if text == key:
             continue  # f(token=token)
-        if value.quoted and value.start >= 2 and line[value.start - 2] in "rR" and \
-                (value.start < 3 or not line[value.start - 3].isalnum()):
+        if (
+            value.quoted
+            and value.start >= 2
+            and line[value.start - 2] in "rR"
+            and (value.start < 3 or not line[value.start - 3].isalnum())
+        ):
             continue  # a raw string: a regex in all but name
         strength = "strong" if _SECRET_KEYWORD.search(low_key) else "token" if "token" in low_key else "auth"
         if _is_credential(text, value.quoted, context, strength):
@@ -546,8 +723,8 @@ def _assigned_value(line: str, key_start: int, key_end: int, key: str, flag: boo
     """The value assigned to the key at key_start:key_end, and its context: "env" (`.env`, shell),
     "yaml", "ini", "xml" or "other" (code, JSON, prose)."""
     n = len(line)
-    before = line[max(0, key_start - _MAX_LOOKBACK):key_start]
-    before = before[before.rfind("\\n") + 2:] if "\\n" in before else before  # JSON-escaped lines
+    before = line[max(0, key_start - _MAX_LOOKBACK) : key_start]
+    before = before[before.rfind("\\n") + 2 :] if "\\n" in before else before  # JSON-escaped lines
     at_line_start = not before
     before = before.strip()
     if key_start > 0 and line[key_start - 1] == "<":  # <password>value</password>
@@ -569,9 +746,13 @@ def _assigned_value(line: str, key_start: int, key_end: int, key: str, flag: boo
     symbol = op.group().strip()
     if flag:
         context = "flag"
-    elif symbol == "=" and op.end() - pos == 1 and (
-            at_line_start or before in ("export", "set")
-            or (_UPPER_KEY.fullmatch(key) and line[key_start - 1] in " \t")):
+    elif (
+        symbol == "="
+        and op.end() - pos == 1
+        and (
+            at_line_start or before in ("export", "set") or (_UPPER_KEY.fullmatch(key) and line[key_start - 1] in " \t")
+        )
+    ):
         context = "env"  # DB_PASSWORD=x, export X=y, docker run -e X=y; not an indented `kwarg=value,`
     elif symbol == ":" and before in ("", "-") and (op.end() == n or line[op.end() - 1] in " \t"):
         context = "yaml"
@@ -597,7 +778,7 @@ def _parse_value(line: str, pos: int, context: str) -> _Value | None:
         pos += 1
         c = line[pos]
     if c == "\\" and line.startswith(('\\"', "\\'"), pos):  # JSON-escaped text: TOKEN=\"abc\"
-        close = line.find(line[pos:pos + 2], pos + 2, n)
+        close = line.find(line[pos : pos + 2], pos + 2, n)
         return None if close < 0 else _Value(pos + 2, close, True)
     if c in "\"'`":
         i = pos + 1
@@ -618,8 +799,12 @@ def _parse_value(line: str, pos: int, context: str) -> _Value | None:
         return _Value(pos, end, False)
     end = pos
     stops = "" if context in ("env", "ini") else ";&,"  # Password=x;Encrypt=true, ?token=x&page=2
-    while end < n and not line[end].isspace() and line[end] not in stops and \
-            not (line[end] == "\\" and line.startswith(_ESCAPES, end)):
+    while (
+        end < n
+        and not line[end].isspace()
+        and line[end] not in stops
+        and not (line[end] == "\\" and line.startswith(_ESCAPES, end))
+    ):
         end += 1
     if stops:  # code or prose around the value: `f(token=abc123)`, "pass=abc123."
         while end > pos and line[end - 1] in ".:)]}'\"`":
@@ -642,8 +827,9 @@ def _is_credential(value: str, quoted: bool, context: str, strength: str) -> boo
         return False  # `settings.SECRET_KEY`, a hostname, r"(?:token)\w+", "<EOT>", "sk-..."
     if strength == "auth":
         return _looks_random(value, 12)  # not `auth: oidc`, `auth_method: client_secret_basic`
-    if strength == "token" and not (_has_letter_and_digit(value) or _PASSWORD_SYMBOLS.intersection(value)
-                                    or _looks_random(value, 16)):
+    if strength == "token" and not (
+        _has_letter_and_digit(value) or _PASSWORD_SYMBOLS.intersection(value) or _looks_random(value, 16)
+    ):
         return False  # a kind of token, not a credential: `TOKEN_COMMENT: "comment"`, `token: Tensor`
     if _PLAIN_WORD.fullmatch(value) and len(value) < 6:
         return False
@@ -701,13 +887,58 @@ def _auth_headers(line: str) -> Iterator[tuple[int, int, str]]:
 _QUOTED_RUN = re.compile(r"([\"'])([A-Za-z0-9+/=_-]{20,})\1")
 _HASH_PREFIX = re.compile(r"(?i)(?:sha\d+|md5)[-:]")
 # Keys whose random-looking values are hashes, ids or names.
-_HASHISH_KEY = frozenset({
-    "id", "ids", "uuid", "guid", "sha", "sha1", "sha256", "sha384", "sha512", "md5", "hash",
-    "hashes", "digest", "checksum", "checksums", "sum", "integrity", "etag", "fingerprint", "commit",
-    "rev", "revision", "ref", "version", "nonce", "kid", "crc", "oid", "cid", "tag", "image", "key",
-    "path", "url", "name", "file", "class", "icon", "font", "color", "data", "src", "href",
-    "checkpoint", "model", "repo", "dataset", "branch",
-})
+_HASHISH_KEY = frozenset(
+    {
+        "id",
+        "ids",
+        "uuid",
+        "guid",
+        "sha",
+        "sha1",
+        "sha256",
+        "sha384",
+        "sha512",
+        "md5",
+        "hash",
+        "hashes",
+        "digest",
+        "checksum",
+        "checksums",
+        "sum",
+        "integrity",
+        "etag",
+        "fingerprint",
+        "commit",
+        "rev",
+        "revision",
+        "ref",
+        "version",
+        "nonce",
+        "kid",
+        "crc",
+        "oid",
+        "cid",
+        "tag",
+        "image",
+        "key",
+        "path",
+        "url",
+        "name",
+        "file",
+        "class",
+        "icon",
+        "font",
+        "color",
+        "data",
+        "src",
+        "href",
+        "checkpoint",
+        "model",
+        "repo",
+        "dataset",
+        "branch",
+    }
+)
 _RUN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}")
 
 
@@ -733,7 +964,7 @@ def _key_before(line: str, pos: int) -> str | None:
     i = pos - 1  # the opening quote
     while i > 0 and line[i - 1] in " \t":
         i -= 1
-    if i > 1 and line[i - 2:i] in (":=", "=>"):
+    if i > 1 and line[i - 2 : i] in (":=", "=>"):
         i -= 2
     elif i > 0 and line[i - 1] in ":=":
         i -= 1
@@ -817,8 +1048,9 @@ def _unterminated_key_end(text: str, pos: int) -> int:
     stop = end
     while end >= 0:
         nxt = text.find("\n", end + 1)
-        if not text[end + 1:nxt if nxt >= 0 else len(text)].strip() or \
-                not _PEM_BODY_LINE.fullmatch(text, end + 1, nxt if nxt >= 0 else len(text)):
+        if not text[end + 1 : nxt if nxt >= 0 else len(text)].strip() or not _PEM_BODY_LINE.fullmatch(
+            text, end + 1, nxt if nxt >= 0 else len(text)
+        ):
             break
         stop = nxt if nxt >= 0 else len(text)
         end = nxt
@@ -831,9 +1063,20 @@ def _unterminated_key_end(text: str, pos: int) -> int:
 # Literals whose preceding character matters: "sk-" but not "task-", "SG." but not "msg.".
 _GUARDED_LITERALS = {"sk-": r"sk-(?<![a-z0-9_-]sk-)", "sg.": r"sg\.(?<![a-z0-9]sg\.)", **_GUARDED_KEYWORDS}
 # Every rule's hint, except those of rules that need a long run (the run shape below finds it).
-_LITERALS = sorted({*_KEYWORD_LITERALS, "cloudant", "softlayer",
-                    *(h for rule in _RULES if not rule.run for h in rule.hints
-                      if h not in _GUARDED_LITERALS and h not in ("sk-ant-", "://"))})
+_LITERALS = sorted(
+    {
+        *_KEYWORD_LITERALS,
+        "cloudant",
+        "softlayer",
+        *(
+            h
+            for rule in _RULES
+            if not rule.run
+            for h in rule.hints
+            if h not in _GUARDED_LITERALS and h not in ("sk-ant-", "://")
+        ),
+    }
+)
 _PREFILTER_LOWER = re.compile("|".join((_trie(_LITERALS), *_GUARDED_LITERALS.values())))  # on _lower(text)
 # Over the text itself, each on its own: re is faster at a few simple passes than at one big one.
 _PREFILTER_SHAPES = (

@@ -59,10 +59,20 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 EXPORT_MANIFEST = "plora-export.json"
 MANIFEST_FORMAT = "plora-adapter/1"
-TOKENIZER_FILES = frozenset({
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "chat_template.jinja", "chat_template.json", "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt",
-})
+TOKENIZER_FILES = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "chat_template.jinja",
+        "chat_template.json",
+        "tokenizer.model",
+        "vocab.json",
+        "vocab.txt",
+        "merges.txt",
+    }
+)
 # Formats that are (or may carry) pickles: never loaded, and their presence fails verification.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 COMBINATION_TYPES = ("cat", "linear", "svd")
@@ -179,8 +189,10 @@ def resolve(workspace: Workspace, ref: str) -> AdapterVersion:
         if number is None:
             number = rows.current_version(session, profile)
             if number is None:
-                raise UsageError(f"adapter {profile}: no current version (versions: {_known(session, profile)}); "
-                                 f"train one or `plora adapters promote {profile}@vN`")
+                raise UsageError(
+                    f"adapter {profile}: no current version (versions: {_known(session, profile)}); "
+                    f"train one or `plora adapters promote {profile}@vN`"
+                )
         row = rows.get_adapter(session, profile, number)
         if row is None:
             raise UsageError(f"no adapter {profile}@v{number} (versions of {profile}: {_known(session, profile)})")
@@ -269,8 +281,9 @@ def _folder_problems(
         raw = None
     if raw is not None:
         if manifest_sha256 is not None and hashlib.sha256(raw).hexdigest() != manifest_sha256:
-            problems.append(f"{MANIFEST}: sha256 differs from the one recorded at registration (the manifest "
-                            "was modified)")
+            problems.append(
+                f"{MANIFEST}: sha256 differs from the one recorded at registration (the manifest was modified)"
+            )
         try:
             loaded = json.loads(raw)
         except ValueError as e:
@@ -288,8 +301,10 @@ def _folder_problems(
             problems.append(f"{MANIFEST}: describes {manifest.get('profile')}@v{manifest.get('version')}, not {ref}")
         base = manifest.get("base_model") if isinstance(manifest.get("base_model"), dict) else {}
         if base.get("fingerprint") != base_fingerprint:
-            problems.append(f"{MANIFEST}: base fingerprint {str(base.get('fingerprint'))[:12]}... does not match "
-                            f"the registered base fingerprint {base_fingerprint[:12]}...")
+            problems.append(
+                f"{MANIFEST}: base fingerprint {str(base.get('fingerprint'))[:12]}... does not match "
+                f"the registered base fingerprint {base_fingerprint[:12]}..."
+            )
         if base.get("name") != base_model:
             problems.append(f"{MANIFEST}: base model {base.get('name')!r} does not match the registered {base_model!r}")
 
@@ -331,8 +346,12 @@ def _folder_problems(
 
 def _verify(version: AdapterVersion) -> AdapterVersion:
     manifest, problems = _folder_problems(
-        version.path, ref=version.ref, profile=version.profile, version=version.version,
-        base_model=version.base_model, base_fingerprint=version.base_fingerprint,
+        version.path,
+        ref=version.ref,
+        profile=version.profile,
+        version=version.version,
+        base_model=version.base_model,
+        base_fingerprint=version.base_fingerprint,
         manifest_sha256=version.manifest_sha256,
     )
     if problems:
@@ -353,8 +372,10 @@ def verify(workspace: Workspace, ref_or_version: str | AdapterVersion) -> Adapte
         recorded_path = row.path if row is not None else None
     version = _verify(version)
     if recorded_path != _relative(workspace, version.path):
-        raise RegistryError(f"adapter {version.ref}: the store records path {recorded_path!r}, "
-                            f"expected {_relative(workspace, version.path)!r}")
+        raise RegistryError(
+            f"adapter {version.ref}: the store records path {recorded_path!r}, "
+            f"expected {_relative(workspace, version.path)!r}"
+        )
     return version
 
 
@@ -452,8 +473,11 @@ def _files_to_copy(workspace: Workspace, adapter_dir: Path, base_model: str) -> 
     for required in (CONFIG_FILE, WEIGHTS_FILE):
         file = adapter_dir / required
         if not file.is_file():
-            hint = (" (found adapter_model.bin: pickled weights are refused; save with safetensors)"
-                    if required == WEIGHTS_FILE and (adapter_dir / "adapter_model.bin").exists() else "")
+            hint = (
+                " (found adapter_model.bin: pickled weights are refused; save with safetensors)"
+                if required == WEIGHTS_FILE and (adapter_dir / "adapter_model.bin").exists()
+                else ""
+            )
             raise RegistryError(f"{adapter_dir}: no {required}; expected a PEFT save_pretrained() folder{hint}")
     problem = _safetensors_problem(adapter_dir / WEIGHTS_FILE)
     if problem:
@@ -469,8 +493,9 @@ def _files_to_copy(workspace: Workspace, adapter_dir: Path, base_model: str) -> 
     tokenizer = sorted(path for path in adapter_dir.iterdir() if path.name in TOKENIZER_FILES and path.is_file())
     base = _local_base_folder(workspace, base_model)
     if tokenizer and base is not None:
-        same = all((base / path.name).is_file() and (base / path.name).read_bytes() == path.read_bytes()
-                   for path in tokenizer)
+        same = all(
+            (base / path.name).is_file() and (base / path.name).read_bytes() == path.read_bytes() for path in tokenizer
+        )
         if same:
             tokenizer = []
     return [adapter_dir / CONFIG_FILE, adapter_dir / WEIGHTS_FILE, *tokenizer]
@@ -520,14 +545,23 @@ def _clean_profile_dir(profile_dir: Path, registered: set[int]) -> None:
         elif name.startswith(".trash-"):
             shutil.rmtree(entry, ignore_errors=True)
         elif name.startswith(".staging-"):
-            parts = name[len(".staging-"):].rsplit("-", 2)
+            parts = name[len(".staging-") :].rsplit("-", 2)
             if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _pid_alive(int(parts[1])):
                 _remove(entry)
 
 
 def _lora_summary(config: dict[str, Any]) -> dict[str, Any]:
-    keys = ("r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "use_dora", "modules_to_save",
-            "task_type", "bias")
+    keys = (
+        "r",
+        "lora_alpha",
+        "lora_dropout",
+        "target_modules",
+        "use_rslora",
+        "use_dora",
+        "modules_to_save",
+        "task_type",
+        "bias",
+    )
     return {key: config.get(key) for key in keys if key in config}
 
 
@@ -548,7 +582,8 @@ def model_card(manifest: dict[str, Any], *, merged: bool = False) -> str:
         + (f" (continues v{manifest['parent_version']})" if manifest.get("parent_version") else " (from scratch)")
         + f", registered {manifest['created_at']} by plora {manifest['plora_version']}.",
         f"Eval gate: **{manifest['status']}**"
-        + (": " + "; ".join(map(str, gate.get("reasons") or [])) if gate.get("reasons") else "") + ".",
+        + (": " + "; ".join(map(str, gate.get("reasons") or [])) if gate.get("reasons") else "")
+        + ".",
         "",
         "## Base model",
         "",
@@ -557,8 +592,14 @@ def model_card(manifest: dict[str, Any], *, merged: bool = False) -> str:
     ]
     composition = manifest.get("composition")
     if composition:
-        lines += ["## Composition", "", f"Weighted composition (`{composition['combination_type']}`) of:", "",
-                  "| adapter | weight |", "|---|---|"]
+        lines += [
+            "## Composition",
+            "",
+            f"Weighted composition (`{composition['combination_type']}`) of:",
+            "",
+            "| adapter | weight |",
+            "|---|---|",
+        ]
         lines += [f"| {part['ref']} | {part['weight']:g} |" for part in composition["components"]]
         lines.append("")
     sources = manifest.get("sources") or {}
@@ -581,10 +622,12 @@ def model_card(manifest: dict[str, Any], *, merged: bool = False) -> str:
     numbers = {key: value for key, value in gate.items() if key not in ("accepted", "reasons")}
     if metrics or numbers:
         lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {key} | {value} |" for key, value in sorted({**metrics, **numbers}.items())
-                  if value is not None and not isinstance(value, dict | list)]
-    lines += ["", "Checksums of every file are in `plora.json`; check them with "
-              f"`plora adapters verify {ref}`.", ""]
+        lines += [
+            f"| {key} | {value} |"
+            for key, value in sorted({**metrics, **numbers}.items())
+            if value is not None and not isinstance(value, dict | list)
+        ]
+    lines += ["", f"Checksums of every file are in `plora.json`; check them with `plora adapters verify {ref}`.", ""]
     return "\n".join(lines)
 
 
@@ -593,8 +636,9 @@ def _check_sources(sources: dict[str, dict[str, int]] | None) -> dict[str, dict[
         return {}
     checked: dict[str, dict[str, int]] = {}
     for source, kinds in sources.items():
-        if not isinstance(kinds, dict) or not all(isinstance(n, int) and not isinstance(n, bool)
-                                                  for n in kinds.values()):
+        if not isinstance(kinds, dict) or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in kinds.values()
+        ):
             raise RegistryError(f"sources[{source!r}]: expected counts by kind, e.g. {{'conversation': 12}}")
         checked[str(source)] = {str(kind): int(count) for kind, count in kinds.items()}
     return checked
@@ -631,8 +675,10 @@ def register(
         raise RegistryError(f"{profile}: base_fingerprint {base_fingerprint!r} is not a sha256 hex digest")
     status = AdapterStatus.accepted if gate["accepted"] else AdapterStatus.rejected
     if promote and status is AdapterStatus.rejected:
-        raise RegistryError(f"{profile}: won't promote a candidate the eval gate rejected "
-                            f"({'; '.join(map(str, gate.get('reasons') or [])) or 'no reason given'})")
+        raise RegistryError(
+            f"{profile}: won't promote a candidate the eval gate rejected "
+            f"({'; '.join(map(str, gate.get('reasons') or [])) or 'no reason given'})"
+        )
     checked_sources = _check_sources(sources)
     to_copy = _files_to_copy(workspace, adapter_dir, base_model)
     with open(adapter_dir / CONFIG_FILE, "rb") as handle:
@@ -659,24 +705,26 @@ def register(
             if final.exists():
                 raise RegistryError(f"{final} already exists and is not a registered version; remove it")
             created_at = utcnow()
-            manifest: dict[str, Any] = _jsonable({
-                "format": MANIFEST_FORMAT,
-                "profile": profile,
-                "version": number,
-                "parent_version": parent_version,
-                "status": status.value,
-                "base_model": {"name": base_model, "fingerprint": base_fingerprint},
-                "snapshots": dict(snapshots),
-                "sources": checked_sources,
-                "lora": {**_lora_summary(peft_config), **lora},
-                "train": dict(train),
-                "metrics": dict(metrics),
-                "gate": dict(gate),
-                "run_id": run_id,
-                "composition": composition,
-                "created_at": created_at.isoformat(),
-                "plora_version": _plora_version(),
-            })
+            manifest: dict[str, Any] = _jsonable(
+                {
+                    "format": MANIFEST_FORMAT,
+                    "profile": profile,
+                    "version": number,
+                    "parent_version": parent_version,
+                    "status": status.value,
+                    "base_model": {"name": base_model, "fingerprint": base_fingerprint},
+                    "snapshots": dict(snapshots),
+                    "sources": checked_sources,
+                    "lora": {**_lora_summary(peft_config), **lora},
+                    "train": dict(train),
+                    "metrics": dict(metrics),
+                    "gate": dict(gate),
+                    "run_id": run_id,
+                    "composition": composition,
+                    "created_at": created_at.isoformat(),
+                    "plora_version": _plora_version(),
+                }
+            )
             card = model_card(manifest).encode("utf-8")
             _write_bytes(staging / MODEL_CARD, card)
             files[MODEL_CARD] = {"sha256": hashlib.sha256(card).hexdigest(), "size": len(card)}
@@ -690,9 +738,17 @@ def register(
             _fsync_dir(profile_dir)
             _checkpoint("renamed")
             row = rows.add_adapter(
-                session, profile=profile, version=number, parent_version=parent_version, status=status,
-                path=_relative(workspace, final), base_model=base_model, base_fingerprint=base_fingerprint,
-                manifest_sha256=hashlib.sha256(raw).hexdigest(), run_id=run_id, metrics=_jsonable(dict(metrics)),
+                session,
+                profile=profile,
+                version=number,
+                parent_version=parent_version,
+                status=status,
+                path=_relative(workspace, final),
+                base_model=base_model,
+                base_fingerprint=base_fingerprint,
+                manifest_sha256=hashlib.sha256(raw).hexdigest(),
+                run_id=run_id,
+                metrics=_jsonable(dict(metrics)),
                 created_at=created_at,
             )
             if promote:
@@ -721,8 +777,7 @@ def promote(workspace: Workspace, ref: str, *, force: bool = False) -> AdapterVe
     version = verify(workspace, ref)
     if version.status != AdapterStatus.accepted.value and not force:
         reasons = "; ".join(map(str, (version.manifest.get("gate") or {}).get("reasons") or [])) or "no reason given"
-        raise RegistryError(f"{version.ref} was rejected by the eval gate ({reasons}); "
-                            "promote it anyway with --force")
+        raise RegistryError(f"{version.ref} was rejected by the eval gate ({reasons}); promote it anyway with --force")
     with workspace.store.write() as session:
         pointer = rows.lock_pointer(session, version.profile)
         if rows.get_adapter(session, version.profile, version.version) is None:
@@ -741,8 +796,9 @@ def rollback(workspace: Workspace, profile: str) -> AdapterVersion:
     with workspace.store.read() as session:
         number = rows.current_version(session, profile)
         if number is None:
-            raise RegistryError(f"{profile}: no current version to roll back from "
-                                f"(versions: {_known(session, profile)})")
+            raise RegistryError(
+                f"{profile}: no current version to roll back from (versions: {_known(session, profile)})"
+            )
         target = rows.previous_accepted(session, profile, number)
         if target is None:
             raise RegistryError(f"{profile}: no accepted version before v{number} to roll back to")
@@ -751,8 +807,10 @@ def rollback(workspace: Workspace, profile: str) -> AdapterVersion:
     with workspace.store.write() as session:
         pointer = rows.lock_pointer(session, profile)
         if pointer.current_version != number:
-            raise RegistryError(f"{profile}: current moved to v{pointer.current_version} meanwhile; "
-                                "check `plora adapters list` and try again")
+            raise RegistryError(
+                f"{profile}: current moved to v{pointer.current_version} meanwhile; "
+                "check `plora adapters list` and try again"
+            )
         rows.set_current(session, pointer, version.version)
     return version
 
@@ -780,8 +838,14 @@ def _peft_config(raw: bytes, ref: str, *, trainable: bool) -> Any:
     return config
 
 
-def attach(model: Any, version: AdapterVersion, *, base_fingerprint: str, adapter_name: str = "default",
-           trainable: bool = False) -> Any:
+def attach(
+    model: Any,
+    version: AdapterVersion,
+    *,
+    base_fingerprint: str,
+    adapter_name: str = "default",
+    trainable: bool = False,
+) -> Any:
     """Put ``version`` on ``model`` as adapter ``adapter_name``; returns the PeftModel.
 
     ``model`` is the base (wrapped into a PeftModel; its layers get LoRA modules injected in place)
@@ -795,7 +859,8 @@ def attach(model: Any, version: AdapterVersion, *, base_fingerprint: str, adapte
         raise RegistryError(
             f"adapter {version.ref} was trained on base {version.base_model!r} (fingerprint "
             f"{version.base_fingerprint[:12]}...), but the loaded base has fingerprint {base_fingerprint[:12]}...; "
-            "load the base it was trained on, or retrain it on this one")
+            "load the base it was trained on, or retrain it on this one"
+        )
     config_raw = _read_checked(version, CONFIG_FILE)
     weights_raw = _read_checked(version, WEIGHTS_FILE)
 
@@ -826,7 +891,8 @@ def attach(model: Any, version: AdapterVersion, *, base_fingerprint: str, adapte
         if missing or result.unexpected_keys:
             raise RegistryError(
                 f"adapter {version.ref}: its weights don't fit this base (missing {missing[:3]}, unexpected "
-                f"{list(result.unexpected_keys)[:3]})")
+                f"{list(result.unexpected_keys)[:3]})"
+            )
     except RegistryError:
         if added:
             model.delete_adapter(adapter_name)
@@ -907,8 +973,10 @@ def _export_merged(workspace: Workspace, version: AdapterVersion, tmp: Path, bas
     if base is None:
         base = _full_precision_base(workspace)
     if base.quantized:
-        raise RegistryError(f"merged export of {version.ref} needs the base in full precision "
-                            "(quantization='none'); merging into NF4 weights would lose the adapter's precision")
+        raise RegistryError(
+            f"merged export of {version.ref} needs the base in full precision "
+            "(quantization='none'); merging into NF4 weights would lose the adapter's precision"
+        )
     model = attach(base.model, version, base_fingerprint=base.fingerprint)
     merged = model.merge_and_unload()
     merged.save_pretrained(str(tmp))
@@ -964,19 +1032,23 @@ def combine(
     if not all(isinstance(w, int | float) and math.isfinite(w) for w in weights):
         raise UsageError(f"combine: weights must be finite numbers, got {weights}")
     if combination_type not in COMBINATION_TYPES:
-        raise UsageError(f"combine: combination type {combination_type!r}: expected one of "
-                         f"{', '.join(COMBINATION_TYPES)}")
+        raise UsageError(
+            f"combine: combination type {combination_type!r}: expected one of {', '.join(COMBINATION_TYPES)}"
+        )
     versions = [verify(workspace, ref) for ref in refs]
     if len({version.ref for version in versions}) != len(versions):
         raise UsageError(f"combine: the same adapter twice in {refs}")
     fingerprints = {version.base_fingerprint for version in versions}
     if len(fingerprints) != 1:
-        raise RegistryError("combine: the adapters were trained on different bases: "
-                            + ", ".join(f"{v.ref} {v.base_fingerprint[:12]}" for v in versions))
+        raise RegistryError(
+            "combine: the adapters were trained on different bases: "
+            + ", ".join(f"{v.ref} {v.base_fingerprint[:12]}" for v in versions)
+        )
     if base is None:
         config = workspace.config.base_model
-        base = load_base(config.name, home=workspace.home.root, quantization=config.quantization,
-                         double_quant=config.double_quant)
+        base = load_base(
+            config.name, home=workspace.home.root, quantization=config.quantization, double_quant=config.double_quant
+        )
     import_bitsandbytes()
     from peft import PeftModel
 
@@ -986,8 +1058,12 @@ def combine(
         for name, version in zip(names, versions, strict=True):
             model = attach(model, version, base_fingerprint=base.fingerprint, adapter_name=name)
         try:
-            model.add_weighted_adapter(adapters=names, weights=[float(w) for w in weights],
-                                       adapter_name="combined", combination_type=combination_type)
+            model.add_weighted_adapter(
+                adapters=names,
+                weights=[float(w) for w in weights],
+                adapter_name="combined",
+                combination_type=combination_type,
+            )
         except ValueError as e:
             raise RegistryError(f"combine {', '.join(refs)} ({combination_type}): {e}") from e
         with tempfile.TemporaryDirectory(prefix="plora-combine-") as work:
@@ -998,19 +1074,33 @@ def combine(
             composition = {
                 "combination_type": combination_type,
                 "components": [
-                    {"ref": v.ref, "weight": float(w), "manifest_sha256": v.manifest_sha256,
-                     "snapshots": v.manifest.get("snapshots") or {}, "sources": v.manifest.get("sources") or {}}
+                    {
+                        "ref": v.ref,
+                        "weight": float(w),
+                        "manifest_sha256": v.manifest_sha256,
+                        "snapshots": v.manifest.get("snapshots") or {},
+                        "sources": v.manifest.get("sources") or {},
+                    }
                     for v, w in zip(versions, weights, strict=True)
                 ],
             }
             description = " + ".join(f"{float(w):g} x {v.ref}" for v, w in zip(versions, weights, strict=True))
             return register(
-                workspace, profile=profile, adapter_dir=folder,
-                parent_version=_combined_parent(profile, versions), base_model=versions[0].base_model,
-                base_fingerprint=versions[0].base_fingerprint, snapshots={}, lora=_lora_summary(combined_config),
+                workspace,
+                profile=profile,
+                adapter_dir=folder,
+                parent_version=_combined_parent(profile, versions),
+                base_model=versions[0].base_model,
+                base_fingerprint=versions[0].base_fingerprint,
+                snapshots={},
+                lora=_lora_summary(combined_config),
                 train={"kind": "composition", "combination_type": combination_type},
-                metrics={}, gate={"accepted": True, "reasons": [f"composition {description} (not evaluated)"]},
-                run_id=None, sources=None, promote=promote, composition=composition,
+                metrics={},
+                gate={"accepted": True, "reasons": [f"composition {description} (not evaluated)"]},
+                run_id=None,
+                sources=None,
+                promote=promote,
+                composition=composition,
             )
     finally:
         if isinstance(model, PeftModel):

@@ -50,8 +50,10 @@ class Snapshot:
         try:
             return load_from_disk(str(self.path / DATA_DIR))
         except (FileNotFoundError, ValueError) as e:
-            raise DatasetError(f"snapshot {self.kind}/{self.fingerprint[:12]}: can't load {self.path}: {e}; "
-                               "rebuild it with `plora datasets build`") from e
+            raise DatasetError(
+                f"snapshot {self.kind}/{self.fingerprint[:12]}: can't load {self.path}: {e}; "
+                "rebuild it with `plora datasets build`"
+            ) from e
 
 
 def snapshot_dir(workspace: Workspace, kind: str, fingerprint: str) -> Path:
@@ -104,8 +106,13 @@ def damage(snapshot: Snapshot) -> str | None:
         splits = json.loads((data / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
         for split in splits:
             folder = data / split
-            names = ["dataset_info.json", *(entry["filename"] for entry in
-                     json.loads((folder / "state.json").read_text(encoding="utf-8"))["_data_files"])]
+            names = [
+                "dataset_info.json",
+                *(
+                    entry["filename"]
+                    for entry in json.loads((folder / "state.json").read_text(encoding="utf-8"))["_data_files"]
+                ),
+            ]
             for name in names:
                 if (folder / name).stat().st_size == 0:
                     return f"{folder / name} is empty"

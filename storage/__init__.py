@@ -1,5 +1,5 @@
 """The plora store: typed SQLAlchemy 2 models, the engine, Alembic migrations and queries."""
 
-from storage.engine import Store, StorageError
+from storage.engine import StorageError, Store
 
-__all__ = ["Store", "StorageError"]
+__all__ = ["StorageError", "Store"]

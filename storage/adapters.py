@@ -22,7 +22,8 @@ def lock_pointer(session: Session, profile: str) -> ProfilePointer:
     On SQLite the write transaction already holds the database write lock (BEGIN IMMEDIATE); on
     Postgres ``FOR UPDATE`` serializes registrations and pointer moves of one profile."""
     pointer = session.scalars(
-        select(ProfilePointer).where(ProfilePointer.profile == profile).with_for_update()).one_or_none()
+        select(ProfilePointer).where(ProfilePointer.profile == profile).with_for_update()
+    ).one_or_none()
     if pointer is None:
         pointer = ProfilePointer(profile=profile, current_version=None, updated_at=utcnow())
         session.add(pointer)
@@ -69,17 +70,26 @@ def add_adapter(
     metrics: dict[str, Any],
     created_at: datetime,
 ) -> Adapter:
-    row = Adapter(profile=profile, version=version, parent_version=parent_version, status=status, path=path,
-                  base_model=base_model, base_fingerprint=base_fingerprint, manifest_sha256=manifest_sha256,
-                  run_id=run_id, metrics=metrics, created_at=created_at)
+    row = Adapter(
+        profile=profile,
+        version=version,
+        parent_version=parent_version,
+        status=status,
+        path=path,
+        base_model=base_model,
+        base_fingerprint=base_fingerprint,
+        manifest_sha256=manifest_sha256,
+        run_id=run_id,
+        metrics=metrics,
+        created_at=created_at,
+    )
     session.add(row)
     session.flush()
     return row
 
 
 def get_adapter(session: Session, profile: str, version: int) -> Adapter | None:
-    return session.scalars(
-        select(Adapter).where(Adapter.profile == profile, Adapter.version == version)).one_or_none()
+    return session.scalars(select(Adapter).where(Adapter.profile == profile, Adapter.version == version)).one_or_none()
 
 
 def list_adapters(session: Session, profile: str | None = None) -> list[Adapter]:
@@ -94,7 +104,9 @@ def previous_accepted(session: Session, profile: str, before: int) -> Adapter | 
     return session.scalars(
         select(Adapter)
         .where(Adapter.profile == profile, Adapter.version < before, Adapter.status == AdapterStatus.accepted)
-        .order_by(Adapter.version.desc()).limit(1)).one_or_none()
+        .order_by(Adapter.version.desc())
+        .limit(1)
+    ).one_or_none()
 
 
 def run_exists(session: Session, run_id: str) -> bool:

@@ -71,32 +71,53 @@ class CorpusDocument:
 
 def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
     for start in range(0, len(ids), _CHUNK):
-        yield list(ids[start:start + _CHUNK])
+        yield list(ids[start : start + _CHUNK])
 
 
 def read_corpus(session: Session, sources: Sequence[str]) -> list[CorpusDocument]:
     """The live documents of the named sources, oldest first (by row id, i.e. order of ingest)."""
     rows = session.execute(
-        select(Document.id, Source.name, Document.external_id, Document.kind, Document.title, Document.content,
-               Document.meta)
-        .join(Source).where(Source.name.in_(list(sources)), Document.deleted_at.is_(None))
-        .order_by(Document.id)).all()
+        select(
+            Document.id,
+            Source.name,
+            Document.external_id,
+            Document.kind,
+            Document.title,
+            Document.content,
+            Document.meta,
+        )
+        .join(Source)
+        .where(Source.name.in_(list(sources)), Document.deleted_at.is_(None))
+        .order_by(Document.id)
+    ).all()
     ids = [row[0] for row in rows]
     messages: dict[int, list[CorpusMessage]] = defaultdict(list)
     hashes: dict[int, dict[tuple[int, int], str]] = defaultdict(dict)
     redactions: dict[int, Counter[str]] = defaultdict(Counter)
     for chunk in _chunks(ids):
         for m in session.execute(
-                select(Message.document_id, Message.position, Message.branch, Message.role, Message.content,
-                       Message.external_id, Message.parent_external_id, Message.content_hash)
-                .where(Message.document_id.in_(chunk)).order_by(Message.document_id, Message.position,
-                                                                 Message.branch)):
-            messages[m.document_id].append(CorpusMessage(m.position, m.branch, m.role.value, m.content,
-                                                         m.external_id, m.parent_external_id))
+            select(
+                Message.document_id,
+                Message.position,
+                Message.branch,
+                Message.role,
+                Message.content,
+                Message.external_id,
+                Message.parent_external_id,
+                Message.content_hash,
+            )
+            .where(Message.document_id.in_(chunk))
+            .order_by(Message.document_id, Message.position, Message.branch)
+        ):
+            messages[m.document_id].append(
+                CorpusMessage(m.position, m.branch, m.role.value, m.content, m.external_id, m.parent_external_id)
+            )
             hashes[m.document_id][(m.position, m.branch)] = m.content_hash
         for document_id, secret_type, count in session.execute(
-                select(Redaction.document_id, Redaction.secret_type, func.count())
-                .where(Redaction.document_id.in_(chunk)).group_by(Redaction.document_id, Redaction.secret_type)):
+            select(Redaction.document_id, Redaction.secret_type, func.count())
+            .where(Redaction.document_id.in_(chunk))
+            .group_by(Redaction.document_id, Redaction.secret_type)
+        ):
             redactions[document_id][secret_type] += count
     labels: dict[int, dict[tuple[int | None, int], CorpusLabel]] = defaultdict(dict)
     stale: Counter[int] = Counter()
@@ -105,12 +126,22 @@ def read_corpus(session: Session, sources: Sequence[str]) -> list[CorpusDocument
             stale[document_id] += 1
             continue
         labels[document_id][(position, branch)] = CorpusLabel(
-            position, branch, label.value.value, label.correction or None, label.origin.value)
+            position, branch, label.value.value, label.correction or None, label.origin.value
+        )
     return [
-        CorpusDocument(id=id_, source=source, external_id=external_id, kind=kind.value, title=title,
-                       content=content, meta=dict(meta or {}), messages=tuple(messages.get(id_, ())),
-                       labels=labels.get(id_, {}), redactions=dict(redactions.get(id_, {})),
-                       stale_labels=stale[id_])
+        CorpusDocument(
+            id=id_,
+            source=source,
+            external_id=external_id,
+            kind=kind.value,
+            title=title,
+            content=content,
+            meta=dict(meta or {}),
+            messages=tuple(messages.get(id_, ())),
+            labels=labels.get(id_, {}),
+            redactions=dict(redactions.get(id_, {})),
+            stale_labels=stale[id_],
+        )
         for id_, source, external_id, kind, title, content, meta in rows
     ]
 
@@ -120,15 +151,18 @@ def corpus_digest(session: Session, sources: Sequence[str]) -> str:
     the label events on them (id, document, origin): it changes whenever ``read_corpus`` would read
     something else, and reads no content (two narrow scans)."""
     digest = hashlib.sha256(b"plora-corpus-digest-v1\n")
-    live = (select(Document.id).join(Source)
-            .where(Source.name.in_(list(sources)), Document.deleted_at.is_(None)))
+    live = select(Document.id).join(Source).where(Source.name.in_(list(sources)), Document.deleted_at.is_(None))
     documents = session.execute(
         select(Source.name, Document.id, Document.content_hash, Document.updated_at)
-        .join(Source).where(Document.id.in_(live)).order_by(Document.id))
+        .join(Source)
+        .where(Document.id.in_(live))
+        .order_by(Document.id)
+    )
     for source, id_, hash_, updated_at in documents:
         digest.update(f"d\t{source}\t{id_}\t{hash_}\t{updated_at.isoformat()}\n".encode())
     labels = session.execute(
-        select(Label.id, Label.document_id, Label.origin).where(Label.document_id.in_(live)).order_by(Label.id))
+        select(Label.id, Label.document_id, Label.origin).where(Label.document_id.in_(live)).order_by(Label.id)
+    )
     for id_, document_id, origin in labels:
         digest.update(f"l\t{id_}\t{document_id}\t{origin.value}\n".encode())
     return digest.hexdigest()

@@ -37,8 +37,10 @@ def resolve_url(url: str, home: Path) -> str:
         str(path).encode("utf-8")
     except UnicodeEncodeError:  # a folder name in another encoding (surrogate escapes)
         shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        raise StorageError(f"store.url: the store path {shown} is not valid UTF-8, which SQLite needs; "
-                           "use a home folder (or store.url) whose name is UTF-8") from None
+        raise StorageError(
+            f"store.url: the store path {shown} is not valid UTF-8, which SQLite needs; "
+            "use a home folder (or store.url) whose name is UTF-8"
+        ) from None
     return parsed.set(database=str(path)).render_as_string(hide_password=False)
 
 
@@ -127,4 +129,4 @@ class Store:
         self.engine.dispose()
 
 
-__all__ = ["Store", "StorageError", "SQLAlchemyError", "resolve_url"]
+__all__ = ["SQLAlchemyError", "StorageError", "Store", "resolve_url"]

@@ -28,7 +28,7 @@ _CHUNK = 500
 
 def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
     for start in range(0, len(ids), _CHUNK):
-        yield list(ids[start:start + _CHUNK])
+        yield list(ids[start : start + _CHUNK])
 
 
 def resolve(events: Sequence[Label]) -> Label | None:
@@ -46,8 +46,9 @@ def resolve(events: Sequence[Label]) -> Label | None:
     return None
 
 
-def origin_states(session: Session, document_ids: Iterable[int] | None = None
-                  ) -> dict[tuple[Target, LabelOrigin], Label | None]:
+def origin_states(
+    session: Session, document_ids: Iterable[int] | None = None
+) -> dict[tuple[Target, LabelOrigin], Label | None]:
     """Per (target, origin): the event in force for that origin, clears included (None: none)."""
     latest = select(func.max(Label.id)).group_by(Label.document_id, Label.position, Label.branch, Label.origin)
     rows: list[Label] = []
@@ -55,10 +56,10 @@ def origin_states(session: Session, document_ids: Iterable[int] | None = None
         rows = list(session.scalars(select(Label).where(Label.id.in_(latest))))
     else:
         for chunk in _chunks(sorted(set(document_ids))):
-            rows.extend(session.scalars(
-                select(Label).where(Label.id.in_(latest.where(Label.document_id.in_(chunk))))))
+            rows.extend(session.scalars(select(Label).where(Label.id.in_(latest.where(Label.document_id.in_(chunk))))))
     states: dict[tuple[Target, LabelOrigin], Label | None] = {
-        ((label.document_id, label.position, label.branch), label.origin): label for label in rows}
+        ((label.document_id, label.position, label.branch), label.origin): label for label in rows
+    }
     undone = sorted({label.document_id for label in rows if label.undoes_id is not None})
     if undone:
         for key, events in _histories(session, undone).items():
@@ -88,34 +89,69 @@ def effective_labels(session: Session, document_ids: Iterable[int] | None = None
     return {target: label for target, label in chosen.items() if label.value != LabelValue.clear}
 
 
-def target_state(session: Session, document_id: int, position: int | None, branch: int,
-                 origin: LabelOrigin) -> Label | None:
+def target_state(
+    session: Session, document_id: int, position: int | None, branch: int, origin: LabelOrigin
+) -> Label | None:
     """The event in force for one target and origin (a clear included), or None."""
-    events = list(session.scalars(
-        select(Label).where(Label.document_id == document_id, _position_is(position), Label.branch == branch,
-                            Label.origin == origin).order_by(Label.id)))
+    events = list(
+        session.scalars(
+            select(Label)
+            .where(
+                Label.document_id == document_id, _position_is(position), Label.branch == branch, Label.origin == origin
+            )
+            .order_by(Label.id)
+        )
+    )
     return resolve(events)
 
 
 def event_before(session: Session, label: Label) -> Label | None:
     """The state of ``label``'s target (same origin) right before ``label`` was written."""
-    events = list(session.scalars(
-        select(Label).where(Label.document_id == label.document_id, _position_is(label.position),
-                            Label.branch == label.branch, Label.origin == label.origin, Label.id < label.id)
-        .order_by(Label.id)))
+    events = list(
+        session.scalars(
+            select(Label)
+            .where(
+                Label.document_id == label.document_id,
+                _position_is(label.position),
+                Label.branch == label.branch,
+                Label.origin == label.origin,
+                Label.id < label.id,
+            )
+            .order_by(Label.id)
+        )
+    )
     return resolve(events)
 
 
-def _position_is(position: int | None):  # noqa: ANN202 - a SQL expression
+def _position_is(position: int | None):
     return Label.position.is_(None) if position is None else Label.position == position
 
 
-def add_event(session: Session, document_id: int, position: int | None, branch: int, value: LabelValue, *,
-              origin: LabelOrigin = LabelOrigin.plora, note: str | None = None, correction: str | None = None,
-              message_hash: str | None = None, undoes_id: int | None = None,
-              created_at: datetime | None = None) -> Label:
-    label = Label(document_id=document_id, position=position, branch=branch, value=value, origin=origin,
-                  note=note, correction=correction, message_hash=message_hash, undoes_id=undoes_id)
+def add_event(
+    session: Session,
+    document_id: int,
+    position: int | None,
+    branch: int,
+    value: LabelValue,
+    *,
+    origin: LabelOrigin = LabelOrigin.plora,
+    note: str | None = None,
+    correction: str | None = None,
+    message_hash: str | None = None,
+    undoes_id: int | None = None,
+    created_at: datetime | None = None,
+) -> Label:
+    label = Label(
+        document_id=document_id,
+        position=position,
+        branch=branch,
+        value=value,
+        origin=origin,
+        note=note,
+        correction=correction,
+        message_hash=message_hash,
+        undoes_id=undoes_id,
+    )
     if created_at is not None:
         label.created_at = created_at
     session.add(label)
@@ -125,8 +161,11 @@ def add_event(session: Session, document_id: int, position: int | None, branch: 
 
 def find_document(session: Session, source: str, external_id: str) -> Document | None:
     return session.scalars(
-        select(Document).join(Source).where(Source.name == source, Document.external_id == external_id)
-        .options(selectinload(Document.messages))).one_or_none()
+        select(Document)
+        .join(Source)
+        .where(Source.name == source, Document.external_id == external_id)
+        .options(selectinload(Document.messages))
+    ).one_or_none()
 
 
 def source_names(session: Session) -> list[str]:
@@ -138,9 +177,15 @@ def labelled_document_ids(session: Session, document_ids: Iterable[int] | None =
     return {document_id for document_id, _, _ in effective_labels(session, document_ids)}
 
 
-def queue_document_ids(session: Session, *, kind: DocumentKind, sources: Sequence[str] = (),
-                       search: str | None = None, since: datetime | None = None,
-                       unlabelled: bool = True) -> list[int]:
+def queue_document_ids(
+    session: Session,
+    *,
+    kind: DocumentKind,
+    sources: Sequence[str] = (),
+    search: str | None = None,
+    since: datetime | None = None,
+    unlabelled: bool = True,
+) -> list[int]:
     """Live documents to label, newest first (undated ones last, in the order they were stored)."""
     when = Document.source_updated_at
     query = select(Document.id).join(Source).where(Document.deleted_at.is_(None), Document.kind == kind)
@@ -148,8 +193,9 @@ def queue_document_ids(session: Session, *, kind: DocumentKind, sources: Sequenc
         query = query.where(Source.name.in_(list(sources)))
     if search:
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(or_(Document.title.ilike(pattern, escape="\\"),
-                                Document.content.ilike(pattern, escape="\\")))
+        query = query.where(
+            or_(Document.title.ilike(pattern, escape="\\"), Document.content.ilike(pattern, escape="\\"))
+        )
     if since is not None:
         query = query.where(func.coalesce(when, Document.created_at) >= since)
     ids = list(session.scalars(query.order_by(when.desc().nulls_last(), Document.id)))
@@ -161,8 +207,10 @@ def queue_document_ids(session: Session, *, kind: DocumentKind, sources: Sequenc
 
 def load_document(session: Session, document_id: int) -> Document:
     return session.scalars(
-        select(Document).where(Document.id == document_id)
-        .options(selectinload(Document.messages), selectinload(Document.source))).one()
+        select(Document)
+        .where(Document.id == document_id)
+        .options(selectinload(Document.messages), selectinload(Document.source))
+    ).one()
 
 
 def is_stale(label: Label, message_hashes: dict[tuple[int, int], str]) -> bool:
@@ -182,8 +230,11 @@ def stale_labels(session: Session, labels: dict[Target, Label] | None = None) ->
     ``labels``: the labels in force, when the caller already has them.
     """
     labels = effective_labels(session) if labels is None else labels
-    candidates = [label for label in labels.values()
-                  if label.position is not None and label.origin == LabelOrigin.plora and label.message_hash]
+    candidates = [
+        label
+        for label in labels.values()
+        if label.position is not None and label.origin == LabelOrigin.plora and label.message_hash
+    ]
     by_document: dict[int, list[Label]] = defaultdict(list)
     for label in candidates:
         by_document[label.document_id].append(label)
@@ -191,14 +242,20 @@ def stale_labels(session: Session, labels: dict[Target, Label] | None = None) ->
     for chunk in _chunks(sorted(by_document)):
         hashes: dict[int, dict[tuple[int, int], str]] = defaultdict(dict)
         for document_id, position, branch, hash_ in session.execute(
-                select(Message.document_id, Message.position, Message.branch, Message.content_hash)
-                .where(Message.document_id.in_(chunk))):
+            select(Message.document_id, Message.position, Message.branch, Message.content_hash).where(
+                Message.document_id.in_(chunk)
+            )
+        ):
             hashes[document_id][(position, branch)] = hash_
-        documents = session.scalars(select(Document).where(Document.id.in_(chunk), Document.deleted_at.is_(None))
-                                    .options(selectinload(Document.source)))
+        documents = session.scalars(
+            select(Document)
+            .where(Document.id.in_(chunk), Document.deleted_at.is_(None))
+            .options(selectinload(Document.source))
+        )
         for document in documents:
-            stale.extend((document, label) for label in by_document[document.id]
-                         if is_stale(label, hashes[document.id]))
+            stale.extend(
+                (document, label) for label in by_document[document.id] if is_stale(label, hashes[document.id])
+            )
     stale.sort(key=lambda pair: (pair[0].source.name, pair[0].external_id, pair[1].position or 0, pair[1].branch))
     return stale
 
@@ -216,19 +273,46 @@ def export_rows(session: Session, *, include_imported: bool = False) -> list[tup
             rows.append(label)
     for (target, origin), label in states.items():
         imported = states.get((target, LabelOrigin.imported))
-        if (origin == LabelOrigin.plora and label is not None and label.value == LabelValue.clear
-                and imported is not None and imported.value != LabelValue.clear):
+        if (
+            origin == LabelOrigin.plora
+            and label is not None
+            and label.value == LabelValue.clear
+            and imported is not None
+            and imported.value != LabelValue.clear
+        ):
             rows.append(label)
-    documents = {d.id: d for chunk in _chunks(sorted({r.document_id for r in rows}))
-                 for d in session.scalars(select(Document).where(Document.id.in_(chunk))
-                                          .options(selectinload(Document.source)))}
+    documents = {
+        d.id: d
+        for chunk in _chunks(sorted({r.document_id for r in rows}))
+        for d in session.scalars(select(Document).where(Document.id.in_(chunk)).options(selectinload(Document.source)))
+    }
     pairs = [(documents[label.document_id], label) for label in rows]
-    pairs.sort(key=lambda pair: (pair[0].source.name, pair[0].external_id,
-                                 -1 if pair[1].position is None else pair[1].position, pair[1].branch,
-                                 pair[1].origin.value))
+    pairs.sort(
+        key=lambda pair: (
+            pair[0].source.name,
+            pair[0].external_id,
+            -1 if pair[1].position is None else pair[1].position,
+            pair[1].branch,
+            pair[1].origin.value,
+        )
+    )
     return pairs
 
 
-__all__ = ["Target", "add_event", "effective_labels", "event_before", "export_rows", "find_document",
-           "is_stale", "labelled_document_ids", "load_document", "origin_states", "queue_document_ids",
-           "resolve", "source_names", "stale_labels", "target_state"]
+__all__ = [
+    "Target",
+    "add_event",
+    "effective_labels",
+    "event_before",
+    "export_rows",
+    "find_document",
+    "is_stale",
+    "labelled_document_ids",
+    "load_document",
+    "origin_states",
+    "queue_document_ids",
+    "resolve",
+    "source_names",
+    "stale_labels",
+    "target_state",
+]

@@ -8,10 +8,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.engine import Store, StorageError
+from storage.engine import StorageError, Store
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 

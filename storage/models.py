@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Index, MetaData, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -47,8 +47,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def _enum(cls: type[enum.Enum]) -> Enum:
     """Enums are stored by value, as plain strings (portable, readable in the SQLite file)."""
-    return Enum(cls, values_callable=lambda members: [m.value for m in members], native_enum=False,
-                validate_strings=True, length=32)
+    return Enum(
+        cls,
+        values_callable=lambda members: [m.value for m in members],
+        native_enum=False,
+        validate_strings=True,
+        length=32,
+    )
 
 
 intpk = Annotated[int, mapped_column(primary_key=True)]
@@ -98,7 +103,7 @@ class AdapterStatus(enum.StrEnum):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON}
 
 
 class Source(Base):

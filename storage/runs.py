@@ -18,8 +18,17 @@ UNFINISHED = (RunStatus.running, RunStatus.failed)
 
 
 def create_run(session: Session, *, run_id: str, profile: str, mode: str, config: dict[str, Any]) -> TrainingRun:
-    row = TrainingRun(id=run_id, profile=profile, mode=mode, status=RunStatus.running, config=config,
-                      metrics={}, error=None, started_at=utcnow(), finished_at=None)
+    row = TrainingRun(
+        id=run_id,
+        profile=profile,
+        mode=mode,
+        status=RunStatus.running,
+        config=config,
+        metrics={},
+        error=None,
+        started_at=utcnow(),
+        finished_at=None,
+    )
     session.add(row)
     session.flush()
     return row
@@ -41,10 +50,13 @@ def unfinished_runs(session: Session, profile: str) -> list[TrainingRun]:
     registered adapter is done even when its row doesn't say so (killed between the registration's
     commit and its own): resuming it would register the same adapter again."""
     registered = select(Adapter.id).where(Adapter.run_id == TrainingRun.id).exists()
-    return list(session.scalars(
-        select(TrainingRun)
-        .where(TrainingRun.profile == profile, TrainingRun.status.in_(UNFINISHED), ~registered)
-        .order_by(TrainingRun.started_at.desc(), TrainingRun.id.desc())))
+    return list(
+        session.scalars(
+            select(TrainingRun)
+            .where(TrainingRun.profile == profile, TrainingRun.status.in_(UNFINISHED), ~registered)
+            .order_by(TrainingRun.started_at.desc(), TrainingRun.id.desc())
+        )
+    )
 
 
 def mark_running(session: Session, run_id: str) -> TrainingRun:
@@ -75,8 +87,9 @@ def add_checkpoint(session: Session, run_id: str, record: dict[str, Any]) -> Tra
     return row
 
 
-def finish_run(session: Session, run_id: str, *, status: RunStatus, metrics: dict[str, Any] | None = None,
-               error: str | None = None) -> TrainingRun:
+def finish_run(
+    session: Session, run_id: str, *, status: RunStatus, metrics: dict[str, Any] | None = None, error: str | None = None
+) -> TrainingRun:
     row = _require(session, run_id)
     row.status = status
     row.error = error

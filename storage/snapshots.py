@@ -10,11 +10,13 @@ from sqlalchemy.orm import Session
 from storage.models import DatasetSnapshot
 
 
-def record_snapshot(session: Session, *, profile: str, kind: str, fingerprint: str, path: str, rows: int,
-                    meta: dict[str, Any]) -> DatasetSnapshot:
+def record_snapshot(
+    session: Session, *, profile: str, kind: str, fingerprint: str, path: str, rows: int, meta: dict[str, Any]
+) -> DatasetSnapshot:
     """Insert the row unless this (kind, fingerprint) is already recorded; returns the row."""
-    existing = session.scalars(select(DatasetSnapshot).where(
-        DatasetSnapshot.kind == kind, DatasetSnapshot.fingerprint == fingerprint)).one_or_none()
+    existing = session.scalars(
+        select(DatasetSnapshot).where(DatasetSnapshot.kind == kind, DatasetSnapshot.fingerprint == fingerprint)
+    ).one_or_none()
     if existing is not None:
         return existing
     row = DatasetSnapshot(profile=profile, kind=kind, fingerprint=fingerprint, path=path, rows=rows, meta=meta)
@@ -24,9 +26,12 @@ def record_snapshot(session: Session, *, profile: str, kind: str, fingerprint: s
 
 
 def latest_snapshot(session: Session, profile: str, kind: str) -> DatasetSnapshot | None:
-    return session.scalars(select(DatasetSnapshot).where(
-        DatasetSnapshot.profile == profile, DatasetSnapshot.kind == kind
-    ).order_by(DatasetSnapshot.id.desc()).limit(1)).one_or_none()
+    return session.scalars(
+        select(DatasetSnapshot)
+        .where(DatasetSnapshot.profile == profile, DatasetSnapshot.kind == kind)
+        .order_by(DatasetSnapshot.id.desc())
+        .limit(1)
+    ).one_or_none()
 
 
 def list_snapshots(session: Session, profile: str | None = None) -> list[DatasetSnapshot]:
@@ -39,8 +44,11 @@ def list_snapshots(session: Session, profile: str | None = None) -> list[Dataset
 def find_snapshot(session: Session, fingerprint_prefix: str) -> list[DatasetSnapshot]:
     if not fingerprint_prefix.isascii():  # fingerprints are hex; SQLite can't take lone surrogates
         return []
-    return list(session.scalars(select(DatasetSnapshot).where(
-        DatasetSnapshot.fingerprint.startswith(fingerprint_prefix, autoescape=True))))
+    return list(
+        session.scalars(
+            select(DatasetSnapshot).where(DatasetSnapshot.fingerprint.startswith(fingerprint_prefix, autoescape=True))
+        )
+    )
 
 
 def update_meta(session: Session, row: DatasetSnapshot, values: dict[str, Any]) -> DatasetSnapshot:
@@ -57,8 +65,14 @@ def renew_snapshot(session: Session, row: DatasetSnapshot) -> DatasetSnapshot:
     content of an older snapshot (A, then B, then A again) its row is re-inserted with a new id so
     ``latest`` names what the store holds now. Nothing references snapshot rows by id.
     """
-    copy = DatasetSnapshot(profile=row.profile, kind=row.kind, fingerprint=row.fingerprint, path=row.path,
-                           rows=row.rows, meta=dict(row.meta))
+    copy = DatasetSnapshot(
+        profile=row.profile,
+        kind=row.kind,
+        fingerprint=row.fingerprint,
+        path=row.path,
+        rows=row.rows,
+        meta=dict(row.meta),
+    )
     session.execute(delete(DatasetSnapshot).where(DatasetSnapshot.id == row.id))
     session.flush()
     session.add(copy)

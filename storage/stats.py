@@ -23,14 +23,21 @@ from storage.models import (
 
 def source_stats(session: Session) -> dict[str, dict[str, Any]]:
     live = Document.deleted_at.is_(None)
-    documents = dict(session.execute(
-        select(Document.source_id, func.count()).where(live).group_by(Document.source_id)).all())
-    conversations = dict(session.execute(
-        select(Document.source_id, func.count())
-        .where(live, Document.kind == DocumentKind.conversation).group_by(Document.source_id)).all())
-    messages = dict(session.execute(
-        select(Document.source_id, func.count(Message.id)).join(Message)
-        .where(live).group_by(Document.source_id)).all())
+    documents = dict(
+        session.execute(select(Document.source_id, func.count()).where(live).group_by(Document.source_id)).all()
+    )
+    conversations = dict(
+        session.execute(
+            select(Document.source_id, func.count())
+            .where(live, Document.kind == DocumentKind.conversation)
+            .group_by(Document.source_id)
+        ).all()
+    )
+    messages = dict(
+        session.execute(
+            select(Document.source_id, func.count(Message.id)).join(Message).where(live).group_by(Document.source_id)
+        ).all()
+    )
     return {
         source.name: {
             "type": source.type,
@@ -44,15 +51,21 @@ def source_stats(session: Session) -> dict[str, dict[str, Any]]:
 
 
 def documents_by_kind(session: Session) -> dict[str, int]:
-    counts = dict(session.execute(
-        select(Document.kind, func.count()).where(Document.deleted_at.is_(None)).group_by(Document.kind)).all())
+    counts = dict(
+        session.execute(
+            select(Document.kind, func.count()).where(Document.deleted_at.is_(None)).group_by(Document.kind)
+        ).all()
+    )
     return {kind.value: counts.get(kind, 0) for kind in DocumentKind}
 
 
 def label_stats(session: Session) -> dict[str, int]:
     labels = effective_labels(session)
-    live_conversations = set(session.scalars(
-        select(Document.id).where(Document.deleted_at.is_(None), Document.kind == DocumentKind.conversation)))
+    live_conversations = set(
+        session.scalars(
+            select(Document.id).where(Document.deleted_at.is_(None), Document.kind == DocumentKind.conversation)
+        )
+    )
     labelled = {document_id for document_id, _, _ in labels}
     return {
         "good": sum(1 for label in labels.values() if label.value == LabelValue.good),
@@ -65,8 +78,12 @@ def label_stats(session: Session) -> dict[str, int]:
 
 def redaction_stats(session: Session) -> dict[str, int]:
     rows = session.execute(
-        select(Redaction.secret_type, func.count()).join(Document)
-        .where(Document.deleted_at.is_(None)).group_by(Redaction.secret_type).order_by(Redaction.secret_type))
+        select(Redaction.secret_type, func.count())
+        .join(Document)
+        .where(Document.deleted_at.is_(None))
+        .group_by(Redaction.secret_type)
+        .order_by(Redaction.secret_type)
+    )
     return dict(rows.all())
 
 

@@ -87,3 +87,24 @@ def no_network(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     yield
     assert attempts == [], f"network access attempted: {attempts}"
+
+
+_MODELS: dict[str, Path] = {}
+
+
+def builtin_models(root: Path) -> Path:
+    """A models/ folder with the builtin built once per session (copied into each test home)."""
+    if "models" not in _MODELS:
+        from pipeline.base_model import ensure_builtin
+
+        models_home = root / "models-home"
+        models_home.mkdir(parents=True, exist_ok=True)
+        ensure_builtin(models_home)
+        _MODELS["models"] = models_home / "models"
+    return _MODELS["models"]
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The builtin tiny-llama's models/ folder, shared by the training tests (copy it into a home)."""
+    return builtin_models(tmp_path_factory.mktemp("plora-train-models"))

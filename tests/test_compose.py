@@ -72,8 +72,9 @@ def test_prefect_server_is_backed_by_postgres(compose: dict[str, Any]) -> None:
     assert data.split(":")[1] == "/var/lib/postgresql/data"
 
 
-def test_worker_serves_the_pool_of_prefect_yaml_with_the_gpu(compose: dict[str, Any],
-                                                              dockerfile: list[tuple[str, str]]) -> None:
+def test_worker_serves_the_pool_of_prefect_yaml_with_the_gpu(
+    compose: dict[str, Any], dockerfile: list[tuple[str, str]]
+) -> None:
     worker, server = compose["services"]["worker"], compose["services"]["prefect-server"]
     command = _command(worker)
     pools = {d["work_pool"]["name"] for d in _load("prefect.yaml")["deployments"]}

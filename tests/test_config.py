@@ -72,21 +72,36 @@ SOURCE = '[[sources]]\nname = "notes"\ntype = "markdown"\npath = "."\n'
         (SOURCE + SOURCE, "plora.toml: sources[1].name: duplicate source name 'notes' (also sources[0])"),
         (SOURCE.replace('"notes"', '"My Notes"'), "plora.toml: sources[0].name: String should match pattern"),
         (SOURCE.replace('"."', '"nowhere"'), "plora.toml: sources[0].path: "),
-        (SOURCE + SOURCE.replace('"notes"', '"x"').replace('"markdown"', '"svn"'),
-         "plora.toml: sources[1].type: unknown source type 'svn'; expected one of chatgpt, claude, jsonl"),
+        (
+            SOURCE + SOURCE.replace('"notes"', '"x"').replace('"markdown"', '"svn"'),
+            "plora.toml: sources[1].type: unknown source type 'svn'; expected one of chatgpt, claude, jsonl",
+        ),
         ('[[sources]]\nname = "a"\npath = "."\n', "plora.toml: sources[0].type: missing"),
-        ("[[sources]]\nname = \"a\"\ntype = \"git\"\npath = \".\"\nmax_file_kb = \"big\"\n",
-         "plora.toml: sources[0].max_file_kb: Input should be a valid integer"),
-        (SOURCE + '[profiles.work]\nsources = ["nope"]\n',
-         "plora.toml: profiles.work.sources[0]: unknown source 'nope' (sources: notes)"),
-        (SOURCE + '[profiles.work]\nsources = ["notes"]\nstages = ["dpo"]\n',
-         'plora.toml: profiles.work.stages: must start with "sft"'),
-        (SOURCE + '[profiles.work]\nsources = ["notes"]\nlora = { r = 0 }\n',
-         "plora.toml: profiles.work.lora.r: Input should be greater than 0"),
-        ('[redaction]\nextra_patterns = ["ok", "(unclosed"]\n',
-         "plora.toml: redaction.extra_patterns: pattern 1 ('(unclosed') is not a valid regex"),
+        (
+            '[[sources]]\nname = "a"\ntype = "git"\npath = "."\nmax_file_kb = "big"\n',
+            "plora.toml: sources[0].max_file_kb: Input should be a valid integer",
+        ),
+        (
+            SOURCE + '[profiles.work]\nsources = ["nope"]\n',
+            "plora.toml: profiles.work.sources[0]: unknown source 'nope' (sources: notes)",
+        ),
+        (
+            SOURCE + '[profiles.work]\nsources = ["notes"]\nstages = ["dpo"]\n',
+            'plora.toml: profiles.work.stages: must start with "sft"',
+        ),
+        (
+            SOURCE + '[profiles.work]\nsources = ["notes"]\nlora = { r = 0 }\n',
+            "plora.toml: profiles.work.lora.r: Input should be greater than 0",
+        ),
+        (
+            '[redaction]\nextra_patterns = ["ok", "(unclosed"]\n',
+            "plora.toml: redaction.extra_patterns: pattern 1 ('(unclosed') is not a valid regex",
+        ),
         ("[store\nurl = 1\n", "plora.toml: not valid TOML"),
-        ("[base_model]\nquantization = \"int3\"\n", "plora.toml: base_model.quantization: Input should be 'nf4' or 'none'"),
+        (
+            '[base_model]\nquantization = "int3"\n',
+            "plora.toml: base_model.quantization: Input should be 'nf4' or 'none'",
+        ),
     ],
 )
 def test_bad_config_is_one_clear_error(home: Path, text: str, expected: str) -> None:

@@ -86,9 +86,7 @@ def parse_protocols(text: str) -> list[Protocol]:
 def down_sessions(protocols: list[Protocol], ignore: list[str] = ()) -> list[Protocol]:
     """BGP sessions that are not Established, minus the ones matching an ignore glob."""
     return [
-        p
-        for p in protocols
-        if p.is_bgp and not p.established and not any(fnmatch.fnmatch(p.name, g) for g in ignore)
+        p for p in protocols if p.is_bgp and not p.established and not any(fnmatch.fnmatch(p.name, g) for g in ignore)
     ]
 
 
@@ -102,9 +100,7 @@ def format_report(protocols: list[Protocol], down: list[Protocol]) -> str:
 
 
 def read_birdc() -> str:
-    result = subprocess.run(
-        ["birdc", "show", "protocols"], capture_output=True, text=True, timeout=10, check=True
-    )
+    result = subprocess.run(["birdc", "show", "protocols"], capture_output=True, text=True, timeout=10, check=True)
     return result.stdout
 
 
@@ -113,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--birdc", action="store_true", help="run `birdc show protocols` itself")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(
-        "--ignore", action="append", default=[], metavar="GLOB",
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="GLOB",
         help="protocol names to ignore, e.g. 'lab_*' (repeatable)",
     )
     args = parser.parse_args(argv)
@@ -127,10 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     down = down_sessions(protocols, args.ignore)
 
     if args.json:
-        print(json.dumps({
-            "sessions": [asdict(p) for p in protocols if p.is_bgp],
-            "down": [p.name for p in down],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "sessions": [asdict(p) for p in protocols if p.is_bgp],
+                    "down": [p.name for p in down],
+                },
+                indent=2,
+            )
+        )
     else:
         print(format_report(protocols, down))
     return 1 if down else 0

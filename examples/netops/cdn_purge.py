@@ -29,7 +29,7 @@ SINCE_RE = re.compile(r"^(\d+)([mhd])$")
 
 def batches(items: list[str], size: int = BATCH) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def since_to_minutes(value: str) -> int:
@@ -64,7 +64,9 @@ def call(method: str, path: str, body: dict | None = None) -> dict:
         raise SystemExit("cdn_purge: CDN_API_TOKEN is not set (run `direnv allow`?)")
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
-        API + path, data=data, method=method,
+        API + path,
+        data=data,
+        method=method,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:

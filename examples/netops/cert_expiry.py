@@ -19,7 +19,7 @@ import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 # Posts to #netops-alerts. TODO: read from the environment like CDN_API_TOKEN.
 SLACK_WEBHOOK = "https://hooks.slack.com/services/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"
@@ -45,8 +45,8 @@ def parse_target(target: str) -> tuple[str, int]:
 def read_hosts(path: str) -> list[str]:
     targets = []
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.split("#", 1)[0].strip()
+        for raw_line in handle:
+            line = raw_line.split("#", 1)[0].strip()
             if line:
                 targets.append(line)
     return targets
@@ -56,20 +56,20 @@ def check(target: str, timeout: float = 5.0) -> Result:
     host, port = parse_target(target)
     context = ssl.create_default_context()
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            with context.wrap_socket(sock, server_hostname=host) as tls:
-                cert = tls.getpeercert()
+        with (
+            socket.create_connection((host, port), timeout=timeout) as sock,
+            context.wrap_socket(sock, server_hostname=host) as tls,
+        ):
+            cert = tls.getpeercert()
     except (OSError, ssl.SSLError) as exc:
         return Result(target, None, f"{type(exc).__name__}: {exc}")
-    not_after = datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]), timezone.utc)
+    not_after = datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]), UTC)
     return Result(target, not_after)
 
 
 def notify(lines: list[str]) -> None:
     body = json.dumps({"text": "TLS certificates expiring soon:\n" + "\n".join(lines)}).encode()
-    request = urllib.request.Request(
-        SLACK_WEBHOOK, data=body, headers={"Content-Type": "application/json"}
-    )
+    request = urllib.request.Request(SLACK_WEBHOOK, data=body, headers={"Content-Type": "application/json"})
     urllib.request.urlopen(request, timeout=10).close()
 
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = list(args.targets) + (read_hosts(args.hosts) if args.hosts else [])
     if not targets:
         parser.error("no hosts given")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(check, targets))

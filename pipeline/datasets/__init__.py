@@ -68,7 +68,8 @@ from pipeline.snapshots import KINDS, Snapshot, damage, read_snapshot
 from pipeline.workspace import Workspace
 from storage.corpus import CorpusDocument
 from storage.snapshots import find_snapshot as find_rows
-from storage.snapshots import latest_snapshot, list_snapshots as list_rows
+from storage.snapshots import latest_snapshot
+from storage.snapshots import list_snapshots as list_rows
 
 Progress = Callable[[str, int, int], None]  # (kind, documents done, documents in all)
 
@@ -83,10 +84,19 @@ class BuildResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The ``plora datasets build --json`` document."""
-        return {"profile": self.profile, "snapshots": {
-            kind: {"fingerprint": s.fingerprint, "path": str(s.path), "rows": s.rows,
-                   "tokens": dict(s.meta.get("tokens", {})), "new": self.new.get(kind, False)}
-            for kind, s in self.snapshots.items()}}
+        return {
+            "profile": self.profile,
+            "snapshots": {
+                kind: {
+                    "fingerprint": s.fingerprint,
+                    "path": str(s.path),
+                    "rows": s.rows,
+                    "tokens": dict(s.meta.get("tokens", {})),
+                    "new": self.new.get(kind, False),
+                }
+                for kind, s in self.snapshots.items()
+            },
+        }
 
 
 def load_tokens(workspace: Workspace) -> Tokens:
@@ -95,8 +105,9 @@ def load_tokens(workspace: Workspace) -> Tokens:
     return Tokens(tokenizer, fingerprint=tokenizer_fingerprint(Path(tokenizer.name_or_path)))
 
 
-def build_datasets(workspace: Workspace, profile_name: str | None = None, *,
-                   progress: Progress | None = None, force: bool = False) -> BuildResult:
+def build_datasets(
+    workspace: Workspace, profile_name: str | None = None, *, progress: Progress | None = None, force: bool = False
+) -> BuildResult:
     """Build, save and record every snapshot kind of the profile (its first one by default).
 
     Unless ``force``, the profile's latest snapshots are returned as they are (``new`` false, nothing
@@ -116,8 +127,9 @@ def build_datasets(workspace: Workspace, profile_name: str | None = None, *,
         documents = texts if kind == "text" else conversations
         tick = _ticker(kind, len(documents), progress)
         if kind == "sft":
-            rows, tally = build_sft(documents, tokens, max_length=max_length,
-                                    include_unlabelled=profile.include_unlabelled, tick=tick)
+            rows, tally = build_sft(
+                documents, tokens, max_length=max_length, include_unlabelled=profile.include_unlabelled, tick=tick
+            )
         elif kind == "text":
             rows, tally = build_text(documents, tokens, max_length=max_length, tick=tick)
         elif kind == "dpo":
@@ -149,8 +161,11 @@ def current(workspace: Workspace, profile: str, kinds: list[str], key: str) -> d
     its folder is intact, else None (something must be built)."""
     with workspace.store.read() as session:
         rows = [latest_snapshot(session, profile, kind) for kind in kinds]
-        found = [(row.kind, row.fingerprint, workspace.home.root / row.path) for row in rows
-                 if row is not None and row.meta.get("inputs_key") == key]
+        found = [
+            (row.kind, row.fingerprint, workspace.home.root / row.path)
+            for row in rows
+            if row is not None and row.meta.get("inputs_key") == key
+        ]
     if len(found) != len(kinds):
         return None
     snapshots: dict[str, Snapshot] = {}
@@ -165,8 +180,17 @@ def current(workspace: Workspace, profile: str, kinds: list[str], key: str) -> d
     return snapshots
 
 
-def _finish(workspace: Workspace, profile_name: str, profile: ProfileConfig, kind: str, rows: list[Row],
-            tally: Tally, documents: list[CorpusDocument], tokens: Tokens, key: str) -> tuple[Snapshot, bool]:
+def _finish(
+    workspace: Workspace,
+    profile_name: str,
+    profile: ProfileConfig,
+    kind: str,
+    rows: list[Row],
+    tally: Tally,
+    documents: list[CorpusDocument],
+    tokens: Tokens,
+    key: str,
+) -> tuple[Snapshot, bool]:
     rows = dedup(rows, DEDUP, tally)
     by_split: dict[str, list[Row]] = {split: [] for split in SPLITS}
     for row in rows:
@@ -177,8 +201,10 @@ def _finish(workspace: Workspace, profile_name: str, profile: ProfileConfig, kin
     if kind == "sft":
         for split in SPLITS:
             lengths = verify_rows(split, by_split[split], tokens)
-            by_split[split] = [Row(r.document_id, r.ref, r.source, r.order, r.data, r.key, total)
-                               for r, (total, _) in zip(by_split[split], lengths, strict=True)]
+            by_split[split] = [
+                Row(r.document_id, r.ref, r.source, r.order, r.data, r.key, total)
+                for r, (total, _) in zip(by_split[split], lengths, strict=True)
+            ]
             trained[split] = sum(mask for _, mask in lengths)
     elif kind == "text":
         trained = {split: sum(r.tokens for r in by_split[split]) for split in SPLITS}
@@ -204,8 +230,9 @@ def _finish(workspace: Workspace, profile_name: str, profile: ProfileConfig, kin
         "tokens": {split: sum(r.tokens for r in by_split[split]) for split in SPLITS},
         "max_example_tokens": max((r.longest_sequence for split in SPLITS for r in by_split[split]), default=0),
         "documents": {split: len({r.document_id for r in by_split[split]}) for split in SPLITS},
-        "rows_by_source": {source: {split: counts[split] for split in SPLITS}
-                           for source, counts in sorted(by_source.items())},
+        "rows_by_source": {
+            source: {split: counts[split] for split in SPLITS} for source, counts in sorted(by_source.items())
+        },
         "labels": label_counts(documents),
         "redactions": redaction_counts(d for d in documents if d.id in used),
         **tally.as_dict(),
@@ -219,18 +246,29 @@ def _finish(workspace: Workspace, profile_name: str, profile: ProfileConfig, kin
 
 # --- reading snapshots back -------------------------------------------------------------------------
 
+
 def list_snapshots(workspace: Workspace, profile: str | None = None) -> list[dict[str, Any]]:
     """Every recorded snapshot, oldest first, with whether it is its profile's latest of its kind."""
     with workspace.store.read() as session:
         rows = list_rows(session, profile)
-        latest_ids = {key: current.id for key in {(r.profile, r.kind) for r in rows}
-                      if (current := latest_snapshot(session, *key)) is not None}
-        return [{
-            "profile": r.profile, "kind": r.kind, "fingerprint": r.fingerprint,
-            "path": str(workspace.home.root / r.path), "rows": dict(r.meta.get("rows", {})),
-            "tokens": dict(r.meta.get("tokens", {})), "created_at": r.created_at.isoformat(),
-            "latest": latest_ids.get((r.profile, r.kind)) == r.id,
-        } for r in rows]
+        latest_ids = {
+            key: current.id
+            for key in {(r.profile, r.kind) for r in rows}
+            if (current := latest_snapshot(session, *key)) is not None
+        }
+        return [
+            {
+                "profile": r.profile,
+                "kind": r.kind,
+                "fingerprint": r.fingerprint,
+                "path": str(workspace.home.root / r.path),
+                "rows": dict(r.meta.get("rows", {})),
+                "tokens": dict(r.meta.get("tokens", {})),
+                "created_at": r.created_at.isoformat(),
+                "latest": latest_ids.get((r.profile, r.kind)) == r.id,
+            }
+            for r in rows
+        ]
 
 
 def find_snapshot(workspace: Workspace, prefix: str) -> Snapshot:
@@ -259,9 +297,16 @@ class ExampleView:
     note: str | None = None  # e.g. the base tokenizer changed since the snapshot was built
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "split": self.split, "index": self.index, "row": self.row,
-                "segments": None if self.segments is None else
-                [{"text": s.text, "trained": s.trained} for s in self.segments], "note": self.note}
+        return {
+            "kind": self.kind,
+            "split": self.split,
+            "index": self.index,
+            "row": self.row,
+            "segments": None
+            if self.segments is None
+            else [{"text": s.text, "trained": s.trained} for s in self.segments],
+            "note": self.note,
+        }
 
 
 def show_example(workspace: Workspace, snapshot: Snapshot, index: int, split: str = TRAIN) -> ExampleView:
@@ -269,23 +314,38 @@ def show_example(workspace: Workspace, snapshot: Snapshot, index: int, split: st
         raise UsageError(f"split {split!r}: expected {TRAIN} or {EVAL}")
     count = snapshot.rows.get(split, 0)
     if not 0 <= index < count:
-        raise UsageError(f"{snapshot.kind}/{snapshot.fingerprint[:12]} has {count} {split} examples; "
-                         f"--example must be 0..{count - 1}" if count else
-                         f"{snapshot.kind}/{snapshot.fingerprint[:12]} has no {split} examples")
+        raise UsageError(
+            f"{snapshot.kind}/{snapshot.fingerprint[:12]} has {count} {split} examples; "
+            f"--example must be 0..{count - 1}"
+            if count
+            else f"{snapshot.kind}/{snapshot.fingerprint[:12]} has no {split} examples"
+        )
     row = snapshot.load()[split][index]
     if snapshot.kind not in ("sft", "text"):
         return ExampleView(snapshot.kind, split, index, row, None)
     tokens = load_tokens(workspace)
     note = None
     if snapshot.meta.get("settings", {}).get("tokenizer_fingerprint") != tokens.fingerprint:
-        note = (f"the base tokenizer ({workspace.config.base_model.name}) changed since this snapshot was built; "
-                "shown with the current one")
-    if snapshot.kind == "sft":
-        segments = render(row["messages"], tokens)
-    else:
-        segments = [Segment(row["text"] + tokens.eos, True)]
+        note = (
+            f"the base tokenizer ({workspace.config.base_model.name}) changed since this snapshot was built; "
+            "shown with the current one"
+        )
+    segments = render(row["messages"], tokens) if snapshot.kind == "sft" else [Segment(row["text"] + tokens.eos, True)]
     return ExampleView(snapshot.kind, split, index, row, segments, note)
 
 
-__all__ = ["KINDS", "BuildResult", "ExampleView", "Progress", "build_datasets", "current", "find_snapshot",
-           "inputs_key", "kinds_for", "list_snapshots", "load_tokens", "settings_for", "show_example"]
+__all__ = [
+    "KINDS",
+    "BuildResult",
+    "ExampleView",
+    "Progress",
+    "build_datasets",
+    "current",
+    "find_snapshot",
+    "inputs_key",
+    "kinds_for",
+    "list_snapshots",
+    "load_tokens",
+    "settings_for",
+    "show_example",
+]

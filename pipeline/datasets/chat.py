@@ -47,8 +47,9 @@ def to_turns(messages: Sequence[CorpusMessage | Turn], tokens: Tokens, tally: Ta
     """Messages as clean, alternating TRL turns (see the module docstring)."""
     turns: list[Turn] = []
     for message in messages:
-        role, content = (message["role"], message["content"]) if isinstance(message, dict) else (
-            message.role, message.content)
+        role, content = (
+            (message["role"], message["content"]) if isinstance(message, dict) else (message.role, message.content)
+        )
         if role not in ROLES:
             tally.cut["tool_messages"] += 1
             continue

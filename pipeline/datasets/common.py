@@ -54,8 +54,10 @@ class Tally:
         self.counts.update(other.counts)
 
     def as_dict(self) -> dict[str, dict[str, int]]:
-        return {name: dict(sorted((k, v) for k, v in getattr(self, name).items() if v))
-                for name in ("cut", "dropped", "counts")}
+        return {
+            name: dict(sorted((k, v) for k, v in getattr(self, name).items() if v))
+            for name in ("cut", "dropped", "counts")
+        }
 
 
 def turn_text(turns: list[Turn]) -> str:

@@ -38,7 +38,7 @@ def shingles(text: str, size: int) -> set[bytes]:
     words = _WORD.findall(text.lower())
     if len(words) <= size:
         return {" ".join(words).encode()} if words else set()
-    return {" ".join(words[i:i + size]).encode() for i in range(len(words) - size + 1)}
+    return {" ".join(words[i : i + size]).encode() for i in range(len(words) - size + 1)}
 
 
 def dedup(rows: list[Row], settings: DedupSettings, tally: Tally) -> list[Row]:
@@ -62,8 +62,11 @@ def dedup(rows: list[Row], settings: DedupSettings, tally: Tally) -> list[Row]:
         if grams:
             sketch = MinHash(num_perm=settings.num_perm, seed=settings.seed)
             sketch.update_batch(list(grams))
-            twins = [key for key in lsh.query(sketch)
-                     if owners[key] != row.document_id and sketches[key].jaccard(sketch) >= settings.threshold]
+            twins = [
+                key
+                for key in lsh.query(sketch)
+                if owners[key] != row.document_id and sketches[key].jaccard(sketch) >= settings.threshold
+            ]
             if twins:
                 tally.dropped["near_duplicate"] += 1
                 continue

@@ -62,7 +62,7 @@ def code_version() -> str:
     import storage.labels
 
     digest = hashlib.sha256(f"builder {BUILDER_VERSION}\n".encode())
-    files = sorted(Path(__file__).parent.glob("*.py")) + [Path(storage.corpus.__file__), Path(storage.labels.__file__)]
+    files = [*sorted(Path(__file__).parent.glob("*.py")), Path(storage.corpus.__file__), Path(storage.labels.__file__)]
     for path in files:
         digest.update(f"{path.parent.name}/{path.name}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
     for name in _LIBRARIES:

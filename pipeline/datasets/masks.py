@@ -49,17 +49,27 @@ def verify_example(turns: list[Turn], tokens: Tokens, name: str) -> tuple[int, i
     except TemplateError as e:
         raise DatasetError(f"{name}: the base model's chat template can't render it ({e})") from e
     if not mask or not any(mask):
-        why = ("its chat template has no {% generation %} block, so it can't mark assistant tokens"
-               if not tokens.supports_assistant_mask else "the chat template marked none of its tokens")
-        raise DatasetError(f"{name}: no token carries loss: {why}. Assistant-only loss needs a template that "
-                           "wraps each assistant reply and its end-of-turn token in {% generation %}...{% "
-                           "endgeneration %}; set [base_model] to such a model (builtin:tiny-llama has one)")
+        why = (
+            "its chat template has no {% generation %} block, so it can't mark assistant tokens"
+            if not tokens.supports_assistant_mask
+            else "the chat template marked none of its tokens"
+        )
+        raise DatasetError(
+            f"{name}: no token carries loss: {why}. Assistant-only loss needs a template that "
+            "wraps each assistant reply and its end-of-turn token in {% generation %}...{% "
+            "endgeneration %}; set [base_model] to such a model (builtin:tiny-llama has one)"
+        )
     spans = _spans(mask)
     replies = [turn["content"] for turn in turns if turn["role"] == "assistant"]
     if len(spans) != len(replies):
-        raise DatasetError(f"{name}: {len(replies)} assistant turns but {len(spans)} trained spans: "
-                           + ("some reply is fully masked" if len(spans) < len(replies) else
-                              "tokens outside the assistant turns carry loss"))
+        raise DatasetError(
+            f"{name}: {len(replies)} assistant turns but {len(spans)} trained spans: "
+            + (
+                "some reply is fully masked"
+                if len(spans) < len(replies)
+                else "tokens outside the assistant turns carry loss"
+            )
+        )
     for number, ((start, end), reply) in enumerate(zip(spans, replies, strict=True), 1):
         problem = _check_span(tokens, ids[start:end], reply)
         if problem:
@@ -84,16 +94,18 @@ def _check_span(tokens: Tokens, ids: list[int], reply: str) -> str | None:
     compact, wanted = _SPACE.sub("", text), _SPACE.sub("", reply)
     if not compact.startswith(wanted):
         return f"the trained tokens are {_short(text)!r}, not the reply {_short(reply)!r}"
-    rest = compact[len(wanted):]
+    rest = compact[len(wanted) :]
     ends = 0
     while rest:
         special = next((s for s in tokens.special_tokens if rest.startswith(s)), None)
         if special is None:
             return f"tokens after the reply carry loss: {_short(rest)!r}"
-        rest, ends = rest[len(special):], ends + 1
+        rest, ends = rest[len(special) :], ends + 1
     if not ends:
-        return ("its end-of-turn token carries no loss, so the model would never learn to stop: the template's "
-                "{% generation %} block must include it")
+        return (
+            "its end-of-turn token carries no loss, so the model would never learn to stop: the template's "
+            "{% generation %} block must include it"
+        )
     return None
 
 

@@ -34,18 +34,25 @@ from pipeline.datasets.tokens import TemplateError, Tokens, template_error
 from storage.corpus import CorpusDocument, CorpusMessage
 
 
-def build_dpo(documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length: int,
-              tick: Callable[[], None] | None = None) -> tuple[list[Row], Tally]:
+def build_dpo(
+    documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length: int, tick: Callable[[], None] | None = None
+) -> tuple[list[Row], Tally]:
     return _build(documents, tokens, max_length, tick, _dpo_rows)
 
 
-def build_kto(documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length: int,
-              tick: Callable[[], None] | None = None) -> tuple[list[Row], Tally]:
+def build_kto(
+    documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length: int, tick: Callable[[], None] | None = None
+) -> tuple[list[Row], Tally]:
     return _build(documents, tokens, max_length, tick, _kto_rows)
 
 
-def _build(documents: Iterable[CorpusDocument], tokens: Tokens, max_length: int, tick: Callable[[], None] | None,
-           rows_of: Callable[[CorpusDocument, Tokens, int, Tally], Iterable[Row]]) -> tuple[list[Row], Tally]:
+def _build(
+    documents: Iterable[CorpusDocument],
+    tokens: Tokens,
+    max_length: int,
+    tick: Callable[[], None] | None,
+    rows_of: Callable[[CorpusDocument, Tokens, int, Tally], Iterable[Row]],
+) -> tuple[list[Row], Tally]:
     tally = Tally()
     rows: list[Row] = []
     for document in documents:
@@ -84,8 +91,9 @@ def _dpo_rows(document: CorpusDocument, tokens: Tokens, max_length: int, tally: 
             for rejected in bad:
                 if chosen.content.strip() == rejected.content.strip():
                     continue
-                pairs.append(((1, chosen.position, chosen.branch, rejected.branch), chosen, chosen.content,
-                              rejected.content))
+                pairs.append(
+                    ((1, chosen.position, chosen.branch, rejected.branch), chosen, chosen.content, rejected.content)
+                )
                 tally.counts["pairs_from_siblings"] += 1
     rows: list[Row] = []
     for order, reply, chosen_text, rejected_text in pairs:
@@ -152,10 +160,12 @@ def _prompt(document: CorpusDocument, reply: CorpusMessage, tokens: Tokens, tall
     return turns
 
 
-def _fit(prompt: list[Turn], completions: list[list[Turn]], tokens: Tokens, max_length: int,
-         tally: Tally) -> tuple[list[Turn], list[int]] | None:
+def _fit(
+    prompt: list[Turn], completions: list[list[Turn]], tokens: Tokens, max_length: int, tally: Tally
+) -> tuple[list[Turn], list[int]] | None:
     """The prompt, trimmed of its oldest exchanges if needed, and the length of prompt + each
     completion, or None when even the last user turn is too long."""
+
     def lengths(candidate: list[Turn]) -> list[int]:
         return [tokens.chat_length(candidate + completion) for completion in completions]
 
@@ -163,8 +173,8 @@ def _fit(prompt: list[Turn], completions: list[list[Turn]], tokens: Tokens, max_
     if max(measured) <= max_length:
         return prompt, measured
     last_reply = max((i for i, t in enumerate(prompt) if t["role"] == "assistant"), default=-1)
-    system, groups = exchanges(prompt[:last_reply + 1])
-    tail = prompt[last_reply + 1:]
+    system, groups = exchanges(prompt[: last_reply + 1])
+    tail = prompt[last_reply + 1 :]
 
     def trimmed(start: int) -> list[Turn]:
         return system + [turn for group in groups[start:] for turn in group] + tail

@@ -34,8 +34,14 @@ from pipeline.datasets.windows import fit_windows
 from storage.corpus import CorpusDocument, CorpusMessage
 
 
-def build_sft(documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length: int, include_unlabelled: bool,
-              tick: Callable[[], None] | None = None) -> tuple[list[Row], Tally]:
+def build_sft(
+    documents: Iterable[CorpusDocument],
+    tokens: Tokens,
+    *,
+    max_length: int,
+    include_unlabelled: bool,
+    tick: Callable[[], None] | None = None,
+) -> tuple[list[Row], Tally]:
     tally = Tally()
     rows: list[Row] = []
     for document in documents:
@@ -51,8 +57,9 @@ def build_sft(documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length
         if not windows:
             tally.dropped["conversation_too_long"] += 1
         for index, window in enumerate(windows):
-            rows.append(Row(document.id, document.ref, document.source, (index,), {"messages": window},
-                            key=turn_text(window)))
+            rows.append(
+                Row(document.id, document.ref, document.source, (index,), {"messages": window}, key=turn_text(window))
+            )
     return rows, tally
 
 
@@ -63,8 +70,10 @@ def is_selected(document: CorpusDocument, *, include_unlabelled: bool, tally: Ta
             tally.dropped["conversation_bad"] += 1
             return False
         return True
-    reviewed = any(position is not None and (label.value == "good" or label.correction)
-                   for (position, _), label in document.labels.items())
+    reviewed = any(
+        position is not None and (label.value == "good" or label.correction)
+        for (position, _), label in document.labels.items()
+    )
     if not reviewed and not include_unlabelled:
         tally.dropped["unlabelled"] += 1
         return False
@@ -74,16 +83,21 @@ def is_selected(document: CorpusDocument, *, include_unlabelled: bool, tally: Ta
 def _good_sibling(document: CorpusDocument, reply: CorpusMessage) -> CorpusMessage | None:
     """A reply at the same place (same parent turn) labelled good, without a correction."""
     for other in document.messages:
-        if (other.position == reply.position and other.branch != reply.branch and other.role == "assistant"
-                and other.parent_external_id == reply.parent_external_id):
+        if (
+            other.position == reply.position
+            and other.branch != reply.branch
+            and other.role == "assistant"
+            and other.parent_external_id == reply.parent_external_id
+        ):
             label = document.label(other.position, other.branch)
             if label is not None and label.value == "good" and not label.correction:
                 return other
     return None
 
 
-def conversation_turns(document: CorpusDocument, tokens: Tokens, tally: Tally, *,
-                       include_unlabelled: bool) -> list[Turn] | None:
+def conversation_turns(
+    document: CorpusDocument, tokens: Tokens, tally: Tally, *, include_unlabelled: bool
+) -> list[Turn] | None:
     """The turns to train on, or None when the conversation is dropped (the tally says why)."""
     if not is_selected(document, include_unlabelled=include_unlabelled, tally=tally):
         return None
@@ -118,7 +132,7 @@ def conversation_turns(document: CorpusDocument, tokens: Tokens, tally: Tally, *
         tally.cut["turns_after_last_reply"] += len(turns) - 1 - last_reply
     if cut:
         tally.cut["before_bad_reply"] += 1
-    return turns[:last_reply + 1]
+    return turns[: last_reply + 1]
 
 
 __all__ = ["build_sft", "conversation_turns", "is_selected"]

@@ -35,8 +35,9 @@ _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 Unit = tuple[str, str]  # (heading path or "", text)
 
 
-def build_text(documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length: int,
-               tick: Callable[[], None] | None = None) -> tuple[list[Row], Tally]:
+def build_text(
+    documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length: int, tick: Callable[[], None] | None = None
+) -> tuple[list[Row], Tally]:
     tally = Tally()
     rows: list[Row] = []
     for document in documents:
@@ -55,8 +56,9 @@ def build_text(documents: Iterable[CorpusDocument], tokens: Tokens, *, max_lengt
             continue
         title, _ = tokens.neutralise(document.title)
         for index, (body, piece_text, length) in enumerate(pieces(document, content, title, tokens, max_length, tally)):
-            rows.append(Row(document.id, document.ref, document.source, (index,), {"text": piece_text},
-                            key=body, tokens=length))
+            rows.append(
+                Row(document.id, document.ref, document.source, (index,), {"text": piece_text}, key=body, tokens=length)
+            )
     return rows, tally
 
 
@@ -79,8 +81,9 @@ def header(document: CorpusDocument, title: str, section: str) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def pieces(document: CorpusDocument, content: str, title: str, tokens: Tokens, max_length: int,
-           tally: Tally) -> list[tuple[str, str, int]]:
+def pieces(
+    document: CorpusDocument, content: str, title: str, tokens: Tokens, max_length: int, tally: Tally
+) -> list[tuple[str, str, int]]:
     """(body, full text with header, tokens) per piece of the document."""
     units = _units(document, content)
     out: list[tuple[str, str, int]] = []

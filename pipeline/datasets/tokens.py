@@ -68,8 +68,9 @@ class Tokens:
         """Token ids of ``turns`` through the chat template, and the assistant mask when asked."""
         try:
             out: Any = self.tokenizer.apply_chat_template(
-                turns, tokenize=True, return_dict=True, return_assistant_tokens_mask=masks)
-        except Exception as e:  # noqa: BLE001 - a template error (unknown role, no system...) names the row
+                turns, tokenize=True, return_dict=True, return_assistant_tokens_mask=masks
+            )
+        except Exception as e:
             raise TemplateError(f"{type(e).__name__}: {e}") from e
         ids = list(out["input_ids"])
         return ids, (list(out["assistant_masks"]) if masks and "assistant_masks" in out else None)

@@ -17,8 +17,9 @@ from pipeline.datasets.chat import exchanges
 from pipeline.datasets.common import Tally, Turn
 
 
-def fit_windows(turns: list[Turn], max_length: int, length: Callable[[list[Turn]], int],
-                tally: Tally) -> list[list[Turn]]:
+def fit_windows(
+    turns: list[Turn], max_length: int, length: Callable[[list[Turn]], int], tally: Tally
+) -> list[list[Turn]]:
     """``turns`` as one example when it fits, else as windows that do (maybe none)."""
     if length(turns) <= max_length:
         return [turns]
@@ -49,8 +50,9 @@ def _flat(groups: list[list[Turn]]) -> list[Turn]:
     return [turn for group in groups for turn in group]
 
 
-def _greedy(count: int, max_length: int, measure: Callable[[int, int], int],
-            sizes: list[int]) -> tuple[list[tuple[int, int]], int]:
+def _greedy(
+    count: int, max_length: int, measure: Callable[[int, int], int], sizes: list[int]
+) -> tuple[list[tuple[int, int]], int]:
     """Consecutive runs of exchanges [start, end) that fit, and how many exchanges fit nowhere."""
     spans: list[tuple[int, int]] = []
     dropped = 0

@@ -63,8 +63,9 @@ def features(kind: str) -> Any:
     return Features({**columns, "source": string, "ref": string})
 
 
-def save(workspace: Workspace, kind: str, fingerprint_: str, splits: dict[str, list[dict[str, Any]]],
-         meta: dict[str, Any]) -> tuple[Snapshot, bool]:
+def save(
+    workspace: Workspace, kind: str, fingerprint_: str, splits: dict[str, list[dict[str, Any]]], meta: dict[str, Any]
+) -> tuple[Snapshot, bool]:
     """Write the snapshot unless its folder holds it intact; returns it and whether it was written now."""
     from datasets import Dataset, DatasetDict
     from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
@@ -82,13 +83,14 @@ def save(workspace: Workspace, kind: str, fingerprint_: str, splits: dict[str, l
         shown = is_progress_bar_enabled()
         disable_progress_bar()  # progress is the CLI's to show, on stderr, and never on --json stdout
         try:
-            data.save_to_disk(str(temp / DATA_DIR), num_shards={split: 1 for split in SPLITS})
+            data.save_to_disk(str(temp / DATA_DIR), num_shards=dict.fromkeys(SPLITS, 1))
         finally:
             if shown:
                 enable_progress_bar()
         meta = {**meta, "files": data_files(temp)}
-        (temp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-                                      encoding="utf-8")
+        (temp / META_FILE).write_text(
+            json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         _fsync_tree(temp)
         if target.exists():
             if (existing := intact(target)) is not None:  # another build wrote the same snapshot meanwhile
@@ -136,16 +138,26 @@ def record(workspace: Workspace, snapshot: Snapshot, profile: str, *, inputs_key
     wanted = {} if inputs_key is None else {"inputs_key": inputs_key}
     with workspace.store.read() as session:
         current = latest_snapshot(session, profile, snapshot.kind)
-        if current is not None and current.fingerprint == snapshot.fingerprint and \
-                all(current.meta.get(k) == v for k, v in wanted.items()):
+        if (
+            current is not None
+            and current.fingerprint == snapshot.fingerprint
+            and all(current.meta.get(k) == v for k, v in wanted.items())
+        ):
             return False
     with workspace.store.write() as session:
         current = latest_snapshot(session, profile, snapshot.kind)
         if current is not None and current.fingerprint == snapshot.fingerprint:
             update_meta(session, current, wanted)
             return False
-        row = record_snapshot(session, profile=profile, kind=snapshot.kind, fingerprint=snapshot.fingerprint,
-                              path=path, rows=rows, meta={**snapshot.meta, **wanted})
+        row = record_snapshot(
+            session,
+            profile=profile,
+            kind=snapshot.kind,
+            fingerprint=snapshot.fingerprint,
+            path=path,
+            rows=rows,
+            meta={**snapshot.meta, **wanted},
+        )
         current = latest_snapshot(session, profile, snapshot.kind)
         if current is not None and current.id != row.id:
             row = renew_snapshot(session, row)

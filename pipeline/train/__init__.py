@@ -131,8 +131,7 @@ class TrainResult:
             "why": self.why,
             "parent": self.parent,
             "eval_loss": {"base": loss("base"), "previous": loss("previous"), "new": loss("new")},
-            "source_eval_loss": {"base": by_source("base"), "previous": by_source("previous"),
-                                 "new": by_source("new")},
+            "source_eval_loss": {"base": by_source("base"), "previous": by_source("previous"), "new": by_source("new")},
             "preference_accuracy": preference if any(v is not None for v in preference.values()) else None,
             "eval_tokens": (self.eval.get("new") or {}).get("eval_tokens"),
             "gate": self.gate,
@@ -168,9 +167,16 @@ class _Plan:
     notes: list[str]
 
 
-def train_profile(workspace: Workspace, profile_name: str | None = None, *, mode: str | None = None,
-                  resume: bool | str = False, max_steps: int | None = None, force: bool = False,
-                  progress: Progress | None = None) -> TrainResult:
+def train_profile(
+    workspace: Workspace,
+    profile_name: str | None = None,
+    *,
+    mode: str | None = None,
+    resume: bool | str = False,
+    max_steps: int | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> TrainResult:
     """Train the profile (the first one when ``profile_name`` is None) and register the result.
 
     ``mode`` / ``max_steps`` override the profile config. ``resume``: True resumes the profile's
@@ -208,8 +214,10 @@ def resumable_runs(workspace: Workspace, profile: str, run_id: str | None = None
     from: a complete checkpoint or a finished stage. A run being trained by another process right now
     is a TrainingError; a run killed before its first checkpoint is marked failed on the way."""
     with workspace.store.read() as session:
-        rows = [(row.id, dict(row.config or {}), dict(row.metrics or {}), row.status)
-                for row in runs.unfinished_runs(session, profile)]
+        rows = [
+            (row.id, dict(row.config or {}), dict(row.metrics or {}), row.status)
+            for row in runs.unfinished_runs(session, profile)
+        ]
         if run_id is not None:
             named = runs.get_run(session, run_id)
             if named is None or named.profile != profile:
@@ -226,27 +234,36 @@ def resumable_runs(workspace: Workspace, profile: str, run_id: str | None = None
         if is_locked(run_dir):
             raise TrainingError(f"run {id_} is being trained by another process right now; let it finish")
         recorded = {c.get("manifest_sha256") for c in metrics.get("checkpoints", [])}
-        if any(finished_stage(run_dir / stage, saved, stage, recorded)
-               or last_complete_checkpoint(run_dir / stage, saved, stage, recorded)[0]
-               for stage in saved.stages):
+        if any(
+            finished_stage(run_dir / stage, saved, stage, recorded)
+            or last_complete_checkpoint(run_dir / stage, saved, stage, recorded)[0]
+            for stage in saved.stages
+        ):
             yield Resumable(id_, saved, recorded, metrics)
         elif status == RunStatus.running:  # killed before its first checkpoint: nothing to resume
             with workspace.store.write() as session:
-                runs.finish_run(session, id_, status=RunStatus.failed,
-                                error="interrupted before its first checkpoint; nothing to resume")
+                runs.finish_run(
+                    session,
+                    id_,
+                    status=RunStatus.failed,
+                    error="interrupted before its first checkpoint; nothing to resume",
+                )
 
 
 def _pick_run(workspace: Workspace, profile: str, resume: bool | str) -> tuple[RunState, set[str], dict[str, Any]]:
     """The run to resume: the named one, or the profile's newest one with something to resume from."""
     found = next(resumable_runs(workspace, profile, resume if isinstance(resume, str) else None), None)
     if found is None:
-        raise TrainingError(f"no interrupted run of profile {profile!r} to resume (a run can be resumed once it "
-                            "has written a checkpoint, every train.save_steps steps); start one with `plora train`")
+        raise TrainingError(
+            f"no interrupted run of profile {profile!r} to resume (a run can be resumed once it "
+            "has written a checkpoint, every train.save_steps steps); start one with `plora train`"
+        )
     return found.state, found.recorded, found.metrics
 
 
-def _plan(workspace: Workspace, recipe: Recipe, *, resume: bool | str, mode: str | None,
-          max_steps: int | None) -> _Plan:
+def _plan(
+    workspace: Workspace, recipe: Recipe, *, resume: bool | str, mode: str | None, max_steps: int | None
+) -> _Plan:
     from pipeline import registry
 
     notes: list[str] = []
@@ -255,8 +272,11 @@ def _plan(workspace: Workspace, recipe: Recipe, *, resume: bool | str, mode: str
         saved, recorded, metrics = _pick_run(workspace, recipe.profile, resume)
         finished = dict(metrics.get("stages") or {})
         # flags left out take the run's own values (a resumed run keeps its --mode / --max-steps)
-        recipe = replace(recipe, mode=mode or saved.requested_mode,
-                         train=replace(recipe.train, max_steps=max_steps or saved.config["train"]["max_steps"]))
+        recipe = replace(
+            recipe,
+            mode=mode or saved.requested_mode,
+            train=replace(recipe.train, max_steps=max_steps or saved.config["train"]["max_steps"]),
+        )
     data, stages, skipped = load_run_data(workspace, recipe.profile, recipe.stages)
 
     parent = None
@@ -269,8 +289,10 @@ def _plan(workspace: Workspace, recipe: Recipe, *, resume: bool | str, mode: str
         parent = registry.current(workspace, recipe.profile)
         if parent is None:
             effective = "scratch"
-            notes.append(f"mode continue: profile {recipe.profile!r} has no current adapter yet, so this run "
-                         "trains a fresh adapter (scratch)")
+            notes.append(
+                f"mode continue: profile {recipe.profile!r} has no current adapter yet, so this run "
+                "trains a fresh adapter (scratch)"
+            )
     if parent is not None and saved is None:  # a resumed run's settings are checked against its state instead
         _check_parent_lora(parent, recipe)
 
@@ -278,27 +300,39 @@ def _plan(workspace: Workspace, recipe: Recipe, *, resume: bool | str, mode: str
     if effective == "continue" and parent is not None:
         exclude = {row_key(row) for row in (*data.lm_train, *data.lm_eval)}
         data.replay_rows, replay = replay_sample(
-            workspace, parent, current=data.fingerprints, exclude=exclude, new_rows=len(data.lm_train),
-            fraction=recipe.train.replay_fraction, seed=recipe.train.seed)
+            workspace,
+            parent,
+            current=data.fingerprints,
+            exclude=exclude,
+            new_rows=len(data.lm_train),
+            fraction=recipe.train.replay_fraction,
+            seed=recipe.train.seed,
+        )
         if replay.notes and replay.requested:
             notes.append("replay: " + "; ".join(replay.notes))
 
     run_id = saved.run_id if saved else _new_run_id(recipe.profile, recipe)
     run_dir = workspace.home.child(workspace.home.runs, run_id)
-    return _Plan(recipe, run_id, run_dir, data, stages, skipped, effective, parent, replay, saved, recorded,
-                 finished, notes)
+    return _Plan(
+        recipe, run_id, run_dir, data, stages, skipped, effective, parent, replay, saved, recorded, finished, notes
+    )
 
 
 def _check_parent_lora(parent: Any, recipe: Recipe) -> None:
     """Continue mode trains the parent's adapter as it is: its shape must be the profile's."""
     recorded = (parent.manifest or {}).get("lora") or {}
     wanted = recipe.lora_dict()
-    differs = [f"{key} {recorded[key]!r} -> {wanted[key]!r}" for key in ("r", "alpha", "target_modules")
-               if key in recorded and _norm(recorded[key]) != _norm(wanted[key])]
+    differs = [
+        f"{key} {recorded[key]!r} -> {wanted[key]!r}"
+        for key in ("r", "alpha", "target_modules")
+        if key in recorded and _norm(recorded[key]) != _norm(wanted[key])
+    ]
     if differs:
-        raise TrainingError(f"mode continue: the profile's LoRA settings differ from the current adapter "
-                            f"{parent.ref} ({', '.join(differs)}); an adapter can only be continued with its own "
-                            "shape: train once with `--mode scratch` to switch to the new settings")
+        raise TrainingError(
+            f"mode continue: the profile's LoRA settings differ from the current adapter "
+            f"{parent.ref} ({', '.join(differs)}); an adapter can only be continued with its own "
+            "shape: train once with `--mode scratch` to switch to the new settings"
+        )
 
 
 def _norm(value: Any) -> Any:
@@ -320,12 +354,25 @@ def _state(plan: _Plan, base_fingerprint: str, base_model: str) -> RunState:
 
     recipe = plan.recipe
     return RunState(
-        run_id=plan.run_id, profile=recipe.profile, mode=plan.mode, requested_mode=recipe.mode,
-        seed=recipe.train.seed, stages=list(plan.stages), config=recipe.hashed(), config_hash=recipe.config_hash(),
-        dataset_fingerprint=plan.data.fingerprint(), snapshots=plan.data.fingerprints, base_model=base_model,
-        base_fingerprint=base_fingerprint, parent_version=plan.parent.version if plan.parent else None,
-        versions={"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-                  "trl": trl.__version__},
+        run_id=plan.run_id,
+        profile=recipe.profile,
+        mode=plan.mode,
+        requested_mode=recipe.mode,
+        seed=recipe.train.seed,
+        stages=list(plan.stages),
+        config=recipe.hashed(),
+        config_hash=recipe.config_hash(),
+        dataset_fingerprint=plan.data.fingerprint(),
+        snapshots=plan.data.fingerprints,
+        base_model=base_model,
+        base_fingerprint=base_fingerprint,
+        parent_version=plan.parent.version if plan.parent else None,
+        versions={
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "trl": trl.__version__,
+        },
     )
 
 
@@ -338,8 +385,12 @@ def _execute(workspace: Workspace, plan: _Plan, *, force: bool, progress: Progre
         # config and data first: no need to load the model to know the run can't resume
         check_resumable(plan.saved, _state(plan, plan.saved.base_fingerprint, plan.saved.base_model))
     progress(TrainProgress("load", message=f"loading {recipe.base_model}"))
-    base = load_base(recipe.base_model, home=workspace.home.root, quantization=recipe.quantization,  # type: ignore[arg-type]
-                     double_quant=recipe.double_quant)
+    base = load_base(
+        recipe.base_model,
+        home=workspace.home.root,
+        quantization=recipe.quantization,  # type: ignore[arg-type]
+        double_quant=recipe.double_quant,
+    )
     state = _state(plan, base.fingerprint, recipe.base_model)
     if plan.saved is not None:
         check_resumable(plan.saved, state)
@@ -350,9 +401,18 @@ def _execute(workspace: Workspace, plan: _Plan, *, force: bool, progress: Progre
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         state.write(plan.run_dir / RUN_FILE)
         with workspace.store.write() as session:
-            runs.create_run(session, run_id=plan.run_id, profile=recipe.profile, mode=plan.mode,
-                            config={"state": asdict(state), "requested_max_steps": recipe.train.max_steps,
-                                    "save_steps": recipe.train.save_steps, "notes": plan.notes})
+            runs.create_run(
+                session,
+                run_id=plan.run_id,
+                profile=recipe.profile,
+                mode=plan.mode,
+                config={
+                    "state": asdict(state),
+                    "requested_max_steps": recipe.train.max_steps,
+                    "save_steps": recipe.train.save_steps,
+                    "notes": plan.notes,
+                },
+            )
     try:
         result = _train_and_register(workspace, plan, state, base, force=force, progress=progress, started=started)
     except BaseException as e:
@@ -362,15 +422,27 @@ def _execute(workspace: Workspace, plan: _Plan, *, force: bool, progress: Progre
         # what the libraries raise when the work fails (CUDA out of memory is a RuntimeError, a full disk
         # an OSError, a bad tensor shape a ValueError) becomes a TrainingError; anything else is a bug
         if isinstance(e, RuntimeError | OSError | ValueError) and not isinstance(e, PloraError):
-            raise TrainingError(f"run {plan.run_id} failed: {type(e).__name__}: {e} (resume it with "
-                                "`plora train --resume` once the cause is fixed)") from e
+            raise TrainingError(
+                f"run {plan.run_id} failed: {type(e).__name__}: {e} (resume it with "
+                "`plora train --resume` once the cause is fixed)"
+            ) from e
         raise
     with workspace.store.write() as session:
-        runs.finish_run(session, plan.run_id, status=RunStatus.completed, metrics={
-            "loss_history": result.loss_history, "tokens": result.tokens_trained,
-            "wall_seconds": result.wall_seconds, "train_seconds": result.train_seconds,
-            "eval": result.eval, "gate": result.gate, "adapter": result.adapter,
-            "trainable_parameters": result.trainable_parameters})
+        runs.finish_run(
+            session,
+            plan.run_id,
+            status=RunStatus.completed,
+            metrics={
+                "loss_history": result.loss_history,
+                "tokens": result.tokens_trained,
+                "wall_seconds": result.wall_seconds,
+                "train_seconds": result.train_seconds,
+                "eval": result.eval,
+                "gate": result.gate,
+                "adapter": result.adapter,
+                "trainable_parameters": result.trainable_parameters,
+            },
+        )
     return result
 
 
@@ -383,16 +455,30 @@ def _recorder(workspace: Workspace, plan: _Plan) -> Any:
     return record
 
 
-def _measure(model: Any, tokenizer: Any, lm_eval: Any, dpo_eval: list[dict[str, Any]], recipe: Recipe) -> dict[str, Any]:
-    loss = eval_loss(model, lm_eval, tokenizer, max_length=recipe.train.max_length,
-                     batch_size=recipe.train.batch_size)
-    preference = preference_accuracy(model, dpo_eval, tokenizer, max_length=recipe.train.max_length,
-                                     batch_size=recipe.train.batch_size) if dpo_eval else None
+def _measure(
+    model: Any, tokenizer: Any, lm_eval: Any, dpo_eval: list[dict[str, Any]], recipe: Recipe
+) -> dict[str, Any]:
+    loss = eval_loss(model, lm_eval, tokenizer, max_length=recipe.train.max_length, batch_size=recipe.train.batch_size)
+    preference = (
+        preference_accuracy(
+            model, dpo_eval, tokenizer, max_length=recipe.train.max_length, batch_size=recipe.train.batch_size
+        )
+        if dpo_eval
+        else None
+    )
     return metrics_of(loss, preference)
 
 
-def _train_and_register(workspace: Workspace, plan: _Plan, state: RunState, base: LoadedBase, *, force: bool,
-                        progress: Progress, started: float) -> TrainResult:
+def _train_and_register(
+    workspace: Workspace,
+    plan: _Plan,
+    state: RunState,
+    base: LoadedBase,
+    *,
+    force: bool,
+    progress: Progress,
+    started: float,
+) -> TrainResult:
     import transformers
     from peft import get_peft_model, prepare_model_for_kbit_training
 
@@ -404,32 +490,46 @@ def _train_and_register(workspace: Workspace, plan: _Plan, state: RunState, base
     train_set, dropped_train = tokenize_lm(data.lm_train + data.replay_rows, tokenizer, recipe.train.max_length)
     eval_set, dropped_eval = tokenize_lm(data.lm_eval, tokenizer, recipe.train.max_length)
     if dropped_train or dropped_eval:
-        notes.append(f"{dropped_train} training and {dropped_eval} eval rows had nothing to learn within "
-                     f"train.max_length={recipe.train.max_length} tokens and were left out")
+        notes.append(
+            f"{dropped_train} training and {dropped_eval} eval rows had nothing to learn within "
+            f"train.max_length={recipe.train.max_length} tokens and were left out"
+        )
     if len(train_set) == 0:
-        raise TrainingError(f"profile {recipe.profile!r}: no training row has a token to learn within "
-                            f"train.max_length={recipe.train.max_length}")
+        raise TrainingError(
+            f"profile {recipe.profile!r}: no training row has a token to learn within "
+            f"train.max_length={recipe.train.max_length}"
+        )
     dpo_eval = data.preference_eval.get("dpo", [])
 
     # 2. measure the base and the current adapter on today's eval split
     progress(TrainProgress("eval", message="evaluating the base model"))
-    metrics: dict[str, dict[str, Any] | None] = {"base": _measure(base.model, tokenizer, eval_set, dpo_eval, recipe),
-                                                 "previous": None, "new": None}
+    metrics: dict[str, dict[str, Any] | None] = {
+        "base": _measure(base.model, tokenizer, eval_set, dpo_eval, recipe),
+        "previous": None,
+        "new": None,
+    }
     current = registry.current(workspace, recipe.profile)
     model = base.model
-    continuing_current = plan.mode == "continue" and plan.parent is not None and current is not None \
+    continuing_current = (
+        plan.mode == "continue"
+        and plan.parent is not None
+        and current is not None
         and plan.parent.version == current.version
+    )
     if current is not None and not continuing_current:
         progress(TrainProgress("eval", message=f"evaluating the current adapter {current.ref}"))
         try:
-            attached = registry.attach(model, current, base_fingerprint=base.fingerprint, adapter_name="default",
-                                       trainable=False)
+            attached = registry.attach(
+                model, current, base_fingerprint=base.fingerprint, adapter_name="default", trainable=False
+            )
         except PloraError as e:
             if any("lora_" in name for name, _ in model.named_modules()):
                 raise  # it failed half-way on the model: don't train on top of that
             # e.g. the base model changed since: the current adapter can't be measured on this base
-            notes.append(f"the current adapter {current.ref} can't be evaluated ({e}); the gate compares the new "
-                         "adapter with the base model instead")
+            notes.append(
+                f"the current adapter {current.ref} can't be evaluated ({e}); the gate compares the new "
+                "adapter with the base model instead"
+            )
             current = None
         else:
             metrics["previous"] = _measure(attached, tokenizer, eval_set, dpo_eval, recipe)
@@ -441,11 +541,14 @@ def _train_and_register(workspace: Workspace, plan: _Plan, state: RunState, base
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=use_gradient_checkpointing(device))
     if plan.mode == "continue":
         try:
-            model = registry.attach(model, plan.parent, base_fingerprint=base.fingerprint, adapter_name="default",
-                                    trainable=True)
+            model = registry.attach(
+                model, plan.parent, base_fingerprint=base.fingerprint, adapter_name="default", trainable=True
+            )
         except PloraError as e:
-            raise TrainingError(f"mode continue: can't load the parent adapter {plan.parent.ref}: {e} "
-                                "(train with `--mode scratch` to start a new adapter line)") from e
+            raise TrainingError(
+                f"mode continue: can't load the parent adapter {plan.parent.ref}: {e} "
+                "(train with `--mode scratch` to start a new adapter line)"
+            ) from e
         if continuing_current:
             progress(TrainProgress("eval", message=f"evaluating the current adapter {current.ref}"))
             metrics["previous"] = _measure(model, tokenizer, eval_set, dpo_eval, recipe)
@@ -460,9 +563,14 @@ def _train_and_register(workspace: Workspace, plan: _Plan, state: RunState, base
     # 4. measure the new adapter, apply the gate
     progress(TrainProgress("eval", message="evaluating the new adapter"))
     metrics["new"] = _measure(model, tokenizer, eval_set, dpo_eval, recipe)
-    decision = gate_decision(metrics["new"], current=metrics["previous"] if current is not None else None,
-                             base=metrics["base"], min_improvement=recipe.min_improvement,
-                             max_source_regression=recipe.max_source_regression, force=force)
+    decision = gate_decision(
+        metrics["new"],
+        current=metrics["previous"] if current is not None else None,
+        base=metrics["base"],
+        min_improvement=recipe.min_improvement,
+        max_source_regression=recipe.max_source_regression,
+        force=force,
+    )
 
     # 5. register
     progress(TrainProgress("register", message="registering the adapter"))
@@ -473,35 +581,75 @@ def _train_and_register(workspace: Workspace, plan: _Plan, state: RunState, base
     tokens = sum(r.tokens for r in results.values())
     train_seconds = sum(r.wall_seconds for r in results.values())
     wall = time.monotonic() - started + sum(r.earlier_seconds for r in results.values())
-    gate = {**decision.as_dict(), "min_improvement": recipe.min_improvement,
-            "max_source_regression": recipe.max_source_regression, "force": force}
+    gate = {
+        **decision.as_dict(),
+        "min_improvement": recipe.min_improvement,
+        "max_source_regression": recipe.max_source_regression,
+        "force": force,
+    }
     loss_history = [{"stage": r.stage, **entry} for r in results.values() for entry in r.loss_history]
     version = registry.register(
-        workspace, profile=recipe.profile, adapter_dir=final_dir,
+        workspace,
+        profile=recipe.profile,
+        adapter_dir=final_dir,
         parent_version=plan.parent.version if plan.parent is not None and plan.mode == "continue" else None,
-        base_model=recipe.base_model, base_fingerprint=base.fingerprint, snapshots=data.fingerprints,
-        lora=recipe.lora_dict(), train=recipe.train_dict(),
-        metrics={"eval_loss": metrics["new"]["eval_loss"], "eval": metrics, "tokens_trained": tokens,
-                 "train_seconds": round(train_seconds, 3), "trainable_parameters": trainable,
-                 "steps": {s: r.steps for s, r in results.items()}, "stages": list(results),
-                 "mode": plan.mode, "replay": plan.replay.as_dict() if plan.replay else None},
-        gate=gate, run_id=plan.run_id, sources=data.sources(), promote=decision.promote)
+        base_model=recipe.base_model,
+        base_fingerprint=base.fingerprint,
+        snapshots=data.fingerprints,
+        lora=recipe.lora_dict(),
+        train=recipe.train_dict(),
+        metrics={
+            "eval_loss": metrics["new"]["eval_loss"],
+            "eval": metrics,
+            "tokens_trained": tokens,
+            "train_seconds": round(train_seconds, 3),
+            "trainable_parameters": trainable,
+            "steps": {s: r.steps for s, r in results.items()},
+            "stages": list(results),
+            "mode": plan.mode,
+            "replay": plan.replay.as_dict() if plan.replay else None,
+        },
+        gate=gate,
+        run_id=plan.run_id,
+        sources=data.sources(),
+        promote=decision.promote,
+    )
     now_current = registry.current(workspace, recipe.profile)
     return TrainResult(
-        run_id=plan.run_id, profile=recipe.profile, mode=plan.mode, requested_mode=recipe.mode,
-        resumed=plan.saved is not None, stages=list(results),
-        adapter=version.ref, adapter_status=version.status, promoted=decision.promote,
-        current=now_current.ref if now_current else None, why=_why(decision),
+        run_id=plan.run_id,
+        profile=recipe.profile,
+        mode=plan.mode,
+        requested_mode=recipe.mode,
+        resumed=plan.saved is not None,
+        stages=list(results),
+        adapter=version.ref,
+        adapter_status=version.status,
+        promoted=decision.promote,
+        current=now_current.ref if now_current else None,
+        why=_why(decision),
         parent=plan.parent.ref if plan.parent is not None and plan.mode == "continue" else None,
-        eval=metrics, gate=gate, trainable_parameters=int(trainable), total_parameters=int(total),
-        tokens_trained=tokens, wall_seconds=wall, train_seconds=train_seconds,
-        steps={s: r.steps for s, r in results.items()}, loss_history=loss_history, resumed_from=resumed_from,
-        stages_skipped=plan.skipped, replay=plan.replay.as_dict() if plan.replay else None,
+        eval=metrics,
+        gate=gate,
+        trainable_parameters=int(trainable),
+        total_parameters=int(total),
+        tokens_trained=tokens,
+        wall_seconds=wall,
+        train_seconds=train_seconds,
+        steps={s: r.steps for s, r in results.items()},
+        loss_history=loss_history,
+        resumed_from=resumed_from,
+        stages_skipped=plan.skipped,
+        replay=plan.replay.as_dict() if plan.replay else None,
         snapshots=data.fingerprints,
-        data={"train_rows": len(data.lm_train), "replay_rows": len(data.replay_rows), "eval_rows": len(data.lm_eval),
-              **{f"{kind}_rows": len(rows) for kind, rows in data.preference_train.items()},
-              "dpo_eval_pairs": len(dpo_eval)},
-        adapter_dir=str(final_dir), notes=notes,
+        data={
+            "train_rows": len(data.lm_train),
+            "replay_rows": len(data.replay_rows),
+            "eval_rows": len(data.lm_eval),
+            **{f"{kind}_rows": len(rows) for kind, rows in data.preference_train.items()},
+            "dpo_eval_pairs": len(dpo_eval),
+        },
+        adapter_dir=str(final_dir),
+        notes=notes,
     )
 
 
@@ -513,8 +661,16 @@ def _why(decision: GateDecision) -> str | None:
     return "; ".join(decision.reasons)
 
 
-def _run_stages(workspace: Workspace, plan: _Plan, state: RunState, model: Any, tokenizer: Any, train_set: Any,
-                device: str, progress: Progress) -> tuple[dict[str, StageResult], dict[str, int | None]]:
+def _run_stages(
+    workspace: Workspace,
+    plan: _Plan,
+    state: RunState,
+    model: Any,
+    tokenizer: Any,
+    train_set: Any,
+    device: str,
+    progress: Progress,
+) -> tuple[dict[str, StageResult], dict[str, int | None]]:
     from pipeline.train.preference import train_dpo, train_kto
 
     recipe = plan.recipe
@@ -528,9 +684,15 @@ def _run_stages(workspace: Workspace, plan: _Plan, state: RunState, model: Any, 
         if finished is not None and stage in plan.finished:
             model.load_adapter(str(finished.path), "default", is_trainable=True)
             saved = plan.finished[stage]
-            results[stage] = StageResult(stage, int(saved["steps"]), list(saved["loss_history"]), int(saved["tokens"]),
-                                         float(saved["wall_seconds"]), saved.get("resumed_from_step"),
-                                         earlier_seconds=float(saved["wall_seconds"]))
+            results[stage] = StageResult(
+                stage,
+                int(saved["steps"]),
+                list(saved["loss_history"]),
+                int(saved["tokens"]),
+                float(saved["wall_seconds"]),
+                saved.get("resumed_from_step"),
+                earlier_seconds=float(saved["wall_seconds"]),
+            )
             resumed_from[stage] = results[stage].steps
             continue
         resume_from: Checkpoint | None = None
@@ -546,17 +708,39 @@ def _run_stages(workspace: Workspace, plan: _Plan, state: RunState, model: Any, 
         callbacks = [checkpoint_callback(state, stage, record, clock), progress_callback(stage, progress)]
         if stage == "sft":
             packing = packing_mode(recipe.train.packing, model)
-            result = train_sft(model, tokenizer, train_set, args=sft_args(recipe.train, stage_dir, device, packing),
-                               callbacks=callbacks, resume_from=resume_from, clock=clock, keep_fp32=keep_fp32,
-                               packing=packing)
+            result = train_sft(
+                model,
+                tokenizer,
+                train_set,
+                args=sft_args(recipe.train, stage_dir, device, packing),
+                callbacks=callbacks,
+                resume_from=resume_from,
+                clock=clock,
+                keep_fp32=keep_fp32,
+                packing=packing,
+            )
         elif stage == "dpo":
-            result = train_dpo(model, tokenizer, preference_dataset(plan.data.preference_train["dpo"], "dpo"),
-                               args=dpo_args(recipe.train, stage_dir, device), callbacks=callbacks,
-                               resume_from=resume_from, clock=clock, keep_fp32=keep_fp32)
+            result = train_dpo(
+                model,
+                tokenizer,
+                preference_dataset(plan.data.preference_train["dpo"], "dpo"),
+                args=dpo_args(recipe.train, stage_dir, device),
+                callbacks=callbacks,
+                resume_from=resume_from,
+                clock=clock,
+                keep_fp32=keep_fp32,
+            )
         else:
-            result = train_kto(model, tokenizer, preference_dataset(plan.data.preference_train["kto"], "kto"),
-                               args=kto_args(recipe.train, stage_dir, device), callbacks=callbacks,
-                               resume_from=resume_from, clock=clock, keep_fp32=keep_fp32)
+            result = train_kto(
+                model,
+                tokenizer,
+                preference_dataset(plan.data.preference_train["kto"], "kto"),
+                args=kto_args(recipe.train, stage_dir, device),
+                callbacks=callbacks,
+                resume_from=resume_from,
+                clock=clock,
+                keep_fp32=keep_fp32,
+            )
         result.earlier_seconds = clock.before
         result.notes += skipped
         adapter_dir = stage_dir / ADAPTER_DIR

@@ -47,7 +47,9 @@ class RunData:
         """sha256 over every row this run trains or evaluates on, in order, part by part."""
         digest = hashlib.sha256(b"plora-run-data-v1\n")
         parts: list[tuple[str, list[dict[str, Any]]]] = [
-            ("lm_train", self.lm_train), ("lm_eval", self.lm_eval), ("replay", self.replay_rows),
+            ("lm_train", self.lm_train),
+            ("lm_eval", self.lm_eval),
+            ("replay", self.replay_rows),
             *((f"{kind}_train", rows) for kind, rows in sorted(self.preference_train.items())),
             *((f"{kind}_eval", rows) for kind, rows in sorted(self.preference_eval.items())),
         ]
@@ -80,7 +82,9 @@ def _rows(snapshot: Snapshot, split: str) -> list[dict[str, Any]]:
     return [{**{c: row[c] for c in columns}, "kind": snapshot.kind} for row in data[split]]
 
 
-def load_run_data(workspace: Workspace, profile: str, stages: tuple[str, ...]) -> tuple[RunData, list[str], list[dict[str, str]]]:
+def load_run_data(
+    workspace: Workspace, profile: str, stages: tuple[str, ...]
+) -> tuple[RunData, list[str], list[dict[str, str]]]:
     """The profile's latest snapshots as rows; the stages that have data; the stages skipped and why.
 
     No ``sft`` snapshot is an error that says to build the datasets first."""
@@ -91,16 +95,20 @@ def load_run_data(workspace: Workspace, profile: str, stages: tuple[str, ...]) -
             if snap is not None:
                 snapshots[kind] = snap
     if "sft" not in snapshots:
-        raise TrainingError(f"profile {profile!r} has no sft dataset snapshot yet: run `plora datasets build "
-                            f"--profile {profile}` first (after `plora ingest`)")
+        raise TrainingError(
+            f"profile {profile!r} has no sft dataset snapshot yet: run `plora datasets build "
+            f"--profile {profile}` first (after `plora ingest`)"
+        )
     lm_train, lm_eval = [], []
     for kind in ("sft", "text"):
         if kind in snapshots:
             lm_train += _rows(snapshots[kind], "train")
             lm_eval += _rows(snapshots[kind], "eval")
     if not lm_train:
-        raise TrainingError(f"profile {profile!r}: the sft (and text) snapshots have no training rows; add material "
-                            "or labels and run `plora datasets build` again")
+        raise TrainingError(
+            f"profile {profile!r}: the sft (and text) snapshots have no training rows; add material "
+            "or labels and run `plora datasets build` again"
+        )
     preference_train, preference_eval = {}, {}
     for kind in ("dpo", "kto"):
         if kind in snapshots:
@@ -111,8 +119,13 @@ def load_run_data(workspace: Workspace, profile: str, stages: tuple[str, ...]) -
         if preference_train.get(stage):
             run_stages.append(stage)
         else:
-            skipped.append({"stage": stage, "reason": f"no {stage} training rows in the profile's snapshots "
-                            f"(label some replies good/bad or write corrections, then `plora datasets build`)"})
+            skipped.append(
+                {
+                    "stage": stage,
+                    "reason": f"no {stage} training rows in the profile's snapshots "
+                    f"(label some replies good/bad or write corrections, then `plora datasets build`)",
+                }
+            )
     preference_train = {k: v for k, v in preference_train.items() if k in run_stages}
     preference_eval = {k: v for k, v in preference_eval.items() if v}
     used = {"sft", "text", *run_stages, *preference_eval}

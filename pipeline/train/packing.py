@@ -72,8 +72,11 @@ class PackedRowsCollator:
             input_ids.append(ids + [self.pad_token_id] * padding)
             labels.append(label + [IGNORE] * padding)
             positions.append(position)
-        return {"input_ids": torch.tensor(input_ids), "labels": torch.tensor(labels),
-                "position_ids": torch.tensor(positions)}
+        return {
+            "input_ids": torch.tensor(input_ids),
+            "labels": torch.tensor(labels),
+            "position_ids": torch.tensor(positions),
+        }
 
 
 __all__ = ["PackedRowsCollator", "PackingMode", "pack_rows", "packing_mode"]

@@ -27,33 +27,80 @@ def drop_reference_adapter(model: Any) -> None:
     model.set_adapter("default")
 
 
-def train_dpo(model: Any, tokenizer: PreTrainedTokenizerBase, train: Dataset, *, args: DPOConfig,
-              callbacks: list[TrainerCallback], resume_from: Checkpoint | None, clock: StageClock,
-              keep_fp32: bool) -> StageResult:
+def train_dpo(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Dataset,
+    *,
+    args: DPOConfig,
+    callbacks: list[TrainerCallback],
+    resume_from: Checkpoint | None,
+    clock: StageClock,
+    keep_fp32: bool,
+) -> StageResult:
     """DPO on ``prompt`` / ``chosen`` / ``rejected`` rows (conversational)."""
     from trl import DPOTrainer
 
-    return _train_preference(DPOTrainer, "dpo", model, tokenizer, train, args=args, callbacks=callbacks,
-                             resume_from=resume_from, clock=clock, keep_fp32=keep_fp32)
+    return _train_preference(
+        DPOTrainer,
+        "dpo",
+        model,
+        tokenizer,
+        train,
+        args=args,
+        callbacks=callbacks,
+        resume_from=resume_from,
+        clock=clock,
+        keep_fp32=keep_fp32,
+    )
 
 
-def train_kto(model: Any, tokenizer: PreTrainedTokenizerBase, train: Dataset, *, args: KTOConfig,
-              callbacks: list[TrainerCallback], resume_from: Checkpoint | None, clock: StageClock,
-              keep_fp32: bool) -> StageResult:
+def train_kto(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Dataset,
+    *,
+    args: KTOConfig,
+    callbacks: list[TrainerCallback],
+    resume_from: Checkpoint | None,
+    clock: StageClock,
+    keep_fp32: bool,
+) -> StageResult:
     """KTO on ``prompt`` / ``completion`` / ``label`` rows (label True: a reply to encourage)."""
     from trl import KTOTrainer
 
-    return _train_preference(KTOTrainer, "kto", model, tokenizer, train, args=args, callbacks=callbacks,
-                             resume_from=resume_from, clock=clock, keep_fp32=keep_fp32)
+    return _train_preference(
+        KTOTrainer,
+        "kto",
+        model,
+        tokenizer,
+        train,
+        args=args,
+        callbacks=callbacks,
+        resume_from=resume_from,
+        clock=clock,
+        keep_fp32=keep_fp32,
+    )
 
 
-def _train_preference(trainer_class: Any, stage: str, model: Any, tokenizer: PreTrainedTokenizerBase,
-                      train: Dataset, *, args: Any, callbacks: list[TrainerCallback],
-                      resume_from: Checkpoint | None, clock: StageClock, keep_fp32: bool) -> StageResult:
+def _train_preference(
+    trainer_class: Any,
+    stage: str,
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Dataset,
+    *,
+    args: Any,
+    callbacks: list[TrainerCallback],
+    resume_from: Checkpoint | None,
+    clock: StageClock,
+    keep_fp32: bool,
+) -> StageResult:
     """Both TRL preference trainers copy the adapter into a frozen reference adapter: drop it after."""
     saved = trainable_state(model) if keep_fp32 else {}
-    trainer = trainer_class(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                            callbacks=callbacks)
+    trainer = trainer_class(
+        model=model, args=args, train_dataset=train, processing_class=tokenizer, callbacks=callbacks
+    )
     keep_adapter_dtype(trainer.model, saved)
     quiet(trainer)
     try:

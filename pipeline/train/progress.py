@@ -38,8 +38,9 @@ def progress_callback(stage: str, progress: Progress) -> Any:
             self.last_time = time.monotonic()
             self.last_tokens = int(state.num_input_tokens_seen or 0)
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
-                   **kwargs: Any) -> None:
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+        ) -> None:
             if not logs or "loss" not in logs:
                 return
             tokens = int(state.num_input_tokens_seen or 0)
@@ -48,7 +49,15 @@ def progress_callback(stage: str, progress: Progress) -> Any:
             if self.last_tokens is not None and now > self.last_time:
                 rate = (tokens - self.last_tokens) / (now - self.last_time)
             self.last_time, self.last_tokens = now, tokens
-            progress(TrainProgress(stage=stage, step=int(state.global_step), max_steps=int(state.max_steps),
-                                   loss=float(logs["loss"]), tokens=tokens, tokens_per_second=rate))
+            progress(
+                TrainProgress(
+                    stage=stage,
+                    step=int(state.global_step),
+                    max_steps=int(state.max_steps),
+                    loss=float(logs["loss"]),
+                    tokens=tokens,
+                    tokens_per_second=rate,
+                )
+            )
 
     return ReportProgress()

@@ -20,9 +20,9 @@ from pipeline.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from peft import LoraConfig as PeftLoraConfig
+    from trl import DPOConfig, KTOConfig, SFTConfig
 
     from pipeline.train.packing import PackingMode
-    from trl import DPOConfig, KTOConfig, SFTConfig
 
 MODES = ("scratch", "continue")
 STAGES = ("sft", "dpo", "kto")
@@ -46,7 +46,9 @@ class LoraSettings:
             raise ValueError(f"lora.dropout must be in [0, 1) (got {self.dropout})")
         if isinstance(self.target_modules, str):
             if self.target_modules != "all-linear":
-                raise ValueError(f"lora.target_modules: {self.target_modules!r}: a list of module names or 'all-linear'")
+                raise ValueError(
+                    f"lora.target_modules: {self.target_modules!r}: a list of module names or 'all-linear'"
+                )
         elif not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
             raise ValueError("lora.target_modules must name at least one module (e.g. ['q_proj', 'v_proj'])")
 
@@ -98,18 +100,25 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r}: expected 'scratch' or 'continue'")
-        if not self.stages or self.stages[0] != "sft" or any(s not in STAGES for s in self.stages) \
-                or len(self.stages) > 2 or len(set(self.stages)) != len(self.stages):
+        if (
+            not self.stages
+            or self.stages[0] != "sft"
+            or any(s not in STAGES for s in self.stages)
+            or len(self.stages) > 2
+            or len(set(self.stages)) != len(self.stages)
+        ):
             raise ValueError(f"stages {list(self.stages)}: expected ['sft'], ['sft', 'dpo'] or ['sft', 'kto']")
         if self.quantization not in ("nf4", "none"):
             raise ValueError(f"base_model.quantization {self.quantization!r}: expected 'nf4' or 'none'")
         if "kto" in self.stages and self.train.batch_size < 2:
-            raise ValueError("train.batch_size must be >= 2 for the kto stage (its KL term compares "
-                             "completions within a batch)")
+            raise ValueError(
+                "train.batch_size must be >= 2 for the kto stage (its KL term compares completions within a batch)"
+            )
 
     @classmethod
-    def from_config(cls, config: Config, profile: str | None, *, mode: str | None = None,
-                    max_steps: int | None = None) -> Recipe:
+    def from_config(
+        cls, config: Config, profile: str | None, *, mode: str | None = None, max_steps: int | None = None
+    ) -> Recipe:
         """The profile's recipe; ``mode`` / ``max_steps`` override the config (command-line flags).
         A bad value is a ConfigError naming the key (exit 2)."""
         name, settings = config.profile(profile)
@@ -125,8 +134,12 @@ class Recipe:
                 base_model=config.base_model.name,
                 quantization=config.base_model.quantization,
                 double_quant=config.base_model.double_quant,
-                lora=LoraSettings(r=settings.lora.r, alpha=float(settings.lora.alpha), dropout=settings.lora.dropout,
-                                  target_modules=targets if isinstance(targets, str) else tuple(targets)),
+                lora=LoraSettings(
+                    r=settings.lora.r,
+                    alpha=float(settings.lora.alpha),
+                    dropout=settings.lora.dropout,
+                    target_modules=targets if isinstance(targets, str) else tuple(targets),
+                ),
                 train=train,
                 min_improvement=settings.gate.min_improvement,
                 max_source_regression=settings.gate.max_source_regression,
@@ -139,15 +152,19 @@ class Recipe:
         train = asdict(self.train)
         del train["save_steps"]
         lora = asdict(self.lora)
-        lora["target_modules"] = self.lora.target_modules if isinstance(self.lora.target_modules, str) \
-            else list(self.lora.target_modules)
+        lora["target_modules"] = (
+            self.lora.target_modules if isinstance(self.lora.target_modules, str) else list(self.lora.target_modules)
+        )
         return {
             "recipe_version": RECIPE_VERSION,
             "profile": self.profile,
             "mode": self.mode,
             "stages": list(self.stages),
-            "base_model": {"name": self.base_model, "quantization": self.quantization,
-                           "double_quant": self.double_quant},
+            "base_model": {
+                "name": self.base_model,
+                "quantization": self.quantization,
+                "double_quant": self.double_quant,
+            },
             "lora": lora,
             "train": train,
         }
@@ -172,8 +189,14 @@ def get_lora_config(lora: LoraSettings) -> PeftLoraConfig:
     from peft import LoraConfig
 
     targets = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                      bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def use_gradient_checkpointing(device: str) -> bool:
@@ -218,9 +241,13 @@ def sft_args(train: TrainSettings, output_dir: Path, device: str, packing: Packi
     TRL packs only in ``"padding_free"`` mode; ``"rows"`` rows arrive packed (pipeline.train.packing)."""
     from trl import SFTConfig
 
-    return SFTConfig(**_common_args(train, output_dir, device), max_length=train.max_length,
-                     packing=packing == "padding_free",
-                     assistant_only_loss=False, completion_only_loss=False)
+    return SFTConfig(
+        **_common_args(train, output_dir, device),
+        max_length=train.max_length,
+        packing=packing == "padding_free",
+        assistant_only_loss=False,
+        completion_only_loss=False,
+    )
 
 
 def dpo_args(train: TrainSettings, output_dir: Path, device: str) -> DPOConfig:

@@ -41,8 +41,14 @@ class ReplayReport:
     notes: list[str] = field(default_factory=list)  # why less (or nothing) was replayed
 
     def as_dict(self) -> dict[str, Any]:
-        return {"fraction": self.fraction, "requested": self.requested, "rows": self.rows, "pool": self.pool,
-                "snapshots": list(self.snapshots), "note": "; ".join(self.notes) or None}
+        return {
+            "fraction": self.fraction,
+            "requested": self.requested,
+            "rows": self.rows,
+            "pool": self.pool,
+            "snapshots": list(self.snapshots),
+            "note": "; ".join(self.notes) or None,
+        }
 
 
 def row_key(row: Mapping[str, Any]) -> str:
@@ -68,8 +74,16 @@ def _lineage(workspace: Workspace, parent: Any) -> Iterable[Any]:
             return
 
 
-def replay_sample(workspace: Workspace, parent: Any, *, current: Mapping[str, str], exclude: set[str],
-                  new_rows: int, fraction: float, seed: int) -> tuple[list[dict[str, Any]], ReplayReport]:
+def replay_sample(
+    workspace: Workspace,
+    parent: Any,
+    *,
+    current: Mapping[str, str],
+    exclude: set[str],
+    new_rows: int,
+    fraction: float,
+    seed: int,
+) -> tuple[list[dict[str, Any]], ReplayReport]:
     """Earlier rows to mix in (with their ``kind``), and what was done.
 
     ``current``: today's snapshot fingerprint per kind (not earlier data). ``exclude``: ``row_key`` of
@@ -100,8 +114,8 @@ def replay_sample(workspace: Workspace, parent: Any, *, current: Mapping[str, st
                 report.notes.append(f"{kind} snapshot {fingerprint[:12]} of v{version.version} can't be read ({e})")
                 continue
             report.snapshots.append(f"{kind}/{fingerprint[:12]} (v{version.version})")
-            for row in train:
-                row = {**dict(row), "kind": kind}
+            for stored in train:
+                row = {**dict(stored), "kind": kind}
                 key = row_key(row)
                 if key not in exclude:
                     pool.setdefault(key, row)

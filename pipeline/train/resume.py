@@ -85,8 +85,9 @@ class RunState:
 
     def __post_init__(self) -> None:
         if self.mode not in ("scratch", "continue") or self.requested_mode not in ("scratch", "continue"):
-            raise ValueError(f"run state: mode {self.mode!r} / requested {self.requested_mode!r}: "
-                             "expected 'scratch' or 'continue'")
+            raise ValueError(
+                f"run state: mode {self.mode!r} / requested {self.requested_mode!r}: expected 'scratch' or 'continue'"
+            )
         if not self.stages or self.stages[0] != "sft":
             raise ValueError(f"run state: stages {self.stages!r} must start with 'sft'")
         if self.stage is not None and self.stage not in self.stages:
@@ -100,8 +101,9 @@ class RunState:
             raise ValueError(f"run state: format {self.format} (this plora reads {STATE_FORMAT})")
 
     def at(self, stage: str, step: int, *, wall_seconds: float, tokens: int) -> RunState:
-        return RunState(**{**asdict(self), "stage": stage, "step": step, "wall_seconds": wall_seconds,
-                           "tokens": tokens})
+        return RunState(
+            **{**asdict(self), "stage": stage, "step": step, "wall_seconds": wall_seconds, "tokens": tokens}
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -128,7 +130,11 @@ class RunState:
     def same_run(self, other: RunState) -> bool:
         """The same computation: run, config, data and base (not where it stands)."""
         return (self.run_id, self.config_hash, self.dataset_fingerprint, self.base_fingerprint) == (
-            other.run_id, other.config_hash, other.dataset_fingerprint, other.base_fingerprint)
+            other.run_id,
+            other.config_hash,
+            other.dataset_fingerprint,
+            other.base_fingerprint,
+        )
 
 
 def config_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -159,23 +165,30 @@ def check_resumable(saved: RunState, now: RunState) -> None:
         changes = config_differences(saved.config, now.config) or ["(settings outside the recipe)"]
         problems.append("the training config changed: " + "; ".join(changes))
     if saved.base_fingerprint != now.base_fingerprint or saved.base_model != now.base_model:
-        problems.append(f"the base model changed: {saved.base_model} {saved.base_fingerprint[:12]} -> "
-                        f"{now.base_model} {now.base_fingerprint[:12]}")
+        problems.append(
+            f"the base model changed: {saved.base_model} {saved.base_fingerprint[:12]} -> "
+            f"{now.base_model} {now.base_fingerprint[:12]}"
+        )
     if saved.snapshots != now.snapshots:
-        changed = [f"{kind} {saved.snapshots.get(kind, '-')[:12]} -> {now.snapshots.get(kind, '-')[:12]}"
-                   for kind in sorted(set(saved.snapshots) | set(now.snapshots))
-                   if saved.snapshots.get(kind) != now.snapshots.get(kind)]
+        changed = [
+            f"{kind} {saved.snapshots.get(kind, '-')[:12]} -> {now.snapshots.get(kind, '-')[:12]}"
+            for kind in sorted(set(saved.snapshots) | set(now.snapshots))
+            if saved.snapshots.get(kind) != now.snapshots.get(kind)
+        ]
         problems.append("the dataset snapshots changed: " + ", ".join(changed))
     elif saved.dataset_fingerprint != now.dataset_fingerprint:
-        problems.append(f"the training data changed (rows fingerprint {saved.dataset_fingerprint[:12]} -> "
-                        f"{now.dataset_fingerprint[:12]}: a snapshot or replay source was modified)")
+        problems.append(
+            f"the training data changed (rows fingerprint {saved.dataset_fingerprint[:12]} -> "
+            f"{now.dataset_fingerprint[:12]}: a snapshot or replay source was modified)"
+        )
     if saved.stages != now.stages:
         problems.append(f"the stages changed: {saved.stages} -> {now.stages}")
     if problems:
         raise TrainingError(
             f"run {saved.run_id} can't be resumed: " + "; ".join(problems) + ". Its checkpoints were trained on "
             "the old inputs, so continuing would mix two runs: restore them to resume, or start a new run "
-            "with `plora train` (without --resume)")
+            "with `plora train` (without --resume)"
+        )
 
 
 # --- files ----------------------------------------------------------------------------------------
@@ -206,10 +219,13 @@ def _files(folder: Path) -> list[Path]:
 def write_manifest(folder: Path, *, run_id: str, stage: str, step: int) -> str:
     """Hash every file of ``folder`` into ``plora-manifest.json`` (written last, atomically); returns
     the manifest's own sha256, which the caller records in the store."""
-    files = {p.relative_to(folder).as_posix(): {"sha256": _sha256(p), "size": p.stat().st_size}
-             for p in _files(folder)}
-    text = json.dumps({"format": 1, "run_id": run_id, "stage": stage, "step": step, "files": files},
-                      indent=2, sort_keys=True) + "\n"
+    files = {p.relative_to(folder).as_posix(): {"sha256": _sha256(p), "size": p.stat().st_size} for p in _files(folder)}
+    text = (
+        json.dumps(
+            {"format": 1, "run_id": run_id, "stage": stage, "step": step, "files": files}, indent=2, sort_keys=True
+        )
+        + "\n"
+    )
     atomic_write(folder / MANIFEST_FILE, text)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -252,8 +268,9 @@ class Checkpoint:
     manifest_sha256: str
 
 
-def verify_checkpoint(folder: Path, run: RunState, stage: str, recorded: set[str],
-                      step: int | None = None) -> tuple[Checkpoint | None, str]:
+def verify_checkpoint(
+    folder: Path, run: RunState, stage: str, recorded: set[str], step: int | None = None
+) -> tuple[Checkpoint | None, str]:
     """A Checkpoint when ``folder`` is a complete checkpoint of this run's ``stage``, else (None, why)."""
     digest, why = verify_manifest(folder, run_id=run.run_id, stage=stage, step=step)
     if digest is None:
@@ -277,8 +294,9 @@ def checkpoint_folders(stage_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def last_complete_checkpoint(stage_dir: Path, run: RunState, stage: str, recorded: set[str], *,
-                             set_aside: bool = False) -> tuple[Checkpoint | None, list[str]]:
+def last_complete_checkpoint(
+    stage_dir: Path, run: RunState, stage: str, recorded: set[str], *, set_aside: bool = False
+) -> tuple[Checkpoint | None, list[str]]:
     """The stage's newest complete checkpoint, and a note per checkpoint skipped on the way.
 
     With ``set_aside``, the skipped ones newer than the chosen checkpoint are moved to
@@ -339,8 +357,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
-            raise TrainingError(f"run {run_dir.name} is being trained by another process; "
-                                "wait for it to finish (or stop it) before resuming") from e
+            raise TrainingError(
+                f"run {run_dir.name} is being trained by another process; "
+                "wait for it to finish (or stop it) before resuming"
+            ) from e
         try:
             yield
         finally:
@@ -369,8 +389,9 @@ def is_locked(run_dir: Path) -> bool:
 # --- the Trainer side -------------------------------------------------------------------------------
 
 
-def checkpoint_callback(run: RunState, stage: str, record: Callable[[dict[str, Any]], None],
-                        stage_clock: Callable[[], float]) -> Any:
+def checkpoint_callback(
+    run: RunState, stage: str, record: Callable[[dict[str, Any]], None], stage_clock: Callable[[], float]
+) -> Any:
     """A TrainerCallback that seals every checkpoint the Trainer saves (state, manifest, store record).
 
     ``on_save`` runs after the Trainer wrote the whole folder (weights, optimizer, scheduler, RNG,
@@ -382,7 +403,15 @@ def checkpoint_callback(run: RunState, stage: str, record: Callable[[dict[str, A
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
-                seal(folder, run.at(stage, state.global_step, wall_seconds=stage_clock(),
-                                    tokens=int(state.num_input_tokens_seen or 0)), record)
+                seal(
+                    folder,
+                    run.at(
+                        stage,
+                        state.global_step,
+                        wall_seconds=stage_clock(),
+                        tokens=int(state.num_input_tokens_seen or 0),
+                    ),
+                    record,
+                )
 
     return SealCheckpoints()

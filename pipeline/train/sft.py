@@ -34,8 +34,14 @@ class StageResult:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "steps": self.steps, "loss_history": self.loss_history, "tokens": self.tokens,
-                "wall_seconds": round(self.wall_seconds, 3), "resumed_from_step": self.resumed_from_step}
+        return {
+            "stage": self.stage,
+            "steps": self.steps,
+            "loss_history": self.loss_history,
+            "tokens": self.tokens,
+            "wall_seconds": round(self.wall_seconds, 3),
+            "resumed_from_step": self.resumed_from_step,
+        }
 
 
 def trainable_state(model: Any) -> dict[str, Any]:
@@ -68,9 +74,14 @@ def run_trainer(trainer: Trainer, stage: str, resume_from: Checkpoint | None, cl
     state = trainer.state
     losses = [{"step": int(e["step"]), "loss": float(e["loss"])} for e in state.log_history if "loss" in e]
     del output
-    return StageResult(stage=stage, steps=int(state.global_step), loss_history=losses,
-                       tokens=int(state.num_input_tokens_seen or 0), wall_seconds=clock(),
-                       resumed_from_step=resume_from.step if resume_from else None)
+    return StageResult(
+        stage=stage,
+        steps=int(state.global_step),
+        loss_history=losses,
+        tokens=int(state.num_input_tokens_seen or 0),
+        wall_seconds=clock(),
+        resumed_from_step=resume_from.step if resume_from else None,
+    )
 
 
 class StageClock:
@@ -87,9 +98,18 @@ class StageClock:
         return self.before + (time.monotonic() - self.started if self.started is not None else 0.0)
 
 
-def train_sft(model: Any, tokenizer: PreTrainedTokenizerBase, train: Dataset, *, args: SFTConfig,
-              callbacks: list[TrainerCallback], resume_from: Checkpoint | None, clock: StageClock,
-              keep_fp32: bool, packing: PackingMode = "off") -> StageResult:
+def train_sft(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Dataset,
+    *,
+    args: SFTConfig,
+    callbacks: list[TrainerCallback],
+    resume_from: Checkpoint | None,
+    clock: StageClock,
+    keep_fp32: bool,
+    packing: PackingMode = "off",
+) -> StageResult:
     """Train ``model`` (a PeftModel whose adapter ``default`` is trainable) on ``train``; ``packing``
     as ``packing_mode`` decided it (``args`` made by ``sft_args`` with the same mode)."""
     from trl import SFTTrainer
@@ -98,8 +118,14 @@ def train_sft(model: Any, tokenizer: PreTrainedTokenizerBase, train: Dataset, *,
     if packing == "rows":
         train, collator = pack_rows(train, args.max_length), PackedRowsCollator(tokenizer.pad_token_id)
     saved = trainable_state(model) if keep_fp32 else {}
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                         data_collator=collator, callbacks=callbacks)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        data_collator=collator,
+        callbacks=callbacks,
+    )
     keep_adapter_dtype(trainer.model, saved)
     quiet(trainer)
     return run_trainer(trainer, "sft", resume_from, clock)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,7 @@ from connectors.settings import ClaudeSource
 ROOT = "00000000-0000-4000-8000-000000000000"
 
 
-def chat(
-    uuid: str, sender: Any, text: str, *, content: Any = None, **extra: Any
-) -> dict[str, Any]:
+def chat(uuid: str, sender: Any, text: str, *, content: Any = None, **extra: Any) -> dict[str, Any]:
     message = {
         "uuid": uuid,
         "text": text,
@@ -42,19 +40,30 @@ def subnetting() -> dict[str, Any]:
         "account": {"uuid": "me"},
         "chat_messages": [
             chat(
-                "m1", "human", "Split 10.0.0.0/24 into four",
-                attachments=[{
-                    "file_name": "plan.txt", "file_type": "txt", "file_size": 15,
-                    "extracted_content": "sites A, B, C, D",
-                }],
+                "m1",
+                "human",
+                "Split 10.0.0.0/24 into four",
+                attachments=[
+                    {
+                        "file_name": "plan.txt",
+                        "file_type": "txt",
+                        "file_size": 15,
+                        "extracted_content": "sites A, B, C, D",
+                    }
+                ],
                 files=[{"file_name": "diagram.png"}],
             ),
-            chat("m2", "assistant", "stale text field", content=[
-                {"type": "text", "text": "Use /26 subnets."},
-                {"type": "tool_use", "name": "calc", "input": {"expr": "256/4"}},
-                {"type": "tool_result", "content": [{"type": "text", "text": "64"}]},
-                {"type": "text", "text": "That gives 64 addresses each."},
-            ]),
+            chat(
+                "m2",
+                "assistant",
+                "stale text field",
+                content=[
+                    {"type": "text", "text": "Use /26 subnets."},
+                    {"type": "tool_use", "name": "calc", "input": {"expr": "256/4"}},
+                    {"type": "tool_result", "content": [{"type": "text", "text": "64"}]},
+                    {"type": "text", "text": "That gives 64 addresses each."},
+                ],
+            ),
             chat("m3", "human", "", content=[]),
             chat("m4", "human", "Thanks!", content=None) | {"content": None},
         ],
@@ -125,7 +134,7 @@ def test_reads_every_conversation_with_stable_ids(export: Path) -> None:
     record = records(first)["k1"]
     assert record.kind == "conversation"
     assert record.title == "Subnetting help"
-    assert record.updated_at == datetime(2024, 5, 1, 10, 5, tzinfo=timezone.utc)
+    assert record.updated_at == datetime(2024, 5, 1, 10, 5, tzinfo=UTC)
     assert record.metadata["created_at"] == "2024-05-01T10:00:00.123456+00:00"
 
 
@@ -155,7 +164,7 @@ def test_message_text_attachments_and_empty_messages(export: Path) -> None:
     assert messages[1].content == "Use /26 subnets.\n\nThat gives 64 addresses each."
     assert messages[1].metadata == {"tool_uses": 1}
     assert messages[2].content == "Thanks!"
-    assert messages[0].created_at == datetime(2024, 5, 1, 10, 0, 1, 500000, tzinfo=timezone.utc)
+    assert messages[0].created_at == datetime(2024, 5, 1, 10, 0, 1, 500000, tzinfo=UTC)
     assert [m.parent_external_id for m in messages] == [None, "m1", "m2"]
 
 
@@ -170,7 +179,10 @@ def test_retried_replies_become_branches(export: Path) -> None:
     messages = records(read(export))["k3"].messages
     shape = [(m.position, m.branch, m.external_id, m.parent_external_id) for m in messages]
     assert shape == [
-        (0, 0, "h1", None), (1, 0, "a1b", "h1"), (1, 1, "a1", "h1"), (2, 0, "h2", "a1b"),
+        (0, 0, "h1", None),
+        (1, 0, "a1b", "h1"),
+        (1, 1, "a1", "h1"),
+        (2, 0, "h2", "a1b"),
     ]
 
 

@@ -58,8 +58,16 @@ def commit(repo: Path, message: str, files: dict[str, str | bytes], email: str =
             path.write_text(content)
     if files:
         git(repo, "add", "--", *files)
-    git(repo, "commit", "-q", "--allow-empty", "-m", message,
-        GIT_AUTHOR_EMAIL=email, GIT_AUTHOR_NAME=email.split("@")[0].title())
+    git(
+        repo,
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        message,
+        GIT_AUTHOR_EMAIL=email,
+        GIT_AUTHOR_NAME=email.split("@")[0].title(),
+    )
     return git(repo, "rev-parse", "HEAD")
 
 
@@ -73,17 +81,25 @@ def init(repo: Path) -> Path:
 def project(tmp_path: Path) -> Path:
     """Files of every kind; commits by Ada and Bob; a merge."""
     repo = init(tmp_path / "project")
-    commit(repo, "Start the app\n\nWith a body.", {
-        "src/app.py": "def main():\n    return 1\n",
-        "README.md": "# App\n",
-        "docs/notes.md": "excluded by a glob\n",
-    })
-    commit(repo, "Add assets", {
-        "assets/logo.png": b"\x89PNG\r\n\x1a\n\x00\x00\x00" + bytes(range(256)),
-        "assets/video.mp4": LFS_POINTER,
-        "data/big.txt": "x" * 3000,
-        "src/__init__.py": "",
-    })
+    commit(
+        repo,
+        "Start the app\n\nWith a body.",
+        {
+            "src/app.py": "def main():\n    return 1\n",
+            "README.md": "# App\n",
+            "docs/notes.md": "excluded by a glob\n",
+        },
+    )
+    commit(
+        repo,
+        "Add assets",
+        {
+            "assets/logo.png": b"\x89PNG\r\n\x1a\n\x00\x00\x00" + bytes(range(256)),
+            "assets/video.mp4": LFS_POINTER,
+            "data/big.txt": "x" * 3000,
+            "src/__init__.py": "",
+        },
+    )
     commit(repo, "Bob's change", {"src/bob.py": "print('bob')\n"}, email=BOB)
     git(repo, "checkout", "-q", "-b", "feature")
     commit(repo, "Feature work", {"src/feature.py": "FEATURE = True\n"})
@@ -126,7 +142,10 @@ def test_files_and_commits(project: Path) -> None:
     items = run(project)
     found = records(items)
     assert {i for i in found if i.startswith("file:")} == {
-        "file:README.md", "file:src/app.py", "file:src/bob.py", "file:src/feature.py",
+        "file:README.md",
+        "file:src/app.py",
+        "file:src/bob.py",
+        "file:src/feature.py",
     }
     app = found["file:src/app.py"]
     assert (app.kind, app.title) == ("code", "src/app.py")
@@ -148,13 +167,16 @@ def test_files_and_commits(project: Path) -> None:
 
     # Ada's commits only (case-insensitive email), newest first, merges left out.
     assert commit_titles(items) == [
-        "Link and submodule", "Tweak app", "Feature work", "Add assets", "Start the app",
+        "Link and submodule",
+        "Tweak app",
+        "Feature work",
+        "Add assets",
+        "Start the app",
     ]
     first = next(r for r in found.values() if r.title == "Start the app")
     sha = first.external_id.removeprefix("commit:")
     assert first.content == (
-        "Start the app\n\nWith a body.\n\nFiles changed:\n"
-        "README.md +1 -0\ndocs/notes.md +1 -0\nsrc/app.py +2 -0"
+        "Start the app\n\nWith a body.\n\nFiles changed:\nREADME.md +1 -0\ndocs/notes.md +1 -0\nsrc/app.py +2 -0"
     )
     meta = first.metadata
     assert meta["sha"] == sha and meta["parents"] == []
@@ -266,9 +288,7 @@ def test_work_tree_is_ignored(project: Path) -> None:
 
 def test_shallow_clone(project: Path, tmp_path: Path) -> None:
     clone = tmp_path / "shallow"
-    subprocess.run(
-        ["git", "clone", "-q", "--depth", "1", f"file://{project}", str(clone)], check=True
-    )
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{project}", str(clone)], check=True)
     items = run(clone)
     (only,) = [r for r in records(items).values() if r.kind == "commit"]
     assert only.title == "Link and submodule"
@@ -327,7 +347,8 @@ def git_children() -> list[int]:
                 found.append(int(stat_file.parent.name))
         return found
     return [
-        p.pid for p in psutil.Process().children(recursive=True)
+        p.pid
+        for p in psutil.Process().children(recursive=True)
         if p.name() == "git" and p.status() != psutil.STATUS_ZOMBIE
     ]
 
@@ -358,7 +379,7 @@ def test_source_errors(tmp_path: Path) -> None:
 def test_damaged_repository(project: Path) -> None:
     tree = git(project, "rev-parse", "HEAD^{tree}")
     (project / ".git" / "objects" / tree[:2] / tree[2:]).unlink()
-    with pytest.raises(ConnectorError, match="git failed: fatal: .*"):
+    with pytest.raises(ConnectorError, match=r"git failed: fatal: .*"):
         list(git_connector.read(source(project), None))
     (project / ".git" / "refs" / "heads" / "main").write_text("f" * 40 + "\n")
     with pytest.raises(ConnectorError, match="not a commit in this repository"):
@@ -389,7 +410,8 @@ def test_performance(tmp_path: Path) -> None:
     repo = init(tmp_path / "big")
     subprocess.run(
         ["git", "-C", str(repo), "fast-import", "--quiet"],
-        input=fast_import_stream(2000, 1000), check=True,
+        input=fast_import_stream(2000, 1000),
+        check=True,
     )
     started = time.perf_counter()
     items = run(repo, authors=[], max_file_kb=256)

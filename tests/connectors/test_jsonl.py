@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,7 @@ def line(**fields: Any) -> str:
     return json.dumps(fields)
 
 
-def convo(
-    conversation_id: Any = "j1", question: str = "How do I drain a node?", **extra: Any
-) -> str:
+def convo(conversation_id: Any = "j1", question: str = "How do I drain a node?", **extra: Any) -> str:
     messages = [
         {"role": "system", "content": "You are my ops assistant."},
         {"role": "user", "content": question},
@@ -232,10 +231,10 @@ def test_a_cursor_without_line_hashes_reads_every_line(tmp_path: Path) -> None:
 
 def test_unreadable_sources_raise_connector_error_naming_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.jsonl"
-    with pytest.raises(ConnectorError, match="nope.jsonl: not found"):
+    with pytest.raises(ConnectorError, match=re.escape("nope.jsonl: not found")):
         read(missing)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConnectorError, match="no .jsonl files"):
+    with pytest.raises(ConnectorError, match=re.escape("no .jsonl files")):
         read(tmp_path / "empty")
 
 

@@ -99,9 +99,19 @@ def test_vault_records(vault: Path) -> None:
     records = by_id(items, Record)
     assert sorted(records) == sorted(
         [
-            "Home.md", "projects/Project X.md", "projects/untitled.md", "runbooks/Deploy.md",
-            "ops/Restart.md", "ops/Tagged.md", "broken-front-matter.md", "bad-date.md",
-            "unclosed-fence.md", "utf16.md", "bom8.md", "latin1.md", "crlf.md",
+            "Home.md",
+            "projects/Project X.md",
+            "projects/untitled.md",
+            "runbooks/Deploy.md",
+            "ops/Restart.md",
+            "ops/Tagged.md",
+            "broken-front-matter.md",
+            "bad-date.md",
+            "unclosed-fence.md",
+            "utf16.md",
+            "bom8.md",
+            "latin1.md",
+            "crlf.md",
             "sub/x-link.md",
         ]
     )
@@ -110,9 +120,7 @@ def test_vault_records(vault: Path) -> None:
     assert home.title == "My home"
     assert home.content.startswith("# Welcome\n")
     assert "---" not in home.content and "rating" not in home.content
-    assert (
-        "Links: Project X, the project, Deploy > Rollback, Deploy." in home.content
-    )
+    assert "Links: Project X, the project, Deploy > Rollback, Deploy." in home.content
     assert "Embeds:  [embed: Snippet] and `[[not a link]]`." in home.content
     assert "diagram.png" not in home.content
     meta = home.metadata
@@ -185,8 +193,14 @@ def test_skips_and_left_out(vault: Path) -> None:
     assert "outside" in reasons["secret-link.md"]
     assert skips["binary.md"].external_id == "binary.md"
     every_id = {getattr(i, "external_id", None) for i in items} | set(reasons)
-    for left_out in ("templates/Daily.md", ".obsidian/workspace.md", ".trash/old.md",
-                     "sub/.hidden.md", "notes.txt", "elsewhere/secret.md"):
+    for left_out in (
+        "templates/Daily.md",
+        ".obsidian/workspace.md",
+        ".trash/old.md",
+        "sub/.hidden.md",
+        "notes.txt",
+        "elsewhere/secret.md",
+    ):
         assert left_out not in every_id
     assert not any("secret" in getattr(i, "content", "").lower() for i in items)
 
@@ -195,7 +209,7 @@ def test_odd_files(tmp_path: Path) -> None:
     (tmp_path / "ok.md").write_text("# Fine\n")
     os.mkfifo(tmp_path / "pipe.md")  # opening it would block: must never be opened
     with open(os.fsencode(tmp_path) + b"/caf\xe9.md", "wb") as handle:
-        handle.write("# Latin-1 name\n".encode())
+        handle.write(b"# Latin-1 name\n")
     os.symlink(tmp_path / "nowhere.md", tmp_path / "dangling.md")
     items = run(tmp_path)
     reasons = {s.item: s.reason for s in items if isinstance(s, Skip)}

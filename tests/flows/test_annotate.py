@@ -51,8 +51,9 @@ def history(home: Path, external_id: str) -> list[tuple[str, int | None, int | N
     """The person's label events on one document: (value, position, undoes_id, id) in order."""
     with open_workspace(home) as workspace, workspace.store.read() as session:
         document_id = session.scalars(select(Document.id).where(Document.external_id == external_id)).one()
-        events = session.scalars(select(Label).where(Label.document_id == document_id,
-                                                     Label.origin == LabelOrigin.plora).order_by(Label.id))
+        events = session.scalars(
+            select(Label).where(Label.document_id == document_id, Label.origin == LabelOrigin.plora).order_by(Label.id)
+        )
         return [(event.value.value, event.position, event.undoes_id, event.id) for event in events]
 
 
@@ -108,8 +109,7 @@ async def _labelling_session(app: AnnotateApp) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_inline_editor_without_editor_and_undo_of_a_correction(corpus: Corpus,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inline_editor_without_editor_and_undo_of_a_correction(corpus: Corpus, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VISUAL", raising=False)
     monkeypatch.delenv("EDITOR", raising=False)
     with open_workspace(corpus.home) as workspace:
@@ -137,14 +137,16 @@ async def _inline_editor_session(app: AnnotateApp, home: Path) -> None:
 
 # --- a real terminal, killed mid-session ----------------------------------------------------------------
 
+
 class Terminal:
     """``plora annotate`` on a pseudo-terminal; everything it draws is drained in a thread."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env, start_new_session=True
+        )
         os.close(slave)
         self.master = master
         self.output = bytearray()
@@ -214,8 +216,21 @@ def test_ctrl_c_quits_and_keeps_what_was_done(corpus: Corpus, fake_editor: Path)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm-256color"}
     for variable in ("COLUMNS", "LINES", "NO_COLOR", "TEXTUAL"):
         env.pop(variable, None)
-    terminal = Terminal([sys.executable, "-m", "flows.cli", "annotate", "--home", str(corpus.home),
-                         "--source", "chats", "--search", "session 5"], env)
+    terminal = Terminal(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "annotate",
+            "--home",
+            str(corpus.home),
+            "--source",
+            "chats",
+            "--search",
+            "session 5",
+        ],
+        env,
+    )
     try:
         wait_for(lambda: b"labelled" in terminal.output, "the UI to draw")
         terminal.send("b")

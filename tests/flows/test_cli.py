@@ -23,7 +23,7 @@ def test_init_then_status_json_in_an_empty_folder(home: Path, cli) -> None:
     status = cli("status", "--json", "--home", home)
     assert status.code == 0, status.stderr
     report = status.json()
-    assert STATUS_KEYS <= report.keys()
+    assert report.keys() >= STATUS_KEYS
     assert report["documents_by_kind"] == {"conversation": 0, "note": 0, "runbook": 0, "code": 0, "commit": 0}
     assert {"good": 0, "bad": 0, "corrections": 0, "unlabelled_conversations": 0}.items() <= report["labels"].items()
     assert report["datasets"] == 0 and report["adapters"] == {} and report["redactions"] == {}
@@ -57,8 +57,10 @@ def test_broken_config_is_one_line_and_exit_2(home: Path, cli) -> None:
     assert result.code == 2
     assert result.stdout == ""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == ["error: plora.toml: sources[0].type: unknown source type 'svn'; expected one of "
-                     "chatgpt, claude, jsonl, markdown, git"]
+    assert lines == [
+        "error: plora.toml: sources[0].type: unknown source type 'svn'; expected one of "
+        "chatgpt, claude, jsonl, markdown, git"
+    ]
 
 
 def test_db_upgrade(home: Path, cli) -> None:
@@ -79,7 +81,7 @@ def test_typer_runner_status_and_help(home: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["status", "--json", "--home", str(home)])
     assert result.exit_code == 0, result.output
-    assert STATUS_KEYS <= json.loads(result.stdout).keys()
+    assert json.loads(result.stdout).keys() >= STATUS_KEYS
     helped = runner.invoke(app, ["--help"])
     assert helped.exit_code == 0 and "init" in helped.stdout and "status" in helped.stdout
 
@@ -92,4 +94,4 @@ def test_installed_console_script(home: Path) -> None:
     assert version.stdout.startswith("plora ")
     subprocess.run([plora, "init"], capture_output=True, text=True, env=env, check=True)
     status = subprocess.run([plora, "status", "--json"], capture_output=True, text=True, env=env, check=True)
-    assert STATUS_KEYS <= json.loads(status.stdout).keys()
+    assert json.loads(status.stdout).keys() >= STATUS_KEYS

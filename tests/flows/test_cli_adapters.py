@@ -46,11 +46,16 @@ def test_list_show_promote_rollback(registered: Path, cli) -> None:
     assert listed.code == 0, listed.stderr
     rows = listed.json()["adapters"]
     assert [(r["ref"], r["status"], r["current"]) for r in rows] == [
-        ("creative@v1", "accepted", True), ("work@v1", "accepted", False), ("work@v2", "rejected", False),
-        ("work@v3", "accepted", True)]
+        ("creative@v1", "accepted", True),
+        ("work@v1", "accepted", False),
+        ("work@v2", "rejected", False),
+        ("work@v3", "accepted", True),
+    ]
     assert rows[3]["parent_version"] == 1 and rows[3]["metrics"]["eval_loss"] == 1.25
-    assert [r["ref"] for r in cli("adapters", "list", "--profile", "creative", "--json", "--home",
-                                  registered).json()["adapters"]] == ["creative@v1"]
+    assert [
+        r["ref"]
+        for r in cli("adapters", "list", "--profile", "creative", "--json", "--home", registered).json()["adapters"]
+    ] == ["creative@v1"]
     human = cli("adapters", "list", "--home", registered)
     assert human.code == 0 and "work@v3" in human.stdout and "rejected" in human.stdout
 
@@ -62,14 +67,18 @@ def test_list_show_promote_rollback(registered: Path, cli) -> None:
     assert human.code == 0 and "work@v3 accepted (current)" in human.stdout and "improvement=0.25" in human.stdout
 
     assert cli("adapters", "rollback", "work", "--json", "--home", registered).json() == {
-        "profile": "work", "current": "work@v1"}
+        "profile": "work",
+        "current": "work@v1",
+    }
     refused = cli("adapters", "promote", "work@v2", "--home", registered)
     assert refused.code == 1 and "--force" in _one_error_line(refused)
     forced = cli("adapters", "promote", "work@v2", "--force", "--home", registered)
     assert forced.code == 0 and "current is now work@v2" in forced.stdout
     status = cli("status", "--json", "--home", registered).json()
-    assert status["adapters"] == {"creative": {"current": "v1", "versions": 1},
-                                  "work": {"current": "v2", "versions": 3}}
+    assert status["adapters"] == {
+        "creative": {"current": "v1", "versions": 1},
+        "work": {"current": "v2", "versions": 3},
+    }
 
     for args in (("adapters", "show", "work@v9"), ("adapters", "show", "Work!"), ("adapters", "rollback", "../x")):
         result = cli(*args, "--home", registered)
@@ -83,8 +92,11 @@ def test_list_show_promote_rollback(registered: Path, cli) -> None:
 
 def test_verify_reports_every_bad_file_in_one_line(registered: Path, cli) -> None:
     ok = cli("adapters", "verify", "work", "--json", "--home", registered)
-    assert ok.code == 0 and ok.json() == {"ref": "work@v3", "ok": True, "files": [
-        "README.md", "adapter_config.json", "adapter_model.safetensors"]}
+    assert ok.code == 0 and ok.json() == {
+        "ref": "work@v3",
+        "ok": True,
+        "files": ["README.md", "adapter_config.json", "adapter_model.safetensors"],
+    }
     assert "ok, 3 files match" in cli("adapters", "verify", "work@v1", "--home", registered).stdout
 
     folder = registered / "adapters" / "work" / "v3"
@@ -104,7 +116,8 @@ def test_export_plain_and_merged(registered: Path, cli, tmp_path: Path) -> None:
     assert plain.code == 0, plain.stderr
     assert plain.json() == {"ref": "work@v1", "path": str(tmp_path / "plain"), "merged": False}
     assert {"adapter_config.json", "adapter_model.safetensors", "plora.json"} <= {
-        p.name for p in (tmp_path / "plain").iterdir()}
+        p.name for p in (tmp_path / "plain").iterdir()
+    }
 
     merged = cli("adapters", "export", "work", tmp_path / "merged", "--merged", "--home", registered)
     assert merged.code == 0, merged.stderr
@@ -122,24 +135,50 @@ def test_generate_and_combine(registered: Path, cli) -> None:
     assert first.code == 0, first.stderr
     document = first.json()
     assert document["ref"] == "work@v3" and document["prompt"] == "Hello" and isinstance(document["reply"], str)
-    pinned = cli("generate", "--profile", "work", "--version", "1", "--max-new-tokens", "6", "Hello", "--json",
-                 "--home", registered)
+    pinned = cli(
+        "generate",
+        "--profile",
+        "work",
+        "--version",
+        "1",
+        "--max-new-tokens",
+        "6",
+        "Hello",
+        "--json",
+        "--home",
+        registered,
+    )
     assert pinned.code == 0 and pinned.json()["ref"] == "work@v1"
     human = cli("generate", "--profile", "work", "--max-new-tokens", "6", "Hello", "--home", registered)
     assert human.code == 0 and human.stdout == document["reply"] + "\n"
     missing = cli("generate", "--profile", "nobody", "Hello", "--home", registered)
     assert missing.code == 2 and "no current version" in _one_error_line(missing)
 
-    combined = cli("adapters", "combine", "work@v1", "creative", "--weight", "0.7", "--weight", "0.3",
-                   "--profile", "blend", "--promote", "--json", "--home", registered)
+    combined = cli(
+        "adapters",
+        "combine",
+        "work@v1",
+        "creative",
+        "--weight",
+        "0.7",
+        "--weight",
+        "0.3",
+        "--profile",
+        "blend",
+        "--promote",
+        "--json",
+        "--home",
+        registered,
+    )
     assert combined.code == 0, combined.stderr
     row = combined.json()
     assert (row["ref"], row["status"], row["current"]) == ("blend@v1", "accepted", True)
     shown = cli("adapters", "show", "blend", "--json", "--home", registered).json()
     assert [(c["ref"], c["weight"]) for c in shown["manifest"]["composition"]["components"]] == [
-        ("work@v1", 0.7), ("creative@v1", 0.3)]
+        ("work@v1", 0.7),
+        ("creative@v1", 0.3),
+    ]
     blend = cli("generate", "--profile", "blend", "--max-new-tokens", "4", "Hello", "--json", "--home", registered)
     assert blend.code == 0 and blend.json()["ref"] == "blend@v1"
-    wrong = cli("adapters", "combine", "work", "creative", "--weight", "1", "--profile", "blend", "--home",
-                registered)
+    wrong = cli("adapters", "combine", "work", "creative", "--weight", "1", "--profile", "blend", "--home", registered)
     assert wrong.code == 2 and "2 adapters but 1 weights" in _one_error_line(wrong)

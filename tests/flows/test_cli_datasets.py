@@ -31,8 +31,9 @@ def test_build_list_show(example_home: Path, cli) -> None:
 
     again = cli("datasets", "build", "--home", home, "--json", "--profile", "work").json()
     assert all(row["new"] is False for row in again["snapshots"].values())
-    assert {k: r["fingerprint"] for k, r in again["snapshots"].items()} == \
-        {k: r["fingerprint"] for k, r in report["snapshots"].items()}
+    assert {k: r["fingerprint"] for k, r in again["snapshots"].items()} == {
+        k: r["fingerprint"] for k, r in report["snapshots"].items()
+    }
     forced = cli("datasets", "build", "--home", home, "--json", "--force").json()  # built again: same rows
     assert forced == again and forced["snapshots"]["sft"].keys() == {"fingerprint", "path", "rows", "tokens", "new"}
 
@@ -64,8 +65,15 @@ def test_unknown_and_ambiguous_prefixes_are_usage_errors(example_home: Path, cli
 
     with open_workspace(example_home) as workspace, workspace.store.write() as session:
         for fingerprint in ("ab" + "1" * 62, "ab" + "2" * 62):
-            record_snapshot(session, profile="work", kind="sft", fingerprint=fingerprint,
-                            path=f"datasets/sft/{fingerprint}", rows=0, meta={})
+            record_snapshot(
+                session,
+                profile="work",
+                kind="sft",
+                fingerprint=fingerprint,
+                path=f"datasets/sft/{fingerprint}",
+                rows=0,
+                meta={},
+            )
     unknown = cli("datasets", "show", "ffff0000", "--home", example_home)
     assert unknown.code == 2 and "no dataset snapshot matches" in unknown.stderr
     ambiguous = cli("datasets", "show", "ab", "--home", example_home)

@@ -31,8 +31,10 @@ def harness(tmp_path_factory: pytest.TempPathFactory):
         from prefect.testing.utilities import prefect_test_harness
 
         storage = tmp_path_factory.mktemp("prefect-results")
-        with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: storage}), \
-                prefect_test_harness(server_startup_timeout=120):
+        with (
+            temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: storage}),
+            prefect_test_harness(server_startup_timeout=120),
+        ):
             yield
 
 
@@ -58,8 +60,9 @@ def _versions(home: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_monthly_cycle_registers_adapters_then_trains_nothing_when_nothing_changed(harness, example_home, cli,
-                                                                                   monkeypatch):
+def test_monthly_cycle_registers_adapters_then_trains_nothing_when_nothing_changed(
+    harness, example_home, cli, monkeypatch
+):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -80,7 +83,7 @@ def test_monthly_cycle_registers_adapters_then_trains_nothing_when_nothing_chang
             assert row["status"] == "trained" and row["adapter"] == f"{name}@v1", row
             assert row["run_id"] and row["tokens_trained"] > 0 and row["trainable_parameters"] > 0
             assert isinstance(row["eval_loss"]["base"], float) and isinstance(row["eval_loss"]["new"], float)
-            assert row["adapter_status"] in ("accepted", "rejected") and row["why"] is None or not row["promoted"]
+            assert (row["adapter_status"] in ("accepted", "rejected") and row["why"] is None) or not row["promoted"]
             version = registry.resolve(workspace, f"{name}@v1")  # registered in the store
             assert version.manifest["snapshots"] == row["snapshots"]  # what change detection compares
             assert row["notes"][0] == "no interrupted run to resume: starting a new run"
@@ -123,8 +126,9 @@ def test_monthly_cycle_registers_adapters_then_trains_nothing_when_nothing_chang
     config = example_home / "plora.toml"
     text = config.read_text(encoding="utf-8")
     creative = text.index("[profiles.creative]")
-    config.write_text(text[:creative] + text[creative:].replace("eval_percent = 10", "eval_percent = 30", 1),
-                      encoding="utf-8")
+    config.write_text(
+        text[:creative] + text[creative:].replace("eval_percent = 10", "eval_percent = 30", 1), encoding="utf-8"
+    )
     build = build_datasets_flow(home=str(example_home), profile="creative")
     assert build["cached"] is False and build["profile"] == "creative"
     with open_workspace(example_home, check_paths=False) as workspace:
@@ -170,9 +174,12 @@ def test_an_interrupted_run_is_resumed_by_the_next_attempt(harness, tmp_path):
 
     home = _example_home(tmp_path / "home")
     config = home / "plora.toml"
-    config.write_text(config.read_text(encoding="utf-8").replace(
-        "train = { max_steps = 10, learning_rate", "train = { max_steps = 4, save_steps = 2, learning_rate"),
-        encoding="utf-8")
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "train = { max_steps = 10, learning_rate", "train = { max_steps = 4, save_steps = 2, learning_rate"
+        ),
+        encoding="utf-8",
+    )
     with open_workspace(home, check_paths=False) as workspace:
         cycle.ingest_source(workspace, "vault")
     build_datasets_flow(home=str(home), profile="creative")
@@ -215,8 +222,13 @@ def test_served_deployments_are_prefect_yaml_s(tmp_path):
     served = {d.name: d for d in served_deployments(str(home))}
     monthly = served["monthly-retrain"]
     assert monthly.flow_name == "monthly-retrain-cycle"
-    assert monthly.parameters == {"home": str(home.resolve()), "profiles": None, "mode": None, "force": False,
-                                  "max_steps": None}
+    assert monthly.parameters == {
+        "home": str(home.resolve()),
+        "profiles": None,
+        "mode": None,
+        "force": False,
+        "max_steps": None,
+    }
     (schedule,) = monthly.schedules
     assert schedule.schedule.cron == "0 3 1 * *" and schedule.schedule.timezone == "UTC"
     assert served["ingest-nightly"].flow_name == "ingest-sources"
@@ -226,30 +238,71 @@ def test_served_deployments_are_prefect_yaml_s(tmp_path):
 def test_cycle_summary_markdown_and_headline() -> None:
     from pipeline.cycle import CycleSummary, ProfileOutcome
 
-    trained = ProfileOutcome("work", "trained", "no adapter registered yet", {"sft": "a" * 64}, train={
-        "run_id": "r1", "adapter": "work@v2", "adapter_status": "rejected", "promoted": False, "current": "work@v1",
-        "why": "does not beat work@v1 | eval loss 1.2 vs 1.1", "eval_loss": {"base": 2.0, "previous": 1.1, "new": 1.2},
-        "gate": {"decision": "rejected"}, "trainable_parameters": 10, "tokens_trained": 99, "wall_seconds": 1.5})
-    unchanged = ProfileOutcome("creative", "unchanged", "nothing changed since creative@v1", {"sft": "b" * 64},
-                               last_adapter="creative@v1")
-    summary = CycleSummary(home="/h", sources={"chats": {"added": 1, "updated": 0, "unchanged": 2, "deleted": 0,
-                                                         "skipped": [], "redactions": 0, "error": None},
-                                               "vault": {"added": 0, "updated": 0, "unchanged": 0, "deleted": 0,
-                                                         "skipped": [], "redactions": 0, "error": "vault: gone"}},
-                           profiles={"work": trained, "creative": unchanged})
+    trained = ProfileOutcome(
+        "work",
+        "trained",
+        "no adapter registered yet",
+        {"sft": "a" * 64},
+        train={
+            "run_id": "r1",
+            "adapter": "work@v2",
+            "adapter_status": "rejected",
+            "promoted": False,
+            "current": "work@v1",
+            "why": "does not beat work@v1 | eval loss 1.2 vs 1.1",
+            "eval_loss": {"base": 2.0, "previous": 1.1, "new": 1.2},
+            "gate": {"decision": "rejected"},
+            "trainable_parameters": 10,
+            "tokens_trained": 99,
+            "wall_seconds": 1.5,
+        },
+    )
+    unchanged = ProfileOutcome(
+        "creative", "unchanged", "nothing changed since creative@v1", {"sft": "b" * 64}, last_adapter="creative@v1"
+    )
+    summary = CycleSummary(
+        home="/h",
+        sources={
+            "chats": {
+                "added": 1,
+                "updated": 0,
+                "unchanged": 2,
+                "deleted": 0,
+                "skipped": [],
+                "redactions": 0,
+                "error": None,
+            },
+            "vault": {
+                "added": 0,
+                "updated": 0,
+                "unchanged": 0,
+                "deleted": 0,
+                "skipped": [],
+                "redactions": 0,
+                "error": "vault: gone",
+            },
+        },
+        profiles={"work": trained, "creative": unchanged},
+    )
     document = summary.as_dict()
     assert not document["ok"] and document["failed"] == {"sources": ["vault"], "profiles": []}
     assert document["rejected"] == [{"adapter": "work@v2", "why": "does not beat work@v1 | eval loss 1.2 vs 1.1"}]
     assert document["registered"] == [] and document["trained"] == ["work"]
-    assert document["message"] == ("sources failed: vault; work: registered work@v2 (rejected, not promoted); "
-                                   "creative: nothing changed, trained nothing")
+    assert document["message"] == (
+        "sources failed: vault; work: registered work@v2 (rejected, not promoted); "
+        "creative: nothing changed, trained nothing"
+    )
     markdown = summary.to_markdown()
     assert "| source | added | updated | unchanged | deleted | skipped | redactions | error |" in markdown
     assert "| vault | 0 | 0 | 0 | 0 | 0 | 0 | vault: gone |" in markdown
-    assert "| work | trained | sft aaaaaaaaaaaa | 2.0000 | 1.1000 | 1.2000 | rejected | work@v2 |" \
-           " does not beat work@v1 \\| eval loss 1.2 vs 1.1 |" in markdown
-    assert ("| creative | unchanged | sft bbbbbbbbbbbb | - | - | - | - | - | nothing changed since creative@v1 |"
-            in markdown)
+    assert (
+        "| work | trained | sft aaaaaaaaaaaa | 2.0000 | 1.1000 | 1.2000 | rejected | work@v2 |"
+        " does not beat work@v1 \\| eval loss 1.2 vs 1.1 |" in markdown
+    )
+    assert (
+        "| creative | unchanged | sft bbbbbbbbbbbb | - | - | - | - | - | nothing changed since creative@v1 |"
+        in markdown
+    )
 
 
 def test_run_serve_and_deploy_are_commands(cli, home) -> None:

@@ -19,15 +19,35 @@ def corpus(home: Path, tmp_path: Path) -> Corpus:
 def test_label_in_scripts_shows_up_in_status(corpus: Corpus, cli, tmp_path: Path) -> None:
     home = corpus.home
     assert cli("label", "chats:c2", "good", "--home", home).code == 0
-    result = cli("label", "chats:c3", "--message", "2", "--correction", "The reply I wanted.", "--note", "too vague",
-                 "--home", home, "--json")
+    result = cli(
+        "label",
+        "chats:c3",
+        "--message",
+        "2",
+        "--correction",
+        "The reply I wanted.",
+        "--note",
+        "too vague",
+        "--home",
+        home,
+        "--json",
+    )
     assert result.code == 0, result.stderr
-    assert result.json() == {"ref": "chats:c3", "position": 2, "branch": 0, "value": "bad", "note": "too vague",
-                             "correction": "The reply I wanted.", "changed": True,
-                             "label_id": result.json()["label_id"], "previous": None}
+    assert result.json() == {
+        "ref": "chats:c3",
+        "position": 2,
+        "branch": 0,
+        "value": "bad",
+        "note": "too vague",
+        "correction": "The reply I wanted.",
+        "changed": True,
+        "label_id": result.json()["label_id"],
+        "previous": None,
+    }
     (tmp_path / "wanted.md").write_text("# Wanted\n\nRun `systemctl restart nginx`.\n")
-    alt = cli("label", "gpt:g1", "-m", "1", "--branch", "1", "--correction", f"@{tmp_path / 'wanted.md'}",
-              "--home", home)
+    alt = cli(
+        "label", "gpt:g1", "-m", "1", "--branch", "1", "--correction", f"@{tmp_path / 'wanted.md'}", "--home", home
+    )
     assert alt.code == 0 and "gpt:g1 message 1 (branch 1): bad, correction" in alt.stdout
     same = cli("label", "chats:c2", "good", "--home", home)
     assert "(unchanged)" in same.stdout
@@ -38,15 +58,22 @@ def test_label_in_scripts_shows_up_in_status(corpus: Corpus, cli, tmp_path: Path
     assert "labels: good 2, bad 2, corrections 2, unlabelled conversations 1, stale 0" in human
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["chats:c404", "good"], "error: unknown ref chats:c404: source 'chats' has no document 'c404'"),
-    (["chats:c2", "good", "--message", "7"], "error: chats:c2: message 7 is out of range; it has messages 0-2"),
-    (["chats:c2", "--message", "1", "--correction", "x"],
-     "error: chats:c2 message 1 is a user message; a correction goes on an assistant reply"),
-    (["chats:c2", "--message", "2", "--correction", "@/nonexistent/wanted.md"],
-     "error: --correction @/nonexistent/wanted.md: no such file"),
-    (["chats:c2", "great"], "error: label 'great': expected good, bad or clear"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["chats:c404", "good"], "error: unknown ref chats:c404: source 'chats' has no document 'c404'"),
+        (["chats:c2", "good", "--message", "7"], "error: chats:c2: message 7 is out of range; it has messages 0-2"),
+        (
+            ["chats:c2", "--message", "1", "--correction", "x"],
+            "error: chats:c2 message 1 is a user message; a correction goes on an assistant reply",
+        ),
+        (
+            ["chats:c2", "--message", "2", "--correction", "@/nonexistent/wanted.md"],
+            "error: --correction @/nonexistent/wanted.md: no such file",
+        ),
+        (["chats:c2", "great"], "error: label 'great': expected good, bad or clear"),
+    ],
+)
 def test_label_errors_are_one_line_and_exit_2(corpus: Corpus, cli, args: list[str], message: str) -> None:
     result = cli("label", *args, "--home", corpus.home, "--json")
     assert result.code == 2

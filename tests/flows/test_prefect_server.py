@@ -75,15 +75,26 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     root = tmp_path_factory.mktemp("prefect-server")
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PREFECT_", "PLORA_"))}  # nothing from the machine's own Prefect setup
-    env.update(PREFECT_HOME=str(root / "prefect-home"), PREFECT_API_URL=api_url,
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false", COLUMNS="200")
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "PLORA_"))
+    }  # nothing from the machine's own Prefect setup
+    env.update(
+        PREFECT_HOME=str(root / "prefect-home"),
+        PREFECT_API_URL=api_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        COLUMNS="200",
+    )
     log = root / "server.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=root,
+        )
     try:
         _wait_healthy(process, api_url, log, timeout=90)
         yield Server(api_url, env, log)
@@ -92,9 +103,10 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 
 
 def _run(command: list[str], env: dict[str, str], timeout: float, cwd: Path = REPO) -> str:
-    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, \
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, (
         f"{' '.join(command)} -> {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
+    )
     return done.stdout + done.stderr
 
 
@@ -118,13 +130,24 @@ def test_monthly_deployment_runs_on_a_worker(prefect_server: Server, tmp_path: P
     next_run = _next_first_of_month_0300(datetime.now(UTC))
     assert f"monthly-retrain-cycle/monthly-retrain: next run {next_run:%Y-%m-%d} 03:00 UTC" in deployed, deployed
 
-    created = _run([*prefect, "deployment", "run", "monthly-retrain-cycle/monthly-retrain",
-                    "--param", 'profiles=["creative"]', "--param", "max_steps=2"], env, timeout=60)
+    created = _run(
+        [
+            *prefect,
+            "deployment",
+            "run",
+            "monthly-retrain-cycle/monthly-retrain",
+            "--param",
+            'profiles=["creative"]',
+            "--param",
+            "max_steps=2",
+        ],
+        env,
+        timeout=60,
+    )
     flow_run_id = created.split("UUID:", 1)[1].split()[0]
 
     worker_env = {**env, "PLORA_HOME": str(home), "PLORA_REPO": str(REPO)}
-    worker = _run([*prefect, "worker", "start", "--pool", "plora", "--run-once"], worker_env, timeout=180,
-                  cwd=tmp_path)
+    worker = _run([*prefect, "worker", "start", "--pool", "plora", "--run-once"], worker_env, timeout=180, cwd=tmp_path)
 
     flow_run = httpx.get(f"{prefect_server.api_url}/flow_runs/{flow_run_id}", timeout=10).json()
     assert flow_run["state"]["type"] == "COMPLETED", worker[-6000:]

@@ -66,7 +66,9 @@ def test_builds_are_byte_identical_here_and_in_a_fresh_interpreter(tmp_path: Pat
         """
     )
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "12345"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env, check=False
+    )
     assert result.returncode == 0, result.stderr
     third = result.stdout.strip().splitlines()[-1]
 
@@ -74,8 +76,15 @@ def test_builds_are_byte_identical_here_and_in_a_fresh_interpreter(tmp_path: Pat
     builtin = bm.builtin_model_dir(built_home)
     files = _files(tmp_path / "a")
     assert files == _files(tmp_path / "b") == _files(tmp_path / "c") == _files(builtin)
-    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json",
-            "special_tokens_map.json", "chat_template.jinja", "fingerprint.txt"} <= set(files)
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+        "fingerprint.txt",
+    } <= set(files)
     assert files["fingerprint.txt"].decode().strip() == first == bm.fingerprint_folder(tmp_path / "a")
     assert len(first) == 64 and int(first, 16) >= 0
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
@@ -89,8 +98,13 @@ def test_weights_config_and_sizes(tmp_path: Path, built_home: Path) -> None:
     folder = bm.builtin_model_dir(built_home)
     config = json.loads((folder / "config.json").read_text())
     assert config["vocab_size"] == 320 and config["vocab_size"] % 64 == 0
-    assert (config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"],
-            config["num_attention_heads"], config["num_key_value_heads"]) == (64, 256, 2, 4, 2)
+    assert (
+        config["hidden_size"],
+        config["intermediate_size"],
+        config["num_hidden_layers"],
+        config["num_attention_heads"],
+        config["num_key_value_heads"],
+    ) == (64, 256, 2, 4, 2)
     assert config["tie_word_embeddings"] is False and "transformers_version" not in config
     tensors = load_file(str(folder / "model.safetensors"))
     assert all(t.dtype.name == "float32" for t in tensors.values())
@@ -111,20 +125,43 @@ def test_weights_config_and_sizes(tmp_path: Path, built_home: Path) -> None:
 
 
 def test_special_token_ids(tokenizer) -> None:
-    assert IDS == {"<s>": 256, "</s>": 257, "<pad>": 258, "<unk>": 259, "<|system|>": 260,
-                   "<|user|>": 261, "<|assistant|>": 262, "<|end|>": 263}
+    assert IDS == {
+        "<s>": 256,
+        "</s>": 257,
+        "<pad>": 258,
+        "<unk>": 259,
+        "<|system|>": 260,
+        "<|user|>": 261,
+        "<|assistant|>": 262,
+        "<|end|>": 263,
+    }
     assert tokenizer.convert_tokens_to_ids(list(IDS)) == list(IDS.values())
     assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token, tokenizer.unk_token) == (
-        "<s>", "<|end|>", "<pad>", "<unk>")
+        "<s>",
+        "<|end|>",
+        "<pad>",
+        "<unk>",
+    )
     assert len(tokenizer) == 264
     assert tokenizer("plain text")["input_ids"] == list(b"plain text")  # no bos/eos added
 
 
-@pytest.mark.parametrize("text", [
-    "", "hello world", "  lead and trail  ", "a\x00b\x00", "emoji 🎉👩‍💻 done", "中文 日本語 한국어",
-    "tabs\tand\r\nnewlines\n\n", "e\u0301 combining", "\ufeffbom",
-    "".join(map(chr, range(128))), "max \U0010ffff \u2028 \x85",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "hello world",
+        "  lead and trail  ",
+        "a\x00b\x00",
+        "emoji 🎉👩‍💻 done",
+        "中文 日本語 한국어",
+        "tabs\tand\r\nnewlines\n\n",
+        "e\u0301 combining",
+        "\ufeffbom",
+        "".join(map(chr, range(128))),
+        "max \U0010ffff \u2028 \x85",
+    ],
+)
 def test_tokenizer_round_trips_bytes(tokenizer, text: str) -> None:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert ids == list(text.encode("utf-8"))  # one token per byte, id == byte value
@@ -151,8 +188,7 @@ CONVERSATION = [
 def test_chat_template_renders(tokenizer) -> None:
     assert tokenizer.chat_template == bm.CHAT_TEMPLATE
     rendered = tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
-    assert rendered == ("<s><|system|>\nBe brief.<|end|>\n<|user|>\nHi there<|end|>\n"
-                        "<|assistant|>\nHello é🎉<|end|>\n")
+    assert rendered == ("<s><|system|>\nBe brief.<|end|>\n<|user|>\nHi there<|end|>\n<|assistant|>\nHello é🎉<|end|>\n")
     prompt = tokenizer.apply_chat_template(CONVERSATION[:2], tokenize=False, add_generation_prompt=True)
     assert prompt == "<s><|system|>\nBe brief.<|end|>\n<|user|>\nHi there<|end|>\n<|assistant|>\n"
     with pytest.raises(Exception, match="unknown role tool"):
@@ -171,12 +207,20 @@ def _expected(messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
     return ids, mask
 
 
-@pytest.mark.parametrize("messages", [
-    CONVERSATION,
-    [{"role": "user", "content": "one"}, {"role": "assistant", "content": " two\n"},
-     {"role": "user", "content": "три"}, {"role": "assistant", "content": ""},
-     {"role": "user", "content": "x"}, {"role": "assistant", "content": "終わり\x00"}],
-])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        CONVERSATION,
+        [
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": " two\n"},
+            {"role": "user", "content": "три"},
+            {"role": "assistant", "content": ""},
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": "終わり\x00"},
+        ],
+    ],
+)
 def test_assistant_mask_is_exactly_assistant_content_and_end(tokenizer, messages) -> None:
     out = tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
     assert (out["input_ids"], out["assistant_masks"]) == _expected(messages)
@@ -198,8 +242,9 @@ def test_trl_accepts_the_template(tokenizer) -> None:
 
 
 def _chat_input(tokenizer):
-    return tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
-                                         return_dict=True, return_tensors="pt")
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
 
 
 def test_load_nf4_gives_linear4bit_and_generates(built_home: Path) -> None:
@@ -209,8 +254,7 @@ def test_load_nf4_gives_linear4bit_and_generates(built_home: Path) -> None:
     base = bm.load_base("builtin:tiny-llama", home=built_home, quantization="nf4", double_quant=True)
     assert base.quantized and base.device == "cpu" and base.name == "builtin:tiny-llama"
     assert base.fingerprint == (bm.builtin_model_dir(built_home) / "fingerprint.txt").read_text().strip()
-    linears = {name: type(module) for name, module in base.model.named_modules()
-               if name.endswith(("_proj", "lm_head"))}
+    linears = {name: type(module) for name, module in base.model.named_modules() if name.endswith(("_proj", "lm_head"))}
     assert len(linears) == 2 * 7 + 1
     assert all(issubclass(kind, bnb.nn.Linear4bit) for name, kind in linears.items() if name != "lm_head")
     assert not issubclass(linears["lm_head"], bnb.nn.Linear4bit)
@@ -229,8 +273,11 @@ def test_load_nf4_gives_linear4bit_and_generates(built_home: Path) -> None:
 def _mapped(folder: Path) -> set[str]:
     """The files under ``folder`` this process has memory-mapped now."""
     lines = Path("/proc/self/maps").read_text().splitlines()
-    return {line.split(maxsplit=5)[5] for line in lines if len(line.split(maxsplit=5)) == 6
-            and line.split(maxsplit=5)[5].startswith(str(folder))}
+    return {
+        line.split(maxsplit=5)[5]
+        for line in lines
+        if len(line.split(maxsplit=5)) == 6 and line.split(maxsplit=5)[5].startswith(str(folder))
+    }
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps (Linux)")
@@ -275,8 +322,9 @@ def test_load_without_quantization_and_from_a_folder(built_home: Path) -> None:
     torch.testing.assert_close(local.model.lm_head.weight, base.model.lm_head.weight)
 
 
-def test_hub_id_loads_from_the_hub_cache_offline(built_home: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_id_loads_from_the_hub_cache_offline(
+    built_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import huggingface_hub.constants
 
     cache = tmp_path / "hub"
@@ -305,11 +353,12 @@ def test_quantization_config() -> None:
 
 
 def test_bitsandbytes_import_is_quiet_and_offline() -> None:
-    code = ("import sys, logging, pipeline.base_model as bm; bm.get_quantization_config('nf4', True, 'cpu'); "
-            "print('kernels' in sys.modules)")
+    code = (
+        "import sys, logging, pipeline.base_model as bm; bm.get_quantization_config('nf4', True, 'cpu'); "
+        "print('kernels' in sys.modules)"
+    )
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env,
-                            check=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == "False"
     assert "kernels-community" not in result.stderr
 
@@ -325,17 +374,37 @@ def test_sft_step_with_assistant_only_loss_on_nf4(built_home: Path, tmp_path: Pa
 
     base = bm.load_base("builtin:tiny-llama", home=built_home, quantization="nf4", double_quant=True)
     lm_head_before = base.model.lm_head.weight.detach().clone()
-    data = Dataset.from_list([
-        {"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]}
-        for i in range(8)
-    ])
+    data = Dataset.from_list(
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": f"question {i}"},
+                    {"role": "assistant", "content": f"answer {i}"},
+                ]
+            }
+            for i in range(8)
+        ]
+    )
     args = SFTConfig(
-        output_dir=str(tmp_path / "run"), max_steps=3, per_device_train_batch_size=2, learning_rate=1e-3,
-        logging_steps=1, assistant_only_loss=True, optim="paged_adamw_8bit", report_to="none",
-        save_strategy="no", use_cpu=True, max_length=64, seed=0, bf16=False,
+        output_dir=str(tmp_path / "run"),
+        max_steps=3,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        assistant_only_loss=True,
+        optim="paged_adamw_8bit",
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        max_length=64,
+        seed=0,
+        bf16=False,
     )
     trainer = SFTTrainer(
-        model=base.model, args=args, train_dataset=data, processing_class=base.tokenizer,
+        model=base.model,
+        args=args,
+        train_dataset=data,
+        processing_class=base.tokenizer,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
     )
     trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
@@ -345,7 +414,7 @@ def test_sft_step_with_assistant_only_loss_on_nf4(built_home: Path, tmp_path: Pa
     example = trainer.train_dataset[0]
     ids, mask = _expected(data[0]["messages"])
     assert example["input_ids"] == ids
-    assert example["labels"] == [i if m else -100 for i, m in zip(ids, mask)]
+    assert example["labels"] == [i if m else -100 for i, m in zip(ids, mask, strict=True)]
 
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -356,12 +425,15 @@ def test_sft_step_with_assistant_only_loss_on_nf4(built_home: Path, tmp_path: Pa
 # --- errors and the fingerprint check ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, match", [
-    ("builtin:giant-llama", "unknown built-in"),
-    ("./no/such/folder", "no such folder"),
-    ("/definitely/not/here", "no such folder"),
-    ("no-such-org/no-such-model", "not available from the Hugging Face hub"),
-])
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("builtin:giant-llama", "unknown built-in"),
+        ("./no/such/folder", "no such folder"),
+        ("/definitely/not/here", "no such folder"),
+        ("no-such-org/no-such-model", "not available from the Hugging Face hub"),
+    ],
+)
 def test_unknown_base_name_is_a_training_error(tmp_path: Path, name: str, match: str) -> None:
     with pytest.raises(TrainingError, match=match) as error:
         bm.load_base(name, home=tmp_path, quantization="none", double_quant=False)
@@ -375,8 +447,9 @@ def test_folder_without_safetensors_is_refused(tmp_path: Path) -> None:
         bm.load_base("pickled", home=tmp_path, quantization="none", double_quant=False)
 
 
-def test_corrupted_cache_is_detected_and_rebuilt(built_home: Path, tmp_path: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupted_cache_is_detected_and_rebuilt(
+    built_home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     home = tmp_path / "home"
     shutil.copytree(built_home, home)
     folder = bm.builtin_model_dir(home)

@@ -37,29 +37,73 @@ def _m(role: str, content: str) -> dict[str, str]:
 
 def _chats() -> list[dict[str, Any]]:
     return [
-        {"id": "good-multi", "label": "good", "messages": [
-            _m("system", SYSTEM), _m("user", "Is AS65010 up?"), _m("assistant", "Let me look."),
-            _m("tool", "birdc: AS65010 Established"), _m("assistant", "GOOD-REPLY-1: it is Established."),
-            _m("user", "Since when?"), _m("assistant", "GOOD-REPLY-2: since 01:14.")]},
-        {"id": "bad-conv", "label": "bad", "messages": [
-            _m("user", "What is anycast?"), _m("assistant", "BAD-CONV-REPLY: no idea.")]},
+        {
+            "id": "good-multi",
+            "label": "good",
+            "messages": [
+                _m("system", SYSTEM),
+                _m("user", "Is AS65010 up?"),
+                _m("assistant", "Let me look."),
+                _m("tool", "birdc: AS65010 Established"),
+                _m("assistant", "GOOD-REPLY-1: it is Established."),
+                _m("user", "Since when?"),
+                _m("assistant", "GOOD-REPLY-2: since 01:14."),
+            ],
+        },
+        {
+            "id": "bad-conv",
+            "label": "bad",
+            "messages": [_m("user", "What is anycast?"), _m("assistant", "BAD-CONV-REPLY: no idea.")],
+        },
         {"id": "unlabelled", "messages": [_m("user", "Lunch?"), _m("assistant", "UNLABELLED-REPLY")]},
-        {"id": "cut", "messages": [
-            _m("user", "Drain the POP?"), _m("assistant", "KEPT-REPLY: yes, withdraw first."),
-            _m("user", "And then?"), _m("assistant", "BAD-MIDDLE-REPLY: reboot everything."),
-            _m("user", "Really?"), _m("assistant", "AFTER-BAD-REPLY: no.")]},
-        {"id": "corrected", "label": "good", "messages": [
-            _m("system", SYSTEM), _m("user", "Which TTL before the move?"), _m("assistant", "FIRST-REPLY: 300."),
-            _m("user", "And during?"), _m("assistant", "ORIGINAL-REPLY: TTL 0."),
-            _m("user", "Thanks")]},
-        {"id": "first-bad", "label": "good", "messages": [
-            _m("user", "Restart BIRD?"), _m("assistant", "FIRST-BAD-REPLY: kill -9 it.")]},
-        {"id": "special", "label": "good", "messages": [
-            _m("user", "What does <|end|> mean in the log?"), _m("assistant", "It is a marker: <|end|> ends a turn.")]},
-        {"id": "long", "label": "good", "messages": [
-            _m("system", SYSTEM),
-            *[m for i in range(12) for m in (_m("user", f"Question {i} about the edge?"),
-                                            _m("assistant", f"LONG-{i}: " + LONG_REPLY))]]},
+        {
+            "id": "cut",
+            "messages": [
+                _m("user", "Drain the POP?"),
+                _m("assistant", "KEPT-REPLY: yes, withdraw first."),
+                _m("user", "And then?"),
+                _m("assistant", "BAD-MIDDLE-REPLY: reboot everything."),
+                _m("user", "Really?"),
+                _m("assistant", "AFTER-BAD-REPLY: no."),
+            ],
+        },
+        {
+            "id": "corrected",
+            "label": "good",
+            "messages": [
+                _m("system", SYSTEM),
+                _m("user", "Which TTL before the move?"),
+                _m("assistant", "FIRST-REPLY: 300."),
+                _m("user", "And during?"),
+                _m("assistant", "ORIGINAL-REPLY: TTL 0."),
+                _m("user", "Thanks"),
+            ],
+        },
+        {
+            "id": "first-bad",
+            "label": "good",
+            "messages": [_m("user", "Restart BIRD?"), _m("assistant", "FIRST-BAD-REPLY: kill -9 it.")],
+        },
+        {
+            "id": "special",
+            "label": "good",
+            "messages": [
+                _m("user", "What does <|end|> mean in the log?"),
+                _m("assistant", "It is a marker: <|end|> ends a turn."),
+            ],
+        },
+        {
+            "id": "long",
+            "label": "good",
+            "messages": [
+                _m("system", SYSTEM),
+                *[
+                    m
+                    for i in range(12)
+                    for m in (_m("user", f"Question {i} about the edge?"), _m("assistant", f"LONG-{i}: " + LONG_REPLY))
+                ],
+            ],
+        },
         {"id": "near", "label": "good", "messages": [_m("user", "Drain plan?"), _m("assistant", NEAR_TEXT)]},
     ]
 
@@ -188,9 +232,12 @@ def test_every_kind_loads_with_its_columns_and_metadata(built) -> None:
 
     home, work, prefs = built
     assert set(work.snapshots) == {"sft", "text", "dpo"} and set(prefs.snapshots) == {"sft", "text", "kto"}
-    columns = {"sft": ["messages", "source", "ref"], "text": ["text", "source", "ref"],
-               "dpo": ["prompt", "chosen", "rejected", "source", "ref"],
-               "kto": ["prompt", "completion", "label", "source", "ref"]}
+    columns = {
+        "sft": ["messages", "source", "ref"],
+        "text": ["text", "source", "ref"],
+        "dpo": ["prompt", "chosen", "rejected", "source", "ref"],
+        "kto": ["prompt", "completion", "label", "source", "ref"],
+    }
     for snapshot in [*work.snapshots.values(), prefs.snapshots["kto"]]:
         assert snapshot.path.parent.parent == home / "datasets"
         assert snapshot.path == home / "datasets" / snapshot.kind / snapshot.fingerprint
@@ -217,8 +264,14 @@ def test_sft_trains_only_on_wanted_replies(built) -> None:
     rows = _rows(work.snapshots["sft"])
     every = rows["train"] + rows["eval"]
     replies = _replies(every)
-    for bad in ("BAD-CONV-REPLY", "BAD-MIDDLE-REPLY", "AFTER-BAD-REPLY", "FIRST-BAD-REPLY", "ORIGINAL-REPLY",
-                "UNLABELLED-REPLY"):
+    for bad in (
+        "BAD-CONV-REPLY",
+        "BAD-MIDDLE-REPLY",
+        "AFTER-BAD-REPLY",
+        "FIRST-BAD-REPLY",
+        "ORIGINAL-REPLY",
+        "UNLABELLED-REPLY",
+    ):
         assert not any(bad in reply for reply in replies), bad
     assert any(reply.startswith("KEPT-REPLY") for reply in replies)  # the cut keeps what came before
     assert any(reply.startswith("CORRECTED-REPLY") for reply in replies)  # the correction replaces it
@@ -282,8 +335,9 @@ def test_text_pieces_fit_and_name_their_origin(built) -> None:
     every = rows["train"] + rows["eval"]
     assert {row["source"] for row in every} == {"vault", "code"}
     assert all(row["text"].startswith("Source: ") for row in every)
-    assert any(row["text"].startswith("Source: vault/runbooks/bgp-session-down.md\nTitle: BGP session down\n")
-               for row in every)
+    assert any(
+        row["text"].startswith("Source: vault/runbooks/bgp-session-down.md\nTitle: BGP session down\n") for row in every
+    )
     assert any(row["text"].startswith("Source: code/bgp_check.py\nLanguage: python\n") for row in every)
     assert any(row["text"].startswith("Source: code commit ") for row in every)
     assert snapshot.meta["max_example_tokens"] <= 3072 and rows["eval"]
@@ -360,18 +414,30 @@ def test_eval_split_stays_put_when_fifty_documents_arrive(tmp_path: Path, model_
     home = _make_home(tmp_path, model_cache)
     with open_workspace(home) as workspace:
         first = build_datasets(workspace, "work")
-    before = {kind: {split: {row["ref"] for row in rows} for split, rows in _rows(s).items()}
-              for kind, s in first.snapshots.items()}
+    before = {
+        kind: {split: {row["ref"] for row in rows} for split, rows in _rows(s).items()}
+        for kind, s in first.snapshots.items()
+    }
     assert before["text"]["eval"] and before["text"]["train"]
-    new_chats = [{"id": f"new-{i}", "label": "good", "messages": [
-        _m("user", f"New question number {i} about prefix {i}.0.0.0/8?"), _m("assistant", f"Answer {i}.")]}
-        for i in range(50)]
+    new_chats = [
+        {
+            "id": f"new-{i}",
+            "label": "good",
+            "messages": [
+                _m("user", f"New question number {i} about prefix {i}.0.0.0/8?"),
+                _m("assistant", f"Answer {i}."),
+            ],
+        }
+        for i in range(50)
+    ]
     _write_jsonl(tmp_path / "chats.jsonl", _chats() + new_chats)
     with open_workspace(home) as workspace:
         assert ingest(workspace, ["chats"])["chats"].added == 50
         second = build_datasets(workspace, "work")
-    after = {kind: {split: {row["ref"] for row in rows} for split, rows in _rows(s).items()}
-             for kind, s in second.snapshots.items()}
+    after = {
+        kind: {split: {row["ref"] for row in rows} for split, rows in _rows(s).items()}
+        for kind, s in second.snapshots.items()
+    }
     assert second.new["sft"] and second.snapshots["sft"].fingerprint != first.snapshots["sft"].fingerprint
     for kind in before:
         for split in ("train", "eval"):
@@ -408,7 +474,8 @@ def test_empty_kinds_are_still_snapshots(tmp_path: Path, model_cache: Path, clea
 
 
 def test_a_template_without_assistant_masks_fails_the_build_naming_the_example(
-        tmp_path: Path, model_cache: Path, clean_env: None) -> None:
+    tmp_path: Path, model_cache: Path, clean_env: None
+) -> None:
     home = _make_home(tmp_path, model_cache, model="no-masks")
     model = home / "no-masks"
     shutil.copytree(model_cache, model)
@@ -431,13 +498,24 @@ def test_trl_trainers_accept_each_snapshot(built, tmp_path: Path) -> None:
 
     home, work, prefs = built
     base = load_base("builtin:tiny-llama", home=home, quantization="none", double_quant=False)
-    common = {"max_steps": 1, "per_device_train_batch_size": 2, "report_to": "none", "save_strategy": "no",
-              "use_cpu": True, "bf16": False, "max_length": 3072, "logging_steps": 1}
+    common = {
+        "max_steps": 1,
+        "per_device_train_batch_size": 2,
+        "report_to": "none",
+        "save_strategy": "no",
+        "use_cpu": True,
+        "bf16": False,
+        "max_length": 3072,
+        "logging_steps": 1,
+    }
 
     sft = work.snapshots["sft"]
-    trainer = SFTTrainer(model=base.model, processing_class=base.tokenizer, train_dataset=sft.load()["train"],
-                         args=SFTConfig(output_dir=str(tmp_path / "sft"), assistant_only_loss=True, packing=False,
-                                        **common))
+    trainer = SFTTrainer(
+        model=base.model,
+        processing_class=base.tokenizer,
+        train_dataset=sft.load()["train"],
+        args=SFTConfig(output_dir=str(tmp_path / "sft"), assistant_only_loss=True, packing=False, **common),
+    )
     processed = trainer.train_dataset
     assert {"input_ids", "labels"} <= set(processed.column_names)
     assert processed.num_rows == sft.rows["train"]
@@ -446,27 +524,40 @@ def test_trl_trainers_accept_each_snapshot(built, tmp_path: Path) -> None:
     assert sum(len(ids) for ids in processed["input_ids"]) == sft.meta["tokens"]["train"]
 
     text = work.snapshots["text"].load()["train"]
-    trainer = SFTTrainer(model=base.model, processing_class=base.tokenizer, train_dataset=text,
-                         args=SFTConfig(output_dir=str(tmp_path / "text"), packing=True, **common))
+    trainer = SFTTrainer(
+        model=base.model,
+        processing_class=base.tokenizer,
+        train_dataset=text,
+        args=SFTConfig(output_dir=str(tmp_path / "text"), packing=True, **common),
+    )
     assert {"input_ids", "seq_lengths"} <= set(trainer.train_dataset.column_names)
     assert max(map(len, trainer.train_dataset["input_ids"])) <= 3072
 
     dpo = work.snapshots["dpo"].load()["train"]
     assert dpo.num_rows >= 1
-    trainer = DPOTrainer(model=base.model, processing_class=base.tokenizer, train_dataset=dpo,
-                         args=DPOConfig(output_dir=str(tmp_path / "dpo"), **common))
+    trainer = DPOTrainer(
+        model=base.model,
+        processing_class=base.tokenizer,
+        train_dataset=dpo,
+        args=DPOConfig(output_dir=str(tmp_path / "dpo"), **common),
+    )
     assert {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(trainer.train_dataset.column_names)
     trainer.train()
 
     kto = prefs.snapshots["kto"].load()["train"]
     assert len(set(kto["label"])) == 2
-    trainer = KTOTrainer(model=base.model, processing_class=base.tokenizer, train_dataset=kto,
-                         args=KTOConfig(output_dir=str(tmp_path / "kto"), **common))
+    trainer = KTOTrainer(
+        model=base.model,
+        processing_class=base.tokenizer,
+        train_dataset=kto,
+        args=KTOConfig(output_dir=str(tmp_path / "kto"), **common),
+    )
     assert {"prompt_ids", "completion_ids", "label"} <= set(trainer.train_dataset.column_names)
     trainer.train()
 
 
 # --- an unchanged store is not rebuilt --------------------------------------------------------------
+
 
 class _Reads:
     """Counts the builds that read the corpus (a skipped build reads none)."""
@@ -499,13 +590,15 @@ def _build(home: Path, profile: str = "prefs", **kwargs: Any):
 
 def _row_keys(home: Path, profile: str) -> dict[str, str | None]:
     with open_workspace(home) as workspace, workspace.store.read() as session:
-        rows = session.scalars(select(DatasetSnapshot).where(DatasetSnapshot.profile == profile)
-                               .order_by(DatasetSnapshot.id)).all()
+        rows = session.scalars(
+            select(DatasetSnapshot).where(DatasetSnapshot.profile == profile).order_by(DatasetSnapshot.id)
+        ).all()
         return {row.kind: row.meta.get("inputs_key") for row in rows}  # the last row of a kind is its latest
 
 
-def test_an_unchanged_store_is_not_rebuilt(tmp_path: Path, model_cache: Path, clean_env: None,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unchanged_store_is_not_rebuilt(
+    tmp_path: Path, model_cache: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = _make_home(tmp_path, model_cache)
     reads = _Reads(monkeypatch)
     first = _build(home)
@@ -519,8 +612,12 @@ def test_an_unchanged_store_is_not_rebuilt(tmp_path: Path, model_cache: Path, cl
     assert reads.take() == 0  # nothing built: the corpus was not even read
     assert again.new == {"sft": False, "text": False, "kto": False}
     assert again.snapshots == first.snapshots
-    assert again.as_dict() == {"profile": "prefs", "snapshots": {  # the --json document: same keys
-        kind: {**row, "new": False} for kind, row in first.as_dict()["snapshots"].items()}}
+    assert again.as_dict() == {
+        "profile": "prefs",
+        "snapshots": {  # the --json document: same keys
+            kind: {**row, "new": False} for kind, row in first.as_dict()["snapshots"].items()
+        },
+    }
     assert sorted((str(p), p.stat().st_mtime_ns) for p in (home / "datasets").rglob("*")) == files
 
     forced = _build(home, force=True)  # --force builds anyway: same rows, nothing written
@@ -528,13 +625,16 @@ def test_an_unchanged_store_is_not_rebuilt(tmp_path: Path, model_cache: Path, cl
 
     # a config change the datasets don't read (LoRA rank) is no reason to rebuild
     config = home / "plora.toml"
-    config.write_text(config.read_text().replace(
-        "[profiles.prefs]\n", "[profiles.prefs]\nlora = { r = 4, alpha = 8 }\n"), encoding="utf-8")
+    config.write_text(
+        config.read_text().replace("[profiles.prefs]\n", "[profiles.prefs]\nlora = { r = 4, alpha = 8 }\n"),
+        encoding="utf-8",
+    )
     assert not any(_build(home).new.values()) and reads.take() == 0
 
 
-def test_each_kind_of_change_rebuilds(tmp_path: Path, model_cache: Path, clean_env: None,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_kind_of_change_rebuilds(
+    tmp_path: Path, model_cache: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = _make_home(tmp_path, model_cache)
     reads = _Reads(monkeypatch)
     built = _build(home)
@@ -549,13 +649,23 @@ def test_each_kind_of_change_rebuilds(tmp_path: Path, model_cache: Path, clean_e
         return result
 
     # a new document
-    _write_jsonl(tmp_path / "chats.jsonl", _chats() + [{"id": "brand-new", "label": "good", "messages": [
-        _m("user", "Is the new POP live?"), _m("assistant", "NEW-REPLY: yes, since noon.")]}])
+    _write_jsonl(
+        tmp_path / "chats.jsonl",
+        [
+            *_chats(),
+            {
+                "id": "brand-new",
+                "label": "good",
+                "messages": [_m("user", "Is the new POP live?"), _m("assistant", "NEW-REPLY: yes, since noon.")],
+            },
+        ],
+    )
     with open_workspace(home) as workspace:
         assert ingest(workspace, ["chats"])["chats"].added == 1
     result = rebuilt()
-    assert result.new["sft"] and "chats:brand-new" in {r["ref"] for rows in _rows(result.snapshots["sft"]).values()
-                                                       for r in rows}
+    assert result.new["sft"] and "chats:brand-new" in {
+        r["ref"] for rows in _rows(result.snapshots["sft"]).values() for r in rows
+    }
 
     # a deleted document
     _write_jsonl(tmp_path / "chats.jsonl", _chats())
@@ -591,9 +701,12 @@ def test_each_kind_of_change_rebuilds(tmp_path: Path, model_cache: Path, clean_e
     config = home / "plora.toml"
     original = config.read_text()
     prefs = original.index("[profiles.prefs]")
-    for old, new in (("eval_percent = 20", "eval_percent = 40"), ("max_length = 1024", "max_length = 512"),
-                     ("eval_percent = 20", "eval_percent = 20\ninclude_unlabelled = true"),
-                     ('stages = ["sft", "kto"]', 'stages = ["sft", "dpo"]')):
+    for old, new in (
+        ("eval_percent = 20", "eval_percent = 40"),
+        ("max_length = 1024", "max_length = 512"),
+        ("eval_percent = 20", "eval_percent = 20\ninclude_unlabelled = true"),
+        ('stages = ["sft", "kto"]', 'stages = ["sft", "dpo"]'),
+    ):
         config.write_text(original[:prefs] + original[prefs:].replace(old, new, 1), encoding="utf-8")
         result = rebuilt()
         assert result.new["sft"] or result.new.get("dpo"), (old, new)
@@ -612,8 +725,9 @@ def test_each_kind_of_change_rebuilds(tmp_path: Path, model_cache: Path, clean_e
     assert _rows(result.snapshots["kto"]) == _rows(built.snapshots["kto"])
 
 
-def test_the_base_tokenizer_and_the_builder_are_inputs(tmp_path: Path, model_cache: Path, clean_env: None,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_base_tokenizer_and_the_builder_are_inputs(
+    tmp_path: Path, model_cache: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipeline.datasets import inputs
 
     home = _make_home(tmp_path, model_cache, model="my-model")
@@ -627,8 +741,10 @@ def test_the_base_tokenizer_and_the_builder_are_inputs(tmp_path: Path, model_cac
     template.write_text(template.read_text(encoding="utf-8") + "{# edited #}", encoding="utf-8")
     second = _build(home)
     assert reads.take() == 1
-    assert second.snapshots["sft"].meta["settings"]["tokenizer_fingerprint"] != \
-        first.snapshots["sft"].meta["settings"]["tokenizer_fingerprint"]
+    assert (
+        second.snapshots["sft"].meta["settings"]["tokenizer_fingerprint"]
+        != first.snapshots["sft"].meta["settings"]["tokenizer_fingerprint"]
+    )
     assert not any(_build(home).new.values()) and reads.take() == 0
 
     # the builder's code (or BUILDER_VERSION, which it covers)

@@ -73,8 +73,15 @@ def test_neutralise_breaks_special_token_text(tokens: Tokens) -> None:
 
 
 def _doc(kind: str, content: str, **meta: object) -> CorpusDocument:
-    return CorpusDocument(id=1, source="vault", external_id=str(meta.get("path", "x")), kind=kind, title="Title",
-                          content=content, meta=dict(meta))
+    return CorpusDocument(
+        id=1,
+        source="vault",
+        external_id=str(meta.get("path", "x")),
+        kind=kind,
+        title="Title",
+        content=content,
+        meta=dict(meta),
+    )
 
 
 def test_markdown_pieces_follow_headings_fit_and_say_where_they_came_from(tokens: Tokens) -> None:
@@ -112,8 +119,13 @@ def _row(document_id: int, key: str, order: int = 0) -> Row:
 def test_dedup_keeps_the_oldest_of_exact_and_near_twins() -> None:
     words = " ".join(f"word{i}" for i in range(120))
     near = words.replace("word60", "changed")
-    rows = [_row(3, near), _row(1, words), _row(2, "  " + words + " "), _row(4, "something else entirely"),
-            _row(1, words.replace("word10", "other"), order=1)]  # same document: never a near twin
+    rows = [
+        _row(3, near),
+        _row(1, words),
+        _row(2, "  " + words + " "),
+        _row(4, "something else entirely"),
+        _row(1, words.replace("word10", "other"), order=1),
+    ]  # same document: never a near twin
     tally = Tally()
     kept = dedup(rows, DedupSettings(), tally)
     assert [(r.document_id, r.order) for r in kept] == [(1, (0,)), (4, (0,)), (1, (1,))]
@@ -121,21 +133,38 @@ def test_dedup_keeps_the_oldest_of_exact_and_near_twins() -> None:
 
 
 def test_verifier_accepts_the_builtin_template_and_render_marks_replies(tokens: Tokens) -> None:
-    turns = [_turn("system", "be brief"), _turn("user", "hi"), _turn("assistant", "hello"),
-             _turn("user", "and?"), _turn("assistant", "bye")]
+    turns = [
+        _turn("system", "be brief"),
+        _turn("user", "hi"),
+        _turn("assistant", "hello"),
+        _turn("user", "and?"),
+        _turn("assistant", "bye"),
+    ]
     total, trained = verify_example(turns, tokens, "sft train example 0 (t:1)")
     assert trained == len("hello") + len("bye") + 2 and total > trained
     segments = render(turns, tokens)
     assert [s.text for s in segments if s.trained] == ["hello<|end|>", "bye<|end|>"]
 
 
-@pytest.mark.parametrize("template_change, message", [
-    (lambda t: t.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", ""), "no token carries loss"),
-    (lambda t: t.replace("message['content'] + '<|end|>' -}}{%- endgeneration -%}",
-                         "message['content'] -}}{%- endgeneration -%}{{- '<|end|>' -}}"), "end-of-turn token"),
-    (lambda t: t.replace("{{- '<|assistant|>\\n' -}}{%- generation -%}",
-                         "{%- generation -%}{{- '<|assistant|>\\n' -}}"), "not the reply"),
-])
+@pytest.mark.parametrize(
+    "template_change, message",
+    [
+        (lambda t: t.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", ""), "no token carries loss"),
+        (
+            lambda t: t.replace(
+                "message['content'] + '<|end|>' -}}{%- endgeneration -%}",
+                "message['content'] -}}{%- endgeneration -%}{{- '<|end|>' -}}",
+            ),
+            "end-of-turn token",
+        ),
+        (
+            lambda t: t.replace(
+                "{{- '<|assistant|>\\n' -}}{%- generation -%}", "{%- generation -%}{{- '<|assistant|>\\n' -}}"
+            ),
+            "not the reply",
+        ),
+    ],
+)
 def test_verifier_fails_naming_the_example(tokens: Tokens, template_change, message: str) -> None:
     template = tokens.tokenizer.chat_template
     changed = template_change(template)

@@ -18,11 +18,15 @@ from pipeline.evaluate import (
     tokenize_completion,
     tokenize_text,
 )
-from tests.pipeline.test_train import models_dir, offline  # noqa: F401 - fixtures
+from tests.pipeline.test_train import offline  # noqa: F401 - an autouse fixture
 
-CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Bye"},
-        {"role": "assistant", "content": "Ciao"}]
+CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Bye"},
+    {"role": "assistant", "content": "Ciao"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +64,11 @@ def test_completion_scoring_masks_the_prompt_and_earlier_replies(base) -> None:
 def test_eval_loss_is_the_token_weighted_nll_per_source(base) -> None:
     import torch
 
-    rows = [{"messages": CHAT, "source": "chats"}, {"text": "the runbook says restart it", "source": "notes"},
-            {"messages": CHAT[:3], "source": "chats"}]
+    rows = [
+        {"messages": CHAT, "source": "chats"},
+        {"text": "the runbook says restart it", "source": "notes"},
+        {"messages": CHAT[:3], "source": "chats"},
+    ]
     model = base.model
     model.train()  # eval_loss scores in eval mode and gives the model back as it found it
     report = eval_loss(model, rows, base.tokenizer, batch_size=2)
@@ -70,8 +77,11 @@ def test_eval_loss_is_the_token_weighted_nll_per_source(base) -> None:
     sums: dict[str, list[float]] = {}
     model.eval()
     for row in rows:
-        example = tokenize_chat(row["messages"], base.tokenizer, 1024) if "messages" in row \
+        example = (
+            tokenize_chat(row["messages"], base.tokenizer, 1024)
+            if "messages" in row
             else tokenize_text(row["text"], base.tokenizer, 1024)
+        )
         with torch.no_grad():
             out = model(input_ids=torch.tensor([example["input_ids"]]), labels=torch.tensor([example["labels"]]))
         n = sum(1 for t in example["labels"][1:] if t != IGNORE_INDEX)
@@ -115,9 +125,14 @@ class _Stub:
 
 
 def test_preference_accuracy_counts_pairs_where_chosen_is_more_likely(base) -> None:
-    pairs = [{"prompt": [{"role": "user", "content": f"q{i}"}],
-              "chosen": [{"role": "assistant", "content": "aaaa"}],
-              "rejected": [{"role": "assistant", "content": "zzzz"}]} for i in range(3)]
+    pairs = [
+        {
+            "prompt": [{"role": "user", "content": f"q{i}"}],
+            "chosen": [{"role": "assistant", "content": "aaaa"}],
+            "rejected": [{"role": "assistant", "content": "zzzz"}],
+        }
+        for i in range(3)
+    ]
     likes_a = preference_accuracy(_Stub(ord("a")), pairs, base.tokenizer)
     assert likes_a.accuracy == 1.0 and likes_a.pairs == 3 and likes_a.mean_margin > 0
     likes_z = preference_accuracy(_Stub(ord("z")), pairs, base.tokenizer)
@@ -161,7 +176,8 @@ def test_a_source_regressing_past_the_limit_rejects_an_otherwise_better_adapter(
     candidate = metrics(1.8, chats=1.5, notes=1.06)  # better overall, notes 6% worse
     rejected = gate_decision(candidate, current=current, base=None, max_source_regression=0.05)
     assert not rejected.promote and rejected.reasons == [
-        "source 'notes' regressed +6.0% vs the current (1.0000 -> 1.0600; limit 5.0%)"]
+        "source 'notes' regressed +6.0% vs the current (1.0000 -> 1.0600; limit 5.0%)"
+    ]
     assert gate_decision(candidate, current=current, base=None, max_source_regression=0.1).promote
     # a source the current adapter was never measured on can't regress
     assert gate_decision(metrics(1.8, chats=1.5, new=9.0), current=current, base=None).promote

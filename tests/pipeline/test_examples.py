@@ -29,12 +29,10 @@ def _load(relative: str):
 
 
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
-@pytest.mark.parametrize("path", sorted(p.relative_to(EXAMPLES).as_posix()
-                                        for p in EXAMPLES.rglob("*.json")))
+@pytest.mark.parametrize("path", sorted(p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.rglob("*.json")))
 def test_every_json_file_parses(path: str) -> None:
     _load(path)
 
@@ -50,6 +48,7 @@ def test_chat_jsonl() -> None:
 
 
 # --- ChatGPT export ------------------------------------------------------------------------
+
 
 def _path_to_current(conversation: dict) -> list[str]:
     mapping, node, path = conversation["mapping"], conversation["current_node"], []
@@ -106,12 +105,14 @@ def test_chatgpt_export_shapes() -> None:
                 assert tool["content"]["content_type"] == "execution_output"
                 seen["code"] += 1
             if content["content_type"] == "multimodal_text":
-                kinds = [p["content_type"] if isinstance(p, dict) else "text"
-                         for p in content["parts"]]
+                kinds = [p["content_type"] if isinstance(p, dict) else "text" for p in content["parts"]]
                 assert kinds == ["image_asset_pointer", "text"]
                 seen["multimodal"] += 1
-            if message["create_time"] is None and message["author"]["role"] != "system" \
-                    and content["content_type"] == "text":
+            if (
+                message["create_time"] is None
+                and message["author"]["role"] != "system"
+                and content["content_type"] == "text"
+            ):
                 seen["null_time"] += 1
     assert seen["regenerated"] >= 3 and seen["edited"] == 1 and seen["code"] == 1
     assert seen["multimodal"] == 1 and seen["empty"] == 1 and seen["null_time"] >= 1
@@ -135,6 +136,7 @@ def test_chatgpt_feedback_points_at_both_sides_of_a_regeneration() -> None:
 
 # --- Claude export -------------------------------------------------------------------------
 
+
 def test_claude_export_shapes() -> None:
     conversations = _load("exports/claude/conversations.json")
     assert len(conversations) == 12
@@ -155,10 +157,10 @@ def test_claude_export_shapes() -> None:
 
 # --- config --------------------------------------------------------------------------------
 
+
 def test_example_config_loads_and_reference_copy_is_current(tmp_path: Path) -> None:
     text = example_config_text(tmp_path)
-    config = parse_config(tomllib.loads(text), home=tmp_path, file=tmp_path / "plora.toml",
-                          check_paths=False)
+    config = parse_config(tomllib.loads(text), home=tmp_path, file=tmp_path / "plora.toml", check_paths=False)
     assert [s.name for s in config.sources] == ["chatgpt", "claude", "chats", "vault", "code"]
     for source in config.sources:
         expected = tmp_path / "netops-repo" if source.type == "git" else None
@@ -170,6 +172,7 @@ def test_example_config_loads_and_reference_copy_is_current(tmp_path: Path) -> N
 
 # --- the example git repository ------------------------------------------------------------
 
+
 def test_example_repo_is_deterministic_and_ends_as_examples_netops(tmp_path: Path) -> None:
     first = create_example_repo(tmp_path / "a" / "netops-repo")
     second = create_example_repo(tmp_path / "b" / "netops-repo")
@@ -178,10 +181,11 @@ def test_example_repo_is_deterministic_and_ends_as_examples_netops(tmp_path: Pat
     assert _git(first, "status", "--porcelain") == ""
 
     tracked = sorted(_git(first, "ls-files").splitlines())
-    on_disk = sorted(p.relative_to(EXAMPLES / "netops").as_posix()
-                     for p in (EXAMPLES / "netops").rglob("*")
-                     if p.is_file() and "__pycache__" not in p.parts
-                     and ".pytest_cache" not in p.parts)
+    on_disk = sorted(
+        p.relative_to(EXAMPLES / "netops").as_posix()
+        for p in (EXAMPLES / "netops").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and ".pytest_cache" not in p.parts
+    )
     assert tracked == on_disk
     for path in tracked:
         assert (first / path).read_bytes() == (EXAMPLES / "netops" / path).read_bytes(), path

@@ -40,8 +40,9 @@ def workspace(tmp_path: Path, kit: Kit):
 def _alone(workspace: Workspace, ref: str, batch):
     """Logits of one adapter on its own freshly loaded base: the reference for hot-swapping."""
     base = nf4_base(workspace.home.root)
-    return logits(registry.attach(base.model, registry.resolve(workspace, ref), base_fingerprint=base.fingerprint),
-                  batch)
+    return logits(
+        registry.attach(base.model, registry.resolve(workspace, ref), base_fingerprint=base.fingerprint), batch
+    )
 
 
 def test_two_profiles_hot_swap_on_one_base(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,8 +93,16 @@ def test_two_profiles_hot_swap_on_one_base(workspace: Workspace, monkeypatch: py
 def test_encode_uses_the_chat_template_with_the_generation_prompt(workspace: Workspace) -> None:
     profiles = gen.load_profiles(workspace, ["work"])
     ids = profiles.encode("Hi")["input_ids"][0].tolist()
-    assert ids == [IDS["<s>"], IDS["<|user|>"], ord("\n"), *b"Hi", IDS["<|end|>"], ord("\n"),
-                   IDS["<|assistant|>"], ord("\n")]
+    assert ids == [
+        IDS["<s>"],
+        IDS["<|user|>"],
+        ord("\n"),
+        *b"Hi",
+        IDS["<|end|>"],
+        ord("\n"),
+        IDS["<|assistant|>"],
+        ord("\n"),
+    ]
 
 
 def test_generate_uses_the_current_version_or_the_one_asked_for(workspace: Workspace, kit: Kit) -> None:
@@ -103,12 +112,14 @@ def test_generate_uses_the_current_version_or_the_one_asked_for(workspace: Works
     assert first.versions["work"].ref == "work@v1" and second.versions["work"].ref == "work@v2"
     prompt = "What changed last month?"
     assert gen.generate(workspace, "work", prompt, version=1, max_new_tokens=8) == first.generate(
-        prompt, max_new_tokens=8)
+        prompt, max_new_tokens=8
+    )
     assert gen.generate(workspace, "work", prompt, max_new_tokens=8) == second.generate(prompt, max_new_tokens=8)
 
 
-def test_loading_refuses_unknown_corrupted_or_foreign_adapters(workspace: Workspace, kit: Kit,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loading_refuses_unknown_corrupted_or_foreign_adapters(
+    workspace: Workspace, kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(UsageError, match="no current version"):
         gen.load_profiles(workspace, ["nobody"])
     with pytest.raises(UsageError, match="no adapter work@v5"):
@@ -127,14 +138,14 @@ def test_loading_refuses_unknown_corrupted_or_foreign_adapters(workspace: Worksp
 
     weights = registry.resolve(workspace, "creative").path / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(RegistryError, match="creative@v1 .*failed verification.*truncated or changed"):
+    with pytest.raises(RegistryError, match=r"creative@v1 .*failed verification.*truncated or changed"):
         gen.generate(workspace, "creative", "hi")
     assert len(bases) == 1  # refused before any base was loaded
 
     # a version that goes bad between the check and the load is still refused by attach
     real_verify = gen.verify
-    monkeypatch.setattr(gen, "verify", lambda ws, ref: registry.resolve(ws, ref))
-    with pytest.raises(RegistryError, match="creative@v1 .*failed verification"):
+    monkeypatch.setattr(gen, "verify", registry.resolve)
+    with pytest.raises(RegistryError, match=r"creative@v1 .*failed verification"):
         gen.load_profiles(workspace, ["creative"])
     assert len(bases) == 2 and not has_lora(bases[-1].model)
     monkeypatch.setattr(gen, "verify", real_verify)

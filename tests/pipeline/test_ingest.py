@@ -29,7 +29,9 @@ UUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 
 
 def _config(home: Path, vault: Path, chats: Path) -> None:
-    write_config(home, f"""
+    write_config(
+        home,
+        f"""
 [[sources]]
 name = "vault"
 type = "markdown"
@@ -40,7 +42,8 @@ exclude = ["templates/**"]
 name = "chats"
 type = "jsonl"
 path = "{chats}"
-""")
+""",
+    )
 
 
 def _note(vault: Path, name: str, body: str) -> Path:
@@ -53,16 +56,27 @@ def _note(vault: Path, name: str, body: str) -> Path:
 @pytest.fixture
 def corpus(home: Path, tmp_path: Path) -> tuple[Path, Path]:
     vault = tmp_path / "vault"
-    _note(vault, "runbooks/bgp.md", "---\ntype: runbook\ntags: [bgp]\n---\n# BGP down\n\n1. Check [[peers|the peers]].\n")
+    _note(
+        vault, "runbooks/bgp.md", "---\ntype: runbook\ntags: [bgp]\n---\n# BGP down\n\n1. Check [[peers|the peers]].\n"
+    )
     _note(vault, "notes/edge.md", f"# Edge\n\nDeployed commit {SHA} to request {UUID}.\n")
     _note(vault, "notes/creds.md", f"# Creds\n\ntoken {GITHUB_TOKEN} leaked\n\nexport DB_PASSWORD={PASSWORD}\n")
     _note(vault, "templates/t.md", "# Template\n")
     chats = tmp_path / "chats.jsonl"
     lines = [
-        {"id": "c1", "messages": [{"role": "user", "content": f"my key is {AWS_KEY}, why 403?"},
-                                  {"role": "assistant", "content": "Rotate it."}], "label": "good"},
-        {"id": "c2", "messages": [{"role": "user", "content": "anycast?"},
-                                  {"role": "assistant", "content": "No idea."}], "label": "bad"},
+        {
+            "id": "c1",
+            "messages": [
+                {"role": "user", "content": f"my key is {AWS_KEY}, why 403?"},
+                {"role": "assistant", "content": "Rotate it."},
+            ],
+            "label": "good",
+        },
+        {
+            "id": "c2",
+            "messages": [{"role": "user", "content": "anycast?"}, {"role": "assistant", "content": "No idea."}],
+            "label": "bad",
+        },
     ]
     chats.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n", encoding="utf-8")
     _config(home, vault, chats)
@@ -76,8 +90,10 @@ def _ingest(home: Path, names: list[str] | None = None):
 
 def _documents(home: Path) -> dict[str, tuple[str, bool]]:
     with open_workspace(home) as workspace, workspace.store.read() as session:
-        return {f"{d.source.name}:{d.external_id}": (d.content_hash, d.deleted_at is not None)
-                for d in session.scalars(select(Document))}
+        return {
+            f"{d.source.name}:{d.external_id}": (d.content_hash, d.deleted_at is not None)
+            for d in session.scalars(select(Document))
+        }
 
 
 def test_first_ingest_then_unchanged(home: Path, corpus) -> None:
@@ -89,7 +105,14 @@ def test_first_ingest_then_unchanged(home: Path, corpus) -> None:
     before = _documents(home)
     second = _ingest(home)
     assert second["vault"].as_dict() | {"skipped": []} == {
-        "added": 0, "updated": 0, "unchanged": 3, "deleted": 0, "skipped": [], "redactions": 0, "error": None}
+        "added": 0,
+        "updated": 0,
+        "unchanged": 3,
+        "deleted": 0,
+        "skipped": [],
+        "redactions": 0,
+        "error": None,
+    }
     assert second["chats"].added == second["chats"].updated == 0
     assert _documents(home) == before
 
@@ -104,7 +127,9 @@ def test_edits_and_deletions_are_picked_up(home: Path, corpus) -> None:
     assert (report.added, report.updated, report.deleted) == (0, 1, 1)
     documents = _documents(home)
     assert documents["vault:runbooks/bgp.md"][1] is True  # kept, marked deleted
-    _note(vault, "runbooks/bgp.md", "---\ntype: runbook\ntags: [bgp]\n---\n# BGP down\n\n1. Check [[peers|the peers]].\n")
+    _note(
+        vault, "runbooks/bgp.md", "---\ntype: runbook\ntags: [bgp]\n---\n# BGP down\n\n1. Check [[peers|the peers]].\n"
+    )
     revived = _ingest(home)["vault"]
     assert revived.updated == 1 and _documents(home)["vault:runbooks/bgp.md"][1] is False
 
@@ -143,36 +168,56 @@ def test_an_edited_export_replaces_changed_documents_in_one_batch(home: Path, co
     with open_workspace(home) as workspace:
         set_label(workspace, "chats:c2", "good", position=1)  # the person's own: stays whatever the source says
     lines = [
-        {"id": "c1", "messages": [{"role": "user", "content": "why 403?"},
-                                  {"role": "assistant", "content": "Rotate it now."}], "label": "bad"},
-        {"id": "c2", "messages": [{"role": "user", "content": "anycast?"},
-                                  {"role": "assistant", "content": "No idea."}]},
-        {"id": "c3", "messages": [{"role": "user", "content": f"is {AWS_KEY} live?"},
-                                  {"role": "assistant", "content": "Yes."}], "label": "good"},
+        {
+            "id": "c1",
+            "messages": [{"role": "user", "content": "why 403?"}, {"role": "assistant", "content": "Rotate it now."}],
+            "label": "bad",
+        },
+        {
+            "id": "c2",
+            "messages": [{"role": "user", "content": "anycast?"}, {"role": "assistant", "content": "No idea."}],
+        },
+        {
+            "id": "c3",
+            "messages": [{"role": "user", "content": f"is {AWS_KEY} live?"}, {"role": "assistant", "content": "Yes."}],
+            "label": "good",
+        },
     ]
     chats.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     report = _ingest(home)["chats"]
     assert (report.added, report.updated, report.unchanged) == (1, 2, 0)
     with open_workspace(home) as workspace, workspace.store.read() as session:
-        documents = {d.external_id: d for d in session.scalars(select(Document).join(Source)
-                                                                  .where(Source.name == "chats"))}
+        documents = {
+            d.external_id: d for d in session.scalars(select(Document).join(Source).where(Source.name == "chats"))
+        }
         assert [m.content for m in documents["c1"].messages] == ["why 403?", "Rotate it now."]
         assert [r.secret_type for r in documents["c1"].redactions] == []
         assert len(documents["c3"].redactions) == report.redactions >= 1  # the message and the title made of it
         assert AWS_KEY not in documents["c3"].content + documents["c3"].title
-        labels = {(documents_id, position): label.value.value
-                  for (documents_id, position, _), label in effective_labels(session).items()}
+        labels = {
+            (documents_id, position): label.value.value
+            for (documents_id, position, _), label in effective_labels(session).items()
+        }
         ids = {name: d.id for name, d in documents.items()}
         assert labels == {(ids["c1"], None): "bad", (ids["c2"], 1): "good", (ids["c3"], None): "good"}
-        imported = [(label.document_id, label.value.value) for label in session.scalars(
-            select(Label).where(Label.origin == "import").order_by(Label.id))]
-        assert imported == [(ids["c1"], "good"), (ids["c2"], "bad"),
-                            (ids["c1"], "bad"), (ids["c2"], "clear"), (ids["c3"], "good")]
+        imported = [
+            (label.document_id, label.value.value)
+            for label in session.scalars(select(Label).where(Label.origin == "import").order_by(Label.id))
+        ]
+        assert imported == [
+            (ids["c1"], "good"),
+            (ids["c2"], "bad"),
+            (ids["c1"], "bad"),
+            (ids["c2"], "clear"),
+            (ids["c3"], "good"),
+        ]
 
 
 def test_missing_source_path_is_an_error_but_others_ingest(home: Path, corpus, cli) -> None:
-    vault, chats = corpus
-    write_config(home, (home / "plora.toml").read_text() + '\n[[sources]]\nname = "gone"\ntype = "claude"\npath = "nowhere.zip"\n')
+    write_config(
+        home,
+        (home / "plora.toml").read_text() + '\n[[sources]]\nname = "gone"\ntype = "claude"\npath = "nowhere.zip"\n',
+    )
     result = cli("ingest", "--json", "--home", home)
     assert result.code == 1
     report = result.json()["sources"]
@@ -196,8 +241,9 @@ def test_kill_during_ingest_then_rerun_completes(home: Path, tmp_path: Path) -> 
     plora = [sys.executable, "-m", "flows.cli"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
-    proc = subprocess.Popen([*plora, "ingest", "--home", str(home)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*plora, "ingest", "--home", str(home)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         time.sleep(0.05)
@@ -224,12 +270,13 @@ def test_kill_during_ingest_then_rerun_completes(home: Path, tmp_path: Path) -> 
 def test_new_redaction_patterns_reach_documents_already_stored(home: Path, corpus) -> None:
     """A pattern added to [redaction] after a first ingest redacts the stored copies of unchanged
     files too: the next ingest re-reads every source from scratch (their cursors are of other rules)."""
-    vault, chats = corpus
+    vault, _ = corpus
     _note(vault, "notes/badge.md", "# Door\n\nbadge pin 7731-ALPHA at the back door\n")
     _ingest(home)
     config = home / "plora.toml"
-    config.write_text(config.read_text(encoding="utf-8") + '\n[redaction]\nextra_patterns = ["7731-ALPHA"]\n',
-                      encoding="utf-8")
+    config.write_text(
+        config.read_text(encoding="utf-8") + '\n[redaction]\nextra_patterns = ["7731-ALPHA"]\n', encoding="utf-8"
+    )
     reports = _ingest(home)
     assert reports["vault"].updated == 4  # every document re-processed under the new rules
     assert reports["chats"].updated == 2 and reports["chats"].error is None

@@ -15,28 +15,50 @@ from pipeline.workspace import open_workspace
 from tests.conftest import write_config
 from tests.pipeline.test_redaction import CANARIES, LOOKALIKES
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "Sam", "GIT_AUTHOR_EMAIL": "sam@example.com", "GIT_COMMITTER_NAME": "Sam",
-           "GIT_COMMITTER_EMAIL": "sam@example.com", "GIT_AUTHOR_DATE": "2026-01-01T00:00:00+00:00",
-           "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+00:00", "PATH": "/usr/bin:/bin"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Sam",
+    "GIT_AUTHOR_EMAIL": "sam@example.com",
+    "GIT_COMMITTER_NAME": "Sam",
+    "GIT_COMMITTER_EMAIL": "sam@example.com",
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00+00:00",
+    "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+00:00",
+    "PATH": "/usr/bin:/bin",
+}
 
 
 def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
-                   cwd=repo, env=GIT_ENV, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
+        cwd=repo,
+        env=GIT_ENV,
+        check=True,
+        capture_output=True,
+    )
 
 
 def _plant(tmp_path: Path) -> dict[str, Path]:
     chats = tmp_path / "chats.jsonl"
-    chats.write_text("\n".join(json.dumps({"id": f"c{i}", "messages": [
-        {"role": "user", "content": f"why does this fail?\n{canary.text}"},
-        {"role": "assistant", "content": "Rotate it and keep it out of the repo."}]})
-        for i, canary in enumerate(CANARIES)) + "\n", encoding="utf-8")
+    chats.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "id": f"c{i}",
+                    "messages": [
+                        {"role": "user", "content": f"why does this fail?\n{canary.text}"},
+                        {"role": "assistant", "content": "Rotate it and keep it out of the repo."},
+                    ],
+                }
+            )
+            for i, canary in enumerate(CANARIES)
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     vault = tmp_path / "vault"
     vault.mkdir()
     for i, canary in enumerate(CANARIES):
         (vault / f"note{i}.md").write_text(f"# Note {i}\n\n{canary.text}\n", encoding="utf-8")
-    (vault / "lookalikes.md").write_text("# Lookalikes\n\n" + "\n\n".join(LOOKALIKES.values()) + "\n",
-                                         encoding="utf-8")
+    (vault / "lookalikes.md").write_text("# Lookalikes\n\n" + "\n\n".join(LOOKALIKES.values()) + "\n", encoding="utf-8")
     repo = tmp_path / "repo"
     repo.mkdir()
     _git(repo, "init", "-q")
@@ -49,22 +71,25 @@ def _plant(tmp_path: Path) -> dict[str, Path]:
 
 def test_no_planted_secret_reaches_the_store(home: Path, tmp_path: Path) -> None:
     paths = _plant(tmp_path)
-    write_config(home, f"""
+    write_config(
+        home,
+        f"""
 [[sources]]
 name = "chats"
 type = "jsonl"
-path = "{paths['chats']}"
+path = "{paths["chats"]}"
 
 [[sources]]
 name = "vault"
 type = "markdown"
-path = "{paths['vault']}"
+path = "{paths["vault"]}"
 
 [[sources]]
 name = "code"
 type = "git"
-path = "{paths['repo']}"
-""")
+path = "{paths["repo"]}"
+""",
+    )
     with open_workspace(home, check_paths=False) as workspace:
         reports = ingest(workspace)
         with workspace.store.engine.connect() as conn:

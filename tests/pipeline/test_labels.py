@@ -36,34 +36,56 @@ pytestmark = pytest.mark.timeout(60)
 
 # --- the corpus (shared with tests/flows/test_annotate.py and test_label_cli.py) ----------------------
 
+
 def chat(i: int, *, label: str | None = None, reply: str | None = None) -> dict[str, Any]:
-    line: dict[str, Any] = {"id": f"c{i}", "title": f"chat {i}", "messages": [
-        {"role": "system", "content": "Answer as a network engineer."},
-        {"role": "user", "content": f"Question {i}: why does BGP session {i} flap?"},
-        {"role": "assistant", "content": reply or f"Answer {i}: check the **hold timer**.\n\n```bash\nbirdc show protocol s{i}\n```"},
-    ]}
+    line: dict[str, Any] = {
+        "id": f"c{i}",
+        "title": f"chat {i}",
+        "messages": [
+            {"role": "system", "content": "Answer as a network engineer."},
+            {"role": "user", "content": f"Question {i}: why does BGP session {i} flap?"},
+            {
+                "role": "assistant",
+                "content": reply or f"Answer {i}: check the **hold timer**.\n\n```bash\nbirdc show protocol s{i}\n```",
+            },
+        ],
+    }
     if label:
         line["label"] = label
     return line
 
 
 def _gpt_message(message_id: str, role: str, text: str, when: float) -> dict[str, Any]:
-    return {"id": message_id, "author": {"role": role}, "create_time": when, "recipient": "all", "metadata": {},
-            "status": "finished_successfully", "content": {"content_type": "text", "parts": [text]}}
+    return {
+        "id": message_id,
+        "author": {"role": role},
+        "create_time": when,
+        "recipient": "all",
+        "metadata": {},
+        "status": "finished_successfully",
+        "content": {"content_type": "text", "parts": [text]},
+    }
 
 
 def gpt_conversation(when: float = 1_700_000_100.0) -> dict[str, Any]:
     """One ChatGPT conversation with a regenerated reply: message 1 has branches 0 (kept) and 1."""
+
     def node(node_id: str, parent: str | None, children: list[str], message: Any = None) -> dict[str, Any]:
         return {"id": node_id, "parent": parent, "children": children, "message": message}
 
-    return {"id": "g1", "title": "Restart nginx", "create_time": when - 100, "update_time": when,
-            "current_node": "a1b", "mapping": {
-                "root": node("root", None, ["u1"]),
-                "u1": node("u1", "root", ["a1", "a1b"], _gpt_message("u1", "user", "How do I restart nginx?", when - 90)),
-                "a1": node("a1", "u1", [], _gpt_message("a1", "assistant", "Use the init script.", when - 80)),
-                "a1b": node("a1b", "u1", [], _gpt_message("a1b", "assistant", "Run `systemctl restart nginx`.", when - 70)),
-            }}
+    return {
+        "id": "g1",
+        "title": "Restart nginx",
+        "create_time": when - 100,
+        "update_time": when,
+        "current_node": "a1b",
+        "mapping": {
+            "root": node("root", None, ["u1"]),
+            "u1": node("u1", "root", ["a1", "a1b"], _gpt_message("u1", "user", "How do I restart nginx?", when - 90)),
+            "a1": node("a1", "u1", [], _gpt_message("a1", "assistant", "Use the init script.", when - 80)),
+            "a1b": node("a1b", "u1", [], _gpt_message("a1b", "assistant", "Run `systemctl restart nginx`.", when - 70)),
+        },
+    }
 
 
 @dataclass
@@ -87,8 +109,11 @@ def make_corpus(home: Path, tmp_path: Path, n: int = 4) -> Corpus:
     corpus.write_chats([chat(i, label="good" if i == 1 else None) for i in range(1, n + 1)])
     corpus.gpt.parent.mkdir(parents=True, exist_ok=True)
     corpus.gpt.write_text(json.dumps([gpt_conversation()]), encoding="utf-8")
-    write_config(home, f'[[sources]]\nname = "chats"\ntype = "jsonl"\npath = "{corpus.chats}"\n\n'
-                       f'[[sources]]\nname = "gpt"\ntype = "chatgpt"\npath = "{corpus.gpt}"\n')
+    write_config(
+        home,
+        f'[[sources]]\nname = "chats"\ntype = "jsonl"\npath = "{corpus.chats}"\n\n'
+        f'[[sources]]\nname = "gpt"\ntype = "chatgpt"\npath = "{corpus.gpt}"\n',
+    )
     corpus.ingest()
     return corpus
 
@@ -97,10 +122,11 @@ def labels_in_force(home: Path) -> set[tuple[Any, ...]]:
     """Every label in force, by portable ref: comparable across stores."""
     with open_workspace(home) as workspace, workspace.store.read() as session:
         found = set()
-        for (document_id, position, branch), label in effective_labels(session).items():
+        for (_document_id, position, branch), label in effective_labels(session).items():
             document = label.document
-            found.add((document.ref, position, branch, label.value.value, label.note, label.correction,
-                       label.origin.value))
+            found.add(
+                (document.ref, position, branch, label.value.value, label.note, label.correction, label.origin.value)
+            )
         return found
 
 
@@ -122,15 +148,18 @@ def workspace(corpus: Corpus):
 
 # --- labelling ---------------------------------------------------------------------------------------
 
+
 def test_label_a_conversation_and_a_reply(workspace, corpus: Corpus) -> None:
     whole = set_label(workspace, "chats:c2", "good", note="clear and short")
     reply = set_label(workspace, "chats:c3", "bad", position=2)
     alternative = set_label(workspace, "gpt:g1", "bad", position=1, branch=1)
     assert whole.changed and whole.state and whole.state.note == "clear and short"
     assert reply.position == 2 and alternative.branch == 1
-    assert {("chats:c2", None, 0, "good", "clear and short", None, "plora"),
-            ("chats:c3", 2, 0, "bad", None, None, "plora"),
-            ("gpt:g1", 1, 1, "bad", None, None, "plora")} <= labels_in_force(corpus.home)
+    assert {
+        ("chats:c2", None, 0, "good", "clear and short", None, "plora"),
+        ("chats:c3", 2, 0, "bad", None, None, "plora"),
+        ("gpt:g1", 1, 1, "bad", None, None, "plora"),
+    } <= labels_in_force(corpus.home)
     report = status(workspace)["labels"]
     assert (report["good"], report["bad"], report["corrections"], report["stale"]) == (2, 2, 0, 0)
     assert report["unlabelled_conversations"] == 1  # c4; c1 came labelled with the source
@@ -161,20 +190,26 @@ def test_correction_is_bad_with_the_wanted_text_and_keeps_the_note(workspace, co
     assert removed.state is not None and (removed.state.note, removed.state.correction) == (None, None)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("chats:nope", "good"), "unknown ref chats:nope: source 'chats' has no document 'nope'"),
-    (("mail:c1", "good"), "no source named 'mail'"),
-    (("c1", "good"), "expected SOURCE:EXTERNAL_ID"),
-    (("chats:c1", "meh"), "expected good, bad or clear"),
-    (("chats:c1", "good", {"position": 3}), "message 3 is out of range; it has messages 0-2"),
-    (("chats:c1", "good", {"position": -1}), "out of range"),
-    (("gpt:g1", "good", {"position": 1, "branch": 2}), "message 1 has no branch 2 (branches: 0, 1)"),
-    (("chats:c1", "good", {"branch": 1}), "--branch needs --message"),
-    (("chats:c1", None, {"position": 1, "correction": "x"}), "is a user message; a correction goes on an assistant"),
-    (("chats:c1", None, {"correction": "x"}), "a correction goes on an assistant reply; give --message N"),
-    (("chats:c2", None, {"note": "x"}), "has no label to add to; label it good or bad first"),
-    (("chats:c2", "clear", {"note": "x"}), "clear removes the label"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("chats:nope", "good"), "unknown ref chats:nope: source 'chats' has no document 'nope'"),
+        (("mail:c1", "good"), "no source named 'mail'"),
+        (("c1", "good"), "expected SOURCE:EXTERNAL_ID"),
+        (("chats:c1", "meh"), "expected good, bad or clear"),
+        (("chats:c1", "good", {"position": 3}), "message 3 is out of range; it has messages 0-2"),
+        (("chats:c1", "good", {"position": -1}), "out of range"),
+        (("gpt:g1", "good", {"position": 1, "branch": 2}), "message 1 has no branch 2 (branches: 0, 1)"),
+        (("chats:c1", "good", {"branch": 1}), "--branch needs --message"),
+        (
+            ("chats:c1", None, {"position": 1, "correction": "x"}),
+            "is a user message; a correction goes on an assistant",
+        ),
+        (("chats:c1", None, {"correction": "x"}), "a correction goes on an assistant reply; give --message N"),
+        (("chats:c2", None, {"note": "x"}), "has no label to add to; label it good or bad first"),
+        (("chats:c2", "clear", {"note": "x"}), "clear removes the label"),
+    ],
+)
 def test_clear_errors(workspace, args: tuple[Any, ...], message: str) -> None:
     kwargs = args[2] if len(args) > 2 else {}
     with pytest.raises(UsageError, match=None) as error:
@@ -183,7 +218,7 @@ def test_clear_errors(workspace, args: tuple[Any, ...], message: str) -> None:
 
 
 def test_correction_file_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="--correction @.*missing.md: no such file"):
+    with pytest.raises(UsageError, match=r"--correction @.*missing\.md: no such file"):
         correction_argument(f"@{tmp_path / 'missing.md'}")
     assert correction_argument("@@handle") == "@handle"
     assert correction_argument("plain") == "plain"
@@ -203,6 +238,7 @@ def test_a_note_on_an_imported_label_confirms_it_as_the_persons(workspace, corpu
 
 # --- undo ----------------------------------------------------------------------------------------------
 
+
 def test_undo_appends_events_and_restores_the_previous_state(workspace, corpus: Corpus) -> None:
     first = set_label(workspace, "chats:c2", "good", note="ok")
     second = set_label(workspace, "chats:c2", "bad")
@@ -212,10 +248,17 @@ def test_undo_appends_events_and_restores_the_previous_state(workspace, corpus: 
     undo_label(workspace, first.label_id)
     assert not any(ref == "chats:c2" for ref, *_ in labels_in_force(corpus.home))
     with open_workspace(corpus.home) as ws, ws.store.read() as session:
-        history = list(session.scalars(select(Label).where(Label.document_id == first_document_id(session, "c2"))
-                                       .order_by(Label.id)))
+        history = list(
+            session.scalars(
+                select(Label).where(Label.document_id == first_document_id(session, "c2")).order_by(Label.id)
+            )
+        )
     assert [(event.value.value, event.undoes_id) for event in history] == [
-        ("good", None), ("bad", None), ("good", second.label_id), ("clear", first.label_id)]
+        ("good", None),
+        ("bad", None),
+        ("good", second.label_id),
+        ("clear", first.label_id),
+    ]
 
 
 def first_document_id(session: Any, external_id: str) -> int:
@@ -236,6 +279,7 @@ def test_undo_over_an_imported_label_lets_it_show_again(workspace, corpus: Corpu
 
 # --- staleness and re-ingest ----------------------------------------------------------------------------
 
+
 def test_labels_survive_reingest_and_edits_are_flagged_stale(workspace, corpus: Corpus) -> None:
     set_label(workspace, "chats:c2", "bad", position=2, correction="Better answer.")
     set_label(workspace, "chats:c3", "good", position=2)
@@ -252,7 +296,9 @@ def test_labels_survive_reingest_and_edits_are_flagged_stale(workspace, corpus: 
     assert labels_in_force(corpus.home) == before  # kept where they were, not moved or dropped
     assert status(workspace)["labels"]["stale"] == 2  # c4's whole-conversation label is not stale
     assert [(s.ref, s.position, s.reason) for s in stale_labels(workspace)] == [
-        ("chats:c2", 2, "changed"), ("chats:c3", 2, "gone")]
+        ("chats:c2", 2, "changed"),
+        ("chats:c3", 2, "gone"),
+    ]
     queue = AnnotationQueue(workspace, QueueFilter(unlabelled=False, search="rewritten"))
     view = queue.current()
     assert view is not None and view.message(2) is not None
@@ -263,6 +309,7 @@ def test_labels_survive_reingest_and_edits_are_flagged_stale(workspace, corpus: 
 
 
 # --- export / import --------------------------------------------------------------------------------------
+
 
 def _label_some(workspace) -> None:
     set_label(workspace, "chats:c2", "good", note="crisp")
@@ -277,11 +324,24 @@ def test_export_wipe_reingest_import_gives_the_same_labels(workspace, corpus: Co
     exported = export_labels(workspace, tmp_path / "labels.jsonl")
     assert exported.labels == 4
     lines = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
-    assert set(lines[0]) == {"source", "external_id", "position", "branch", "value", "note", "correction",
-                             "message_hash", "origin", "created_at"}
+    assert set(lines[0]) == {
+        "source",
+        "external_id",
+        "position",
+        "branch",
+        "value",
+        "note",
+        "correction",
+        "message_hash",
+        "origin",
+        "created_at",
+    }
     assert {(line["source"], line["external_id"], line["position"], line["value"]) for line in lines} == {
-        ("chats", "c1", None, "clear"), ("chats", "c2", None, "good"), ("chats", "c3", 2, "bad"),
-        ("gpt", "g1", 1, "bad")}
+        ("chats", "c1", None, "clear"),
+        ("chats", "c2", None, "good"),
+        ("chats", "c3", 2, "bad"),
+        ("gpt", "g1", 1, "bad"),
+    }
     workspace.close()
 
     for path in corpus.home.glob("plora.db*"):
@@ -300,8 +360,18 @@ def test_export_wipe_reingest_import_gives_the_same_labels(workspace, corpus: Co
 def test_import_reports_conflicts_and_missing_and_never_overwrites(workspace, corpus: Corpus, tmp_path: Path) -> None:
     _label_some(workspace)
     export_labels(workspace, tmp_path / "labels.jsonl")
-    extra = {"source": "chats", "external_id": "c99", "position": None, "branch": 0, "value": "good",
-             "note": None, "correction": None, "message_hash": None, "origin": "plora", "created_at": None}
+    extra = {
+        "source": "chats",
+        "external_id": "c99",
+        "position": None,
+        "branch": 0,
+        "value": "good",
+        "note": None,
+        "correction": None,
+        "message_hash": None,
+        "origin": "plora",
+        "created_at": None,
+    }
     with (tmp_path / "labels.jsonl").open("a") as out:
         out.write(json.dumps(extra) + "\n")
         out.write(json.dumps({**extra, "external_id": "c4", "position": 9}) + "\n")
@@ -309,9 +379,12 @@ def test_import_reports_conflicts_and_missing_and_never_overwrites(workspace, co
     report = import_labels(workspace, tmp_path / "labels.jsonl")
     assert (report.added, report.unchanged, report.overwritten) == (0, 3, 0)
     assert [(c["ref"], c["ours"]["value"], c["theirs"]["value"]) for c in report.conflicts] == [
-        ("chats:c2", "bad", "good")]
+        ("chats:c2", "bad", "good")
+    ]
     assert [(m["ref"], m["reason"]) for m in report.missing] == [
-        ("chats:c99", "no such document in the store"), ("chats:c4", "no message at position 9, branch 0")]
+        ("chats:c99", "no such document in the store"),
+        ("chats:c4", "no message at position 9, branch 0"),
+    ]
     assert ("chats:c2", None, 0, "bad", "crisp", None, "plora") in labels_in_force(corpus.home)
     forced = import_labels(workspace, tmp_path / "labels.jsonl", overwrite=True)
     assert forced.overwritten == 1
@@ -338,6 +411,7 @@ def test_export_all_includes_the_labels_from_the_sources(workspace, tmp_path: Pa
 
 
 # --- the annotation queue -------------------------------------------------------------------------------
+
 
 def test_queue_filters(workspace) -> None:
     def refs(**kwargs: Any) -> list[str]:
@@ -383,5 +457,7 @@ def test_queue_actions_totals_and_undo(workspace, corpus: Corpus) -> None:
     assert queue.undo().kind == "skip"  # type: ignore[union-attr]
     assert queue.current().ref == "chats:c2"  # type: ignore[union-attr]  # back where the skip was
     assert dict(queue.totals) == {"good": 1, "bad": 1, "clear": 0, "correction": 0, "note": 0, "skip": 0}
-    assert labels_in_force(corpus.home) >= {("gpt:g1", 1, 1, "good", None, None, "plora"),
-                                            ("gpt:g1", None, 0, "bad", None, None, "plora")}
+    assert labels_in_force(corpus.home) >= {
+        ("gpt:g1", 1, 1, "good", None, None, "plora"),
+        ("gpt:g1", None, 0, "bad", None, None, "plora"),
+    }

@@ -89,24 +89,46 @@ def make_home(home: Path, kit: Kit, config: str = CONFIG) -> Path:
     return home
 
 
-def register(workspace: Workspace, kit: Kit, profile: str = "work", adapter: str = "a", *,
-             accepted: bool = True, promote: bool | None = None, parent: int | None = None,
-             adapter_dir: Path | None = None, fingerprint: str | None = None, **overrides: Any) -> AdapterVersion:
-    arguments: dict[str, Any] = dict(
-        profile=profile, adapter_dir=adapter_dir or kit.adapters[adapter], parent_version=parent, base_model=BASE,
-        base_fingerprint=fingerprint or kit.fingerprint, snapshots={"sft": "5" * 64}, lora={"r": 4, "alpha": 8},
-        train={"max_steps": 3, "learning_rate": 1e-3}, metrics={"eval_loss": 1.25, "base_eval_loss": 1.5},
-        gate={"accepted": accepted, "reasons": ["eval loss 1.25 < 1.5" if accepted else "no better than v1"],
-              "improvement": 0.25},
-        run_id=None, sources=SOURCES, promote=accepted if promote is None else promote,
-    )
+def register(
+    workspace: Workspace,
+    kit: Kit,
+    profile: str = "work",
+    adapter: str = "a",
+    *,
+    accepted: bool = True,
+    promote: bool | None = None,
+    parent: int | None = None,
+    adapter_dir: Path | None = None,
+    fingerprint: str | None = None,
+    **overrides: Any,
+) -> AdapterVersion:
+    arguments: dict[str, Any] = {
+        "profile": profile,
+        "adapter_dir": adapter_dir or kit.adapters[adapter],
+        "parent_version": parent,
+        "base_model": BASE,
+        "base_fingerprint": fingerprint or kit.fingerprint,
+        "snapshots": {"sft": "5" * 64},
+        "lora": {"r": 4, "alpha": 8},
+        "train": {"max_steps": 3, "learning_rate": 1e-3},
+        "metrics": {"eval_loss": 1.25, "base_eval_loss": 1.5},
+        "gate": {
+            "accepted": accepted,
+            "reasons": ["eval loss 1.25 < 1.5" if accepted else "no better than v1"],
+            "improvement": 0.25,
+        },
+        "run_id": None,
+        "sources": SOURCES,
+        "promote": accepted if promote is None else promote,
+    }
     arguments.update(overrides)
     return registry.register(workspace, **arguments)
 
 
 def chat_batch(tokenizer: Any, text: str = "How do I roll back a BGP change?") -> dict[str, Any]:
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                         return_dict=True, return_tensors="pt")
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
 
 
 def logits(model: Any, batch: dict[str, Any]) -> Any:
@@ -159,14 +181,31 @@ def test_register_writes_a_checksummed_version_with_manifest_and_card(workspace:
     # PEFT's own README is replaced by the model card; unchanged tokenizer files are not copied
     assert files == ["README.md", "adapter_config.json", "adapter_model.safetensors", "plora.json"]
     assert (version.path / "adapter_model.safetensors").read_bytes() == (
-        kit.adapters["a"] / "adapter_model.safetensors").read_bytes()
+        kit.adapters["a"] / "adapter_model.safetensors"
+    ).read_bytes()
     assert [p.name for p in version.path.parent.iterdir()] == ["v1"]  # no staging left
 
     manifest = json.loads((version.path / "plora.json").read_text())
     assert manifest == version.manifest
-    assert {"format", "profile", "version", "parent_version", "status", "base_model", "snapshots", "sources",
-            "lora", "train", "metrics", "gate", "run_id", "composition", "files", "created_at",
-            "plora_version"} <= manifest.keys()
+    assert {
+        "format",
+        "profile",
+        "version",
+        "parent_version",
+        "status",
+        "base_model",
+        "snapshots",
+        "sources",
+        "lora",
+        "train",
+        "metrics",
+        "gate",
+        "run_id",
+        "composition",
+        "files",
+        "created_at",
+        "plora_version",
+    } <= manifest.keys()
     assert manifest["base_model"] == {"name": BASE, "fingerprint": kit.fingerprint}
     assert manifest["snapshots"] == {"sft": "5" * 64} and manifest["sources"] == SOURCES
     assert manifest["gate"]["improvement"] == 0.25 and manifest["metrics"]["eval_loss"] == 1.25
@@ -219,8 +258,9 @@ def test_numbering_pointer_and_refs(workspace: Workspace, kit: Kit) -> None:
     assert len(registry.list_versions(workspace, "work")) == 3  # the refused ones left nothing
 
 
-def test_only_peft_files_are_taken_and_tokenizer_files_only_when_changed(workspace: Workspace, kit: Kit,
-                                                                          tmp_path: Path) -> None:
+def test_only_peft_files_are_taken_and_tokenizer_files_only_when_changed(
+    workspace: Workspace, kit: Kit, tmp_path: Path
+) -> None:
     source = tmp_path / "trainer-output"
     shutil.copytree(kit.adapters["a"], source)
     models = workspace.home.root / "models" / "tiny-llama"
@@ -298,8 +338,10 @@ def _foreign_base_in_manifest(folder: Path, marker: Path) -> list[str]:
     manifest = json.loads((folder / "plora.json").read_text())
     manifest["base_model"]["fingerprint"] = "f" * 64
     (folder / "plora.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return ["plora.json: sha256 differs from the one recorded at registration",
-            "plora.json: base fingerprint ffffffffffff... does not match the registered base fingerprint"]
+    return [
+        "plora.json: sha256 differs from the one recorded at registration",
+        "plora.json: base fingerprint ffffffffffff... does not match the registered base fingerprint",
+    ]
 
 
 def _remove_the_config(folder: Path, marker: Path) -> list[str]:
@@ -307,10 +349,20 @@ def _remove_the_config(folder: Path, marker: Path) -> list[str]:
     return ["adapter_config.json: missing"]
 
 
-@pytest.mark.parametrize("damage", [_flip_a_byte, _truncate, _swap_in_a_pickle, _add_a_pickle_next_to_it,
-                                    _foreign_base_in_manifest, _remove_the_config])
-def test_damaged_version_fails_verify_and_refuses_to_load(workspace: Workspace, kit: Kit, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch, damage) -> None:
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _flip_a_byte,
+        _truncate,
+        _swap_in_a_pickle,
+        _add_a_pickle_next_to_it,
+        _foreign_base_in_manifest,
+        _remove_the_config,
+    ],
+)
+def test_damaged_version_fails_verify_and_refuses_to_load(
+    workspace: Workspace, kit: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage
+) -> None:
     import torch
 
     version = register(workspace, kit)
@@ -324,6 +376,7 @@ def test_damaged_version_fails_verify_and_refuses_to_load(workspace: Workspace, 
         def call(*args: Any, **kwargs: Any) -> Any:
             unpickled.append(name)
             raise AssertionError(f"{name} called while loading an adapter")
+
         return call
 
     monkeypatch.setattr(pickle, "load", forbidden("pickle.load"))
@@ -351,8 +404,9 @@ def test_damaged_version_fails_verify_and_refuses_to_load(workspace: Workspace, 
 def test_attach_refuses_another_base(workspace: Workspace, kit: Kit) -> None:
     version = register(workspace, kit)
     base = nf4_base(workspace.home.root)
-    with pytest.raises(RegistryError, match=r"trained on base 'builtin:tiny-llama' \(fingerprint "
-                                            + kit.fingerprint[:12]):
+    with pytest.raises(
+        RegistryError, match=r"trained on base 'builtin:tiny-llama' \(fingerprint " + kit.fingerprint[:12]
+    ):
         registry.attach(base.model, version, base_fingerprint="0" * 64)
     assert not has_lora(base.model)
 
@@ -384,8 +438,9 @@ def test_attach_loads_exactly_the_registered_weights(workspace: Workspace, kit: 
     reference = PeftModel.from_pretrained(nf4_base(workspace.home.root).model, str(kit.adapters["a"]))
     torch.testing.assert_close(ours, logits(reference, batch))
 
-    trainable = registry.attach(nf4_base(workspace.home.root).model, version, base_fingerprint=base.fingerprint,
-                                trainable=True)
+    trainable = registry.attach(
+        nf4_base(workspace.home.root).model, version, base_fingerprint=base.fingerprint, trainable=True
+    )
     names = [name for name, p in trainable.named_parameters() if p.requires_grad]
     assert len(names) == 2 * 2 * 2 and all("lora_" in name for name in names)
     with pytest.raises(RegistryError, match="already on this model"):
@@ -396,9 +451,9 @@ def test_attach_loads_exactly_the_registered_weights(workspace: Workspace, kit: 
 
 
 def test_promote_and_rollback_move_only_the_pointer(workspace: Workspace, kit: Kit) -> None:
-    register(workspace, kit)                                   # v1 accepted
-    register(workspace, kit, adapter="b", accepted=False)     # v2 rejected
-    v3 = register(workspace, kit, adapter="b", parent=1)       # v3 accepted, current
+    register(workspace, kit)  # v1 accepted
+    register(workspace, kit, adapter="b", accepted=False)  # v2 rejected
+    v3 = register(workspace, kit, adapter="b", parent=1)  # v3 accepted, current
     before = {p.name: _sha(p) for p in (workspace.home.adapters / "work").rglob("*") if p.is_file()}
 
     assert registry.rollback(workspace, "work").ref == "work@v1"  # skips the rejected v2
@@ -406,7 +461,7 @@ def test_promote_and_rollback_move_only_the_pointer(workspace: Workspace, kit: K
     with pytest.raises(RegistryError, match="no accepted version before v1"):
         registry.rollback(workspace, "work")
 
-    with pytest.raises(RegistryError, match="rejected by the eval gate .*no better than v1.*--force"):
+    with pytest.raises(RegistryError, match=r"rejected by the eval gate .*no better than v1.*--force"):
         registry.promote(workspace, "work@v2")
     assert registry.promote(workspace, "work@v2", force=True).ref == "work@v2"
     assert registry.current(workspace, "work").version == 2
@@ -416,14 +471,15 @@ def test_promote_and_rollback_move_only_the_pointer(workspace: Workspace, kit: K
     # a rollback target that fails verification: an error, the pointer stays
     registry.promote(workspace, "work@v3")
     (workspace.home.adapters / "work" / "v1" / "adapter_model.safetensors").write_bytes(b"junk")
-    with pytest.raises(RegistryError, match="work@v1 .*failed verification"):
+    with pytest.raises(RegistryError, match=r"work@v1 .*failed verification"):
         registry.rollback(workspace, "work")
     assert registry.current(workspace, "work").version == 3
     with pytest.raises(RegistryError, match="no current version to roll back from"):
         registry.rollback(workspace, "creative")
     after = {p.name: _sha(p) for p in (workspace.home.adapters / "work").rglob("*") if p.is_file()}
     assert {k: v for k, v in after.items() if k != "adapter_model.safetensors"} == {
-        k: v for k, v in before.items() if k != "adapter_model.safetensors"}
+        k: v for k, v in before.items() if k != "adapter_model.safetensors"
+    }
 
 
 # --- crash safety ----------------------------------------------------------------------------------
@@ -443,8 +499,9 @@ def _assert_clean_after_crash(workspace: Workspace, kit: Kit) -> None:
 
 
 @pytest.mark.parametrize("step", STEPS)
-def test_failure_at_each_step_leaves_no_half_version(workspace: Workspace, kit: Kit,
-                                                     monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+def test_failure_at_each_step_leaves_no_half_version(
+    workspace: Workspace, kit: Kit, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
     register(workspace, kit)
 
     def fail(at: str) -> None:
@@ -459,8 +516,9 @@ def test_failure_at_each_step_leaves_no_half_version(workspace: Workspace, kit: 
     _assert_clean_after_crash(workspace, kit)
 
 
-def test_failure_after_commit_keeps_the_version(workspace: Workspace, kit: Kit,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_after_commit_keeps_the_version(
+    workspace: Workspace, kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
     register(workspace, kit)
 
     def fail(at: str) -> None:
@@ -502,7 +560,13 @@ def test_sigkill_at_each_step_leaves_no_half_version(workspace: Workspace, kit: 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-c", _KILL_SCRIPT, str(workspace.home.root), str(kit.adapters["b"]), kit.fingerprint, step],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=60)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == -signal.SIGKILL, result.stdout + result.stderr
     leftovers = sorted(p.name for p in (workspace.home.adapters / "work").iterdir())
     if step in ("staged", "manifest"):
@@ -593,8 +657,9 @@ def test_combine_registers_a_weighted_composition(workspace: Workspace, kit: Kit
 
     def run(ref: str) -> Any:
         fresh = nf4_base(workspace.home.root)
-        return logits(registry.attach(fresh.model, registry.resolve(workspace, ref),
-                                      base_fingerprint=fresh.fingerprint), batch)
+        return logits(
+            registry.attach(fresh.model, registry.resolve(workspace, ref), base_fingerprint=fresh.fingerprint), batch
+        )
 
     work, creative = run("work@v1"), run("creative@v1")
     torch.testing.assert_close(run("blend@v1"), work)  # weights [1, 0]: exactly work

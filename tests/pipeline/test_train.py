@@ -24,7 +24,8 @@ from pipeline.workspace import Workspace, open_workspace
 
 REPO = Path(__file__).resolve().parents[2]
 
-CONFIG = """\
+CONFIG = (
+    """\
 [base_model]
 name = "builtin:tiny-llama"
 quantization = "nf4"
@@ -46,18 +47,42 @@ stages = {stages}
 mode = "{mode}"
 eval_percent = 20
 lora = {{ r = 4, alpha = 8, dropout = {dropout}, target_modules = ["q_proj", "v_proj"] }}
-train = {{ max_steps = {max_steps}, learning_rate = {lr}, batch_size = {batch_size}, max_length = 96, packing = {packing}, save_steps = {save_steps}, seed = 7, replay_fraction = {replay} }}
+train = {{ max_steps = {max_steps}, learning_rate = {lr}, batch_size = {batch_size}, max_length = 96, """
+    """packing = {packing}, save_steps = {save_steps}, seed = 7, replay_fraction = {replay} }}
 gate = {{ min_improvement = 0.0, max_source_regression = {regression} }}
 """
+)
 
 
-def write_config(home: Path, *, stages: str = '["sft"]', mode: str = "scratch", max_steps: int = 12,
-                 lr: float = 1e-2, batch_size: int = 4, save_steps: int = 50, dropout: float = 0.0,
-                 replay: float = 0.5, regression: float = 0.5, packing: bool = False) -> None:
-    (home / "plora.toml").write_text(CONFIG.format(stages=stages, mode=mode, max_steps=max_steps, lr=lr,
-                                                  packing=str(packing).lower(),
-                                                  batch_size=batch_size, save_steps=save_steps, dropout=dropout,
-                                                  replay=replay, regression=regression), encoding="utf-8")
+def write_config(
+    home: Path,
+    *,
+    stages: str = '["sft"]',
+    mode: str = "scratch",
+    max_steps: int = 12,
+    lr: float = 1e-2,
+    batch_size: int = 4,
+    save_steps: int = 50,
+    dropout: float = 0.0,
+    replay: float = 0.5,
+    regression: float = 0.5,
+    packing: bool = False,
+) -> None:
+    (home / "plora.toml").write_text(
+        CONFIG.format(
+            stages=stages,
+            mode=mode,
+            max_steps=max_steps,
+            lr=lr,
+            packing=str(packing).lower(),
+            batch_size=batch_size,
+            save_steps=save_steps,
+            dropout=dropout,
+            replay=replay,
+            regression=regression,
+        ),
+        encoding="utf-8",
+    )
 
 
 # --- rows: a learnable little language (the builtin is random, so any regularity lowers loss) ------
@@ -66,8 +91,10 @@ def write_config(home: Path, *, stages: str = '["sft"]', mode: str = "scratch", 
 def chat_rows(n: int, *, offset: int = 0, topic: str = "router") -> list[dict[str, Any]]:
     rows = []
     for i in range(offset, offset + n):
-        messages = [{"role": "user", "content": f"How do I fix the {topic} {i}?"},
-                    {"role": "assistant", "content": f"Restart the {topic} {i}, then check the {topic} log."}]
+        messages = [
+            {"role": "user", "content": f"How do I fix the {topic} {i}?"},
+            {"role": "assistant", "content": f"Restart the {topic} {i}, then check the {topic} log."},
+        ]
         if i % 3 == 0:
             messages.insert(0, {"role": "system", "content": "You are my helpful netops assistant."})
         rows.append({"messages": messages, "source": "chats", "ref": f"chats:{topic}-{i}"})
@@ -75,22 +102,41 @@ def chat_rows(n: int, *, offset: int = 0, topic: str = "router") -> list[dict[st
 
 
 def text_rows(n: int, *, offset: int = 0) -> list[dict[str, Any]]:
-    return [{"text": f"Runbook {i}: restart the router, then check the log of router {i}.",
-             "source": "notes", "ref": f"notes:runbook-{i}.md"} for i in range(offset, offset + n)]
+    return [
+        {
+            "text": f"Runbook {i}: restart the router, then check the log of router {i}.",
+            "source": "notes",
+            "ref": f"notes:runbook-{i}.md",
+        }
+        for i in range(offset, offset + n)
+    ]
 
 
 def dpo_rows(n: int) -> list[dict[str, Any]]:
-    return [{"prompt": [{"role": "user", "content": f"How do I fix the router {i % 5}?"}],
-             "chosen": [{"role": "assistant", "content": f"Restart the router {i % 5}, then check the router log."}],
-             "rejected": [{"role": "assistant", "content": "No idea, buy a new one!!"}],
-             "source": "chats", "ref": f"chats:pair-{i}"} for i in range(n)]
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"How do I fix the router {i % 5}?"}],
+            "chosen": [{"role": "assistant", "content": f"Restart the router {i % 5}, then check the router log."}],
+            "rejected": [{"role": "assistant", "content": "No idea, buy a new one!!"}],
+            "source": "chats",
+            "ref": f"chats:pair-{i}",
+        }
+        for i in range(n)
+    ]
 
 
 def kto_rows(n: int) -> list[dict[str, Any]]:
     good = "Restart the router, then check the router log."
-    return [{"prompt": [{"role": "user", "content": f"How do I fix the router {i % 5}?"}],
-             "completion": [{"role": "assistant", "content": good if i % 2 == 0 else "Whatever."}],
-             "label": i % 2 == 0, "source": "chats", "ref": f"chats:kto-{i}"} for i in range(n)]
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"How do I fix the router {i % 5}?"}],
+            "completion": [{"role": "assistant", "content": good if i % 2 == 0 else "Whatever."}],
+            "label": i % 2 == 0,
+            "source": "chats",
+            "ref": f"chats:kto-{i}",
+        }
+        for i in range(n)
+    ]
 
 
 # --- snapshots in the contract format ------------------------------------------------------------------
@@ -101,14 +147,18 @@ def _features(kind: str) -> Any:
 
     string = Value("string")
     messages = [{"role": string, "content": string}]
-    columns = {"sft": {"messages": messages}, "text": {"text": string},
-               "dpo": {"prompt": messages, "chosen": messages, "rejected": messages},
-               "kto": {"prompt": messages, "completion": messages, "label": Value("bool")}}[kind]
+    columns = {
+        "sft": {"messages": messages},
+        "text": {"text": string},
+        "dpo": {"prompt": messages, "chosen": messages, "rejected": messages},
+        "kto": {"prompt": messages, "completion": messages, "label": Value("bool")},
+    }[kind]
     return Features({**columns, "source": string, "ref": string})
 
 
-def save_snapshot(workspace: Workspace, kind: str, train: list[dict[str, Any]], eval_: list[dict[str, Any]],
-                  profile: str = "work") -> str:
+def save_snapshot(
+    workspace: Workspace, kind: str, train: list[dict[str, Any]], eval_: list[dict[str, Any]], profile: str = "work"
+) -> str:
     """Write ``datasets/<kind>/<fp>/`` (data/ + plora-snapshot.json) and record it; returns the fp."""
     from datasets import Dataset, DatasetDict
 
@@ -119,24 +169,43 @@ def save_snapshot(workspace: Workspace, kind: str, train: list[dict[str, Any]], 
     folder = workspace.home.datasets / kind / fingerprint
     if not folder.exists():
         schema = _features(kind)
-        data = DatasetDict({split: Dataset.from_dict({c: [row[c] for row in rows] for c in schema}, features=schema)
-                            for split, rows in (("train", train), ("eval", eval_))})
+        data = DatasetDict(
+            {
+                split: Dataset.from_dict({c: [row[c] for row in rows] for c in schema}, features=schema)
+                for split, rows in (("train", train), ("eval", eval_))
+            }
+        )
         data.save_to_disk(str(folder / "data"), num_shards={"train": 1, "eval": 1})  # loadable when empty
-        meta = {"kind": kind, "fingerprint": fingerprint, "profile": profile,
-                "rows": {"train": len(train), "eval": len(eval_)}, "builder_version": "test"}
+        meta = {
+            "kind": kind,
+            "fingerprint": fingerprint,
+            "profile": profile,
+            "rows": {"train": len(train), "eval": len(eval_)},
+            "builder_version": "test",
+        }
         (folder / "plora-snapshot.json").write_text(json.dumps(meta), encoding="utf-8")
     with workspace.store.write() as session:
-        record_snapshot(session, profile=profile, kind=kind, fingerprint=fingerprint,
-                        path=folder.relative_to(workspace.home.root).as_posix(),
-                        rows=len(train) + len(eval_), meta={"rows": {"train": len(train), "eval": len(eval_)}})
+        record_snapshot(
+            session,
+            profile=profile,
+            kind=kind,
+            fingerprint=fingerprint,
+            path=folder.relative_to(workspace.home.root).as_posix(),
+            rows=len(train) + len(eval_),
+            meta={"rows": {"train": len(train), "eval": len(eval_)}},
+        )
     return fingerprint
 
 
 def standard_snapshots(workspace: Workspace, *, month: int = 0, preference: bool = False) -> dict[str, str]:
     """30 chat + 8 text training rows (and a fifth as much eval) for "month" ``month``."""
     out = {
-        "sft": save_snapshot(workspace, "sft", chat_rows(30, offset=100 * month), chat_rows(8, offset=100 * month + 50)),
-        "text": save_snapshot(workspace, "text", text_rows(8, offset=100 * month), text_rows(3, offset=100 * month + 50)),
+        "sft": save_snapshot(
+            workspace, "sft", chat_rows(30, offset=100 * month), chat_rows(8, offset=100 * month + 50)
+        ),
+        "text": save_snapshot(
+            workspace, "text", text_rows(8, offset=100 * month), text_rows(3, offset=100 * month + 50)
+        ),
     }
     if preference:
         out["dpo"] = save_snapshot(workspace, "dpo", dpo_rows(12), dpo_rows(4))
@@ -152,21 +221,6 @@ def offline(no_network: None) -> None:
     """Every test here runs with the hub offline and no internet sockets (see tests/conftest.py)."""
 
 
-_MODELS: dict[str, Path] = {}
-
-
-def builtin_models(root: Path) -> Path:
-    """A models/ folder with the builtin built once per session (copied into each test home)."""
-    if "models" not in _MODELS:
-        from pipeline.base_model import ensure_builtin
-
-        models_home = root / "models-home"
-        models_home.mkdir(parents=True, exist_ok=True)
-        ensure_builtin(models_home)
-        _MODELS["models"] = models_home / "models"
-    return _MODELS["models"]
-
-
 def new_home(path: Path, models: Path, **config: Any) -> Path:
     path.mkdir(parents=True)
     shutil.copytree(models, path / "models")
@@ -174,11 +228,6 @@ def new_home(path: Path, models: Path, **config: Any) -> Path:
     (path / "chats.jsonl").write_text("", encoding="utf-8")
     write_config(path, **config)
     return path
-
-
-@pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return builtin_models(tmp_path_factory.mktemp("plora-train-models"))
 
 
 @dataclass
@@ -255,8 +304,9 @@ def test_scratch_lowers_eval_loss_registers_and_records_the_run(tmp_path: Path, 
     assert out["run_id"].startswith("work-") and (run_dir / "plora-run.json").is_file()
     assert (run_dir / "sft" / "checkpoint-12" / "plora-manifest.json").is_file()
     # the registered adapter is the run's final adapter, byte for byte
-    assert (Path(version.path) / "adapter_model.safetensors").read_bytes() == \
-        (run_dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (Path(version.path) / "adapter_model.safetensors").read_bytes() == (
+        run_dir / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
     # every LoRA B matrix moved away from its zero init: gradients reached every layer
     tensors = adapter_tensors(run_dir / "adapter")
     assert len(tensors) == 8 and all(t.abs().max() > 0 for name, t in tensors.items() if "lora_B" in name)
@@ -278,9 +328,9 @@ def test_only_lora_weights_change(tmp_path: Path, models_dir: Path) -> None:
 
     def frozen(model: Any) -> dict[str, torch.Tensor]:
         out = {}
-        for name, module in model.named_modules():
+        for module_name, module in model.named_modules():
             weight = getattr(module, "weight", None)
-            name = name.replace(".base_layer", "")  # PEFT moves the wrapped layer one level down
+            name = module_name.replace(".base_layer", "")  # PEFT moves the wrapped layer one level down
             if weight is None or "lora_" in name or name in out:
                 continue
             if getattr(weight, "quant_state", None) is not None:
@@ -295,10 +345,27 @@ def test_only_lora_weights_change(tmp_path: Path, models_dir: Path) -> None:
     model = get_peft_model(model, get_lora_config(LoraSettings(4, 8.0, 0.0, ("q_proj", "v_proj"))))
     lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     train, _ = tokenize_lm(chat_rows(16) + text_rows(4), base.tokenizer, 96)
-    settings = TrainSettings(max_steps=6, learning_rate=1e-2, batch_size=4, gradient_accumulation_steps=1,
-                             max_length=96, packing=False, seed=0, save_steps=100, replay_fraction=0.0)
-    train_sft(model, base.tokenizer, train, args=sft_args(settings, tmp_path / "out", "cpu"), callbacks=[],
-              resume_from=None, clock=StageClock(), keep_fp32=True)
+    settings = TrainSettings(
+        max_steps=6,
+        learning_rate=1e-2,
+        batch_size=4,
+        gradient_accumulation_steps=1,
+        max_length=96,
+        packing=False,
+        seed=0,
+        save_steps=100,
+        replay_fraction=0.0,
+    )
+    train_sft(
+        model,
+        base.tokenizer,
+        train,
+        args=sft_args(settings, tmp_path / "out", "cpu"),
+        callbacks=[],
+        resume_from=None,
+        clock=StageClock(),
+        keep_fp32=True,
+    )
 
     after = frozen(model.get_base_model())
     assert set(after) == set(before)
@@ -311,7 +378,8 @@ def test_only_lora_weights_change(tmp_path: Path, models_dir: Path) -> None:
 
 
 def test_continue_starts_from_the_parent_with_replay_and_the_gate_rejects_a_worse_adapter(
-        tmp_path: Path, models_dir: Path) -> None:
+    tmp_path: Path, models_dir: Path
+) -> None:
     home = new_home(tmp_path / "home", models_dir, max_steps=12)
     with open_workspace(home, check_paths=False) as workspace:
         month0 = standard_snapshots(workspace, month=0)
@@ -338,9 +406,15 @@ def test_continue_starts_from_the_parent_with_replay_and_the_gate_rejects_a_wors
         data, _, _ = load_run_data(workspace, "work", ("sft",))
         from pipeline.train.replay import replay_sample, row_key
 
-        replay, _ = replay_sample(workspace, parent, current=data.fingerprints,
-                                  exclude={row_key(r) for r in data.lm_train + data.lm_eval},
-                                  new_rows=len(data.lm_train), fraction=0.25, seed=7)
+        replay, _ = replay_sample(
+            workspace,
+            parent,
+            current=data.fingerprints,
+            exclude={row_key(r) for r in data.lm_train + data.lm_eval},
+            new_rows=len(data.lm_train),
+            fraction=0.25,
+            seed=7,
+        )
         assert all(int(re.search(r"(\d+)(\.md)?$", r["ref"])[1]) < 100 for r in replay)  # month-0 rows only
         base = load_base("builtin:tiny-llama", home=home, quantization="nf4", double_quant=True)
         model = registry.attach(base.model, parent, base_fingerprint=base.fingerprint)
@@ -425,8 +499,9 @@ def test_continue_with_changed_lora_shape_is_a_clear_error(tmp_path: Path, model
     with open_workspace(home, check_paths=False) as workspace:
         standard_snapshots(workspace)
     run(home)
-    (home / "plora.toml").write_text((home / "plora.toml").read_text().replace("r = 4,", "r = 8,")
-                                     .replace('mode = "scratch"', 'mode = "continue"'))
+    (home / "plora.toml").write_text(
+        (home / "plora.toml").read_text().replace("r = 4,", "r = 8,").replace('mode = "scratch"', 'mode = "continue"')
+    )
     with pytest.raises(TrainingError, match=r"--mode scratch"):
         run(home)
 

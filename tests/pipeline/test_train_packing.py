@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline.test_train import chat_rows, models_dir, new_home, text_rows  # noqa: F401 - fixture
+from tests.pipeline.test_train import chat_rows, new_home, text_rows
 
 MAX_LENGTH = 160
 
 
 @pytest.fixture
-def base(tmp_path: Path, models_dir: Path) -> Any:  # noqa: F811 - the fixture imported above
+def base(tmp_path: Path, models_dir: Path) -> Any:
     from pipeline.base_model import load_base
 
     home = new_home(tmp_path / "home", models_dir)
@@ -55,8 +55,10 @@ def test_blocks_hold_every_labelled_row_within_max_length(base: Any) -> None:
     rows = _rows(base)
     packed = pack_rows(rows, MAX_LENGTH)
     assert len(packed) < len(rows)  # short rows share blocks
-    assert all(len(ids) <= MAX_LENGTH and sum(lengths) == len(ids)
-               for ids, lengths in zip(packed["input_ids"], packed["seq_lengths"], strict=True))
+    assert all(
+        len(ids) <= MAX_LENGTH and sum(lengths) == len(ids)
+        for ids, lengths in zip(packed["input_ids"], packed["seq_lengths"], strict=True)
+    )
     assert sorted(t for ids in packed["input_ids"] for t in ids) == sorted(t for ids in rows["input_ids"] for t in ids)
 
 
@@ -92,8 +94,8 @@ def test_row_packed_batch_trains_like_each_sequence_alone(base: Any) -> None:
     for block in blocks:
         start = 0
         for length in block["seq_lengths"]:
-            ids = torch.tensor([block["input_ids"][start:start + length]])
-            labels = torch.tensor([block["labels"][start:start + length]])
+            ids = torch.tensor([block["input_ids"][start : start + length]])
+            labels = torch.tensor([block["labels"][start : start + length]])
             start += length
             logits = model(input_ids=ids).logits[0, :-1]
             target = labels[0, 1:]

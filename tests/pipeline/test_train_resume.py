@@ -21,7 +21,6 @@ from pipeline.errors import TrainingError
 from pipeline.workspace import open_workspace
 from tests.pipeline.test_train import (  # noqa: F401 - offline is an autouse fixture
     adapter_tensors,
-    models_dir,
     new_home,
     offline,
     run,
@@ -99,16 +98,18 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def test_kill_9_mid_training_then_resume_equals_an_uninterrupted_run(tmp_path: Path, models_dir: Path,
-                                                                      reference: dict[str, Any]) -> None:
+def test_kill_9_mid_training_then_resume_equals_an_uninterrupted_run(
+    tmp_path: Path, models_dir: Path, reference: dict[str, Any]
+) -> None:
     home = new_home(tmp_path / "home", models_dir, **SETTINGS)
     with open_workspace(home, check_paths=False) as workspace:
         standard_snapshots(workspace)
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER, encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, str(driver), str(home)], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, str(driver), str(home)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 120
         while not list((home / "runs").glob("*/sft/checkpoint-5/plora-manifest.json")):
@@ -143,12 +144,15 @@ def test_kill_9_mid_training_then_resume_equals_an_uninterrupted_run(tmp_path: P
         assert runs.get_run(session, run_dir.name).status == RunStatus.completed
 
 
-def test_incomplete_and_foreign_checkpoints_are_skipped(tmp_path: Path, models_dir: Path,
-                                                        reference: dict[str, Any]) -> None:
+def test_incomplete_and_foreign_checkpoints_are_skipped(
+    tmp_path: Path, models_dir: Path, reference: dict[str, Any]
+) -> None:
     home = interrupted_home(tmp_path / "home", models_dir, at=17)  # checkpoints 5, 10 and 15 sealed
     sft = only_run_dir(home) / "sft"
-    assert sorted(p.name for p in sft.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-10",
-                                                                                        "checkpoint-15"]
+    assert sorted(p.name for p in sft.iterdir() if p.name.startswith("checkpoint")) == [
+        "checkpoint-10",
+        "checkpoint-15",
+    ]
     # killed while writing checkpoint-20: a folder with the Trainer's files but no manifest
     shutil.copytree(sft / "checkpoint-15", sft / "checkpoint-20")
     (sft / "checkpoint-20" / "plora-manifest.json").unlink()
@@ -164,7 +168,10 @@ def test_incomplete_and_foreign_checkpoints_are_skipped(tmp_path: Path, models_d
     assert any("checkpoint-20" in n and "no manifest" in n for n in skipped)
     assert any("checkpoint-16" in n for n in skipped) and any("checkpoint-15" in n and "sha256" in n for n in skipped)
     assert sorted(p.name for p in (sft.parent / "skipped").iterdir()) == [
-        "sft-checkpoint-15", "sft-checkpoint-16", "sft-checkpoint-20"]
+        "sft-checkpoint-15",
+        "sft-checkpoint-16",
+        "sft-checkpoint-20",
+    ]
     assert_same_adapter(resumed["adapter_dir"], reference["adapter_dir"])
     assert_same_losses(resumed, reference)
 
@@ -203,7 +210,7 @@ def test_resume_with_a_changed_config_base_or_dataset_is_a_clear_error(tmp_path:
     shutil.rmtree(home / "mybase")
     shutil.copytree(saved_base, home / "mybase")
 
-    with pytest.raises(TrainingError, match="--max-steps|config changed: train.max_steps"):
+    with pytest.raises(TrainingError, match=r"--max-steps|config changed: train\.max_steps"):
         run(home, resume=True, max_steps=30)
 
     with open_workspace(home, check_paths=False) as workspace:
@@ -256,10 +263,20 @@ def test_resume_in_the_preference_stage_after_a_finished_sft_stage(tmp_path: Pat
 def _state(**changes: Any):
     from pipeline.train.resume import RunState
 
-    values = dict(run_id="work-20260101T000000-abcdef12", profile="work", mode="scratch", requested_mode="continue",
-                  seed=1, stages=["sft"], config={"lora": {"r": 4}}, config_hash="a" * 64,
-                  dataset_fingerprint="b" * 64, snapshots={"sft": "c" * 64}, base_model="builtin:tiny-llama",
-                  base_fingerprint="d" * 64)
+    values = {
+        "run_id": "work-20260101T000000-abcdef12",
+        "profile": "work",
+        "mode": "scratch",
+        "requested_mode": "continue",
+        "seed": 1,
+        "stages": ["sft"],
+        "config": {"lora": {"r": 4}},
+        "config_hash": "a" * 64,
+        "dataset_fingerprint": "b" * 64,
+        "snapshots": {"sft": "c" * 64},
+        "base_model": "builtin:tiny-llama",
+        "base_fingerprint": "d" * 64,
+    }
     return RunState(**{**values, **changes})
 
 
@@ -269,8 +286,7 @@ def test_run_state_round_trips_and_validates() -> None:
     state = _state().at("sft", 5, wall_seconds=1.5, tokens=100)
     assert RunState.from_json(state.to_json()) == state
     assert json.loads(state.to_json())["step"] == 5
-    for bad in ({"mode": "sideways"}, {"stages": ["dpo"]}, {"config_hash": "xyz"}, {"step": -1},
-                {"stage": "kto"}):
+    for bad in ({"mode": "sideways"}, {"stages": ["dpo"]}, {"config_hash": "xyz"}, {"step": -1}, {"stage": "kto"}):
         with pytest.raises(ValueError):
             _state(**bad)
     with pytest.raises(ValueError, match="unknown keys"):
@@ -283,8 +299,15 @@ def test_check_resumable_names_every_difference() -> None:
     saved = _state()
     check_resumable(saved, _state())
     with pytest.raises(TrainingError) as error:
-        check_resumable(saved, _state(config={"lora": {"r": 8}}, config_hash="e" * 64, base_fingerprint="f" * 64,
-                                      snapshots={"sft": "c" * 64, "dpo": "1" * 64}))
+        check_resumable(
+            saved,
+            _state(
+                config={"lora": {"r": 8}},
+                config_hash="e" * 64,
+                base_fingerprint="f" * 64,
+                snapshots={"sft": "c" * 64, "dpo": "1" * 64},
+            ),
+        )
     message = str(error.value)
     assert "lora.r: 4 -> 8" in message and "base model changed" in message and "dpo - -> 111111111111" in message
 
@@ -321,14 +344,14 @@ def test_only_one_process_per_run(tmp_path: Path) -> None:
             print("locked", flush=True)
             time.sleep(30)
     """)
-    holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     try:
         assert holder.stdout.readline().strip() == b"locked"
         assert is_locked(run_dir)
-        with pytest.raises(TrainingError, match="another process"):
-            with run_lock(run_dir):
-                pass
+        with pytest.raises(TrainingError, match="another process"), run_lock(run_dir):
+            pass
     finally:
         holder.kill()
         holder.wait()

@@ -62,9 +62,19 @@ def _env() -> dict[str, str]:
 
 
 def _chat_lines(version: int) -> str:
-    return "".join(json.dumps({"id": f"c{i}", "messages": [
-        {"role": "user", "content": f"question {i} " * 5},
-        {"role": "assistant", "content": f"answer {i} v{version} " * 20}]}) + "\n" for i in range(CHATS))
+    return "".join(
+        json.dumps(
+            {
+                "id": f"c{i}",
+                "messages": [
+                    {"role": "user", "content": f"question {i} " * 5},
+                    {"role": "assistant", "content": f"answer {i} v{version} " * 20},
+                ],
+            }
+        )
+        + "\n"
+        for i in range(CHATS)
+    )
 
 
 def _wait(proc: subprocess.Popen[str], name: str, finished: dict[str, tuple[str, str, float]]) -> None:
@@ -92,18 +102,32 @@ def test_ingest_and_labelling_at_once(home: Path, tmp_path: Path) -> None:
     write_config(home, config + f'\n[[sources]]\nname = "vault"\ntype = "markdown"\npath = "{vault}"\n')
 
     env = _env()
-    labeller = subprocess.Popen([sys.executable, "-c", LABELLER, str(home), str(ACTIONS), str(LABELLED)],
-                                cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+    labeller = subprocess.Popen(
+        [sys.executable, "-c", LABELLER, str(home), str(ACTIONS), str(LABELLED)],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert labeller.stdout is not None and labeller.stdin is not None
     assert labeller.stdout.readline().strip() == "ready", labeller.stderr.read() if labeller.stderr else ""
-    ingest_proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "ingest", "--json", "--home", str(home)],
-                                   cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ingest_proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "ingest", "--json", "--home", str(home)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     labeller.stdin.write("go\n")
     labeller.stdin.flush()
     finished: dict[str, tuple[str, str, float]] = {}
-    waiters = [threading.Thread(target=_wait, args=(proc, name, finished))
-               for proc, name in ((ingest_proc, "ingest"), (labeller, "labeller"))]
+    waiters = [
+        threading.Thread(target=_wait, args=(proc, name, finished))
+        for proc, name in ((ingest_proc, "ingest"), (labeller, "labeller"))
+    ]
     for waiter in waiters:
         waiter.start()
     expected = {f"c{i % LABELLED}": "good" if (i // LABELLED) % 2 == 0 else "bad" for i in range(ACTIONS)}
@@ -112,9 +136,26 @@ def test_ingest_and_labelling_at_once(home: Path, tmp_path: Path) -> None:
     for n in range(CLI_CALLS):  # up to CLI_PARALLEL at a time, while the other two processes run
         chat = f"c{LABELLED + n}"
         expected[chat] = "good" if n % 2 == 0 else "bad"
-        running.append(subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "label", f"chats:{chat}", expected[chat], "--json",
-             "--home", str(home)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        running.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flows.cli",
+                    "label",
+                    f"chats:{chat}",
+                    expected[chat],
+                    "--json",
+                    "--home",
+                    str(home),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
         if len(running) == CLI_PARALLEL or n == CLI_CALLS - 1:
             cli_results += [(proc, *proc.communicate(timeout=120)) for proc in running]
             running = []
@@ -144,12 +185,18 @@ def test_ingest_and_labelling_at_once(home: Path, tmp_path: Path) -> None:
         assert mine == ACTIONS + CLI_CALLS, "every action is one Label event"
         per_document = Counter(session.scalars(select(Label.document_id).where(Label.origin == LabelOrigin.plora)))
         assert sorted(per_document.values()) == sorted([ACTIONS // LABELLED] * LABELLED + [1] * CLI_CALLS)
-        refs = dict(session.execute(select(Document.id, Document.external_id).join(Source)
-                                    .where(Source.name == "chats")).all())
-        states = {refs[target[0]]: label.value.value for target, label in effective_labels(session).items()
-                  if target[0] in refs and target[1] is None}
+        refs = dict(
+            session.execute(select(Document.id, Document.external_id).join(Source).where(Source.name == "chats")).all()
+        )
+        states = {
+            refs[target[0]]: label.value.value
+            for target, label in effective_labels(session).items()
+            if target[0] in refs and target[1] is None
+        }
         assert states == expected
         live = session.scalar(select(func.count()).select_from(Document).where(Document.deleted_at.is_(None)))
         assert live == CHATS + NOTES
-    print(f"{ACTIONS} label actions in {labelling['seconds']:.1f}s and {CLI_CALLS} CLI labels while ingest "
-          f"wrote {CHATS + NOTES} documents")
+    print(
+        f"{ACTIONS} label actions in {labelling['seconds']:.1f}s and {CLI_CALLS} CLI labels while ingest "
+        f"wrote {CHATS + NOTES} documents"
+    )

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -47,15 +47,20 @@ from connectors.settings import ChatGPTSource, ClaudeSource, GitSource, JsonlSou
 from pipeline.ingest import storable
 from tests.conftest import REPO
 
-HYPOTHESIS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                             HealthCheck.filter_too_much])
+HYPOTHESIS = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 GIT_HYPOTHESIS = settings(HYPOTHESIS, max_examples=40)  # each example runs git a few times
 KINDS = {"conversation", "note", "runbook", "code", "commit"}
 ROLES = {"system", "user", "assistant", "tool"}
 
 
 # --- checking what a connector yields -------------------------------------------------------------
+
 
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
@@ -112,10 +117,8 @@ def _check_items(items: list[Any]) -> None:
 
 def _event(text: str) -> None:
     """A hypothesis statistic (``--hypothesis-show-statistics``); nothing outside a hypothesis test."""
-    try:
+    with suppress(InvalidArgument):
         event(text)
-    except InvalidArgument:
-        pass
 
 
 def drive(read: Callable[..., Any], source: Any) -> list[Any] | ConnectorError:
@@ -148,21 +151,52 @@ def scratch() -> Iterator[Path]:
 # --- hostile building blocks ----------------------------------------------------------------------
 
 SURROGATES = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff", "\ud83d"])
-PIECES = st.sampled_from(["\x00", "\ufeff", "```", "```python\n", "[[", "]]", "[[a|b]]", "![[x.png]]", "\r",
-                          "\n", "\t", "---\n", "\u202e", "\U0001f600", "\\", '"', "ghp_" + "x" * 36, "é"])
+PIECES = st.sampled_from(
+    [
+        "\x00",
+        "\ufeff",
+        "```",
+        "```python\n",
+        "[[",
+        "]]",
+        "[[a|b]]",
+        "![[x.png]]",
+        "\r",
+        "\n",
+        "\t",
+        "---\n",
+        "\u202e",
+        "\U0001f600",
+        "\\",
+        '"',
+        "ghp_" + "x" * 36,
+        "é",
+    ]
+)
 TEXT = st.one_of(
     st.text(st.characters(exclude_categories=()), max_size=20),
     st.lists(st.one_of(st.text(max_size=4), SURROGATES, PIECES), max_size=8).map("".join),
 )
 # Raw JSON tokens json.dumps can't write; a string marker is swapped for one after dumping.
-RAW_TOKENS = ["NaN", "-Infinity", "Infinity", "1e999999", "-1e-999999", "9" * 5000, "-0",
-              "[" * 3000 + "]" * 3000, '{"a":' * 3000 + "1" + "}" * 3000, "123456789012345678901234567890"]
+RAW_TOKENS = [
+    "NaN",
+    "-Infinity",
+    "Infinity",
+    "1e999999",
+    "-1e-999999",
+    "9" * 5000,
+    "-0",
+    "[" * 3000 + "]" * 3000,
+    '{"a":' * 3000 + "1" + "}" * 3000,
+    "123456789012345678901234567890",
+]
 RAW = st.integers(0, len(RAW_TOKENS) - 1).map(lambda i: f"@@raw{i}@@")
 NUMBER = st.one_of(st.integers(), st.floats(), st.sampled_from([0, 1, 2, 3, 4, 6, 9]).map(lambda i: f"@@raw{i}@@"))
 WORDS = TEXT.map(lambda text: "w " + text)  # never empty: a conversation that has something to keep
 SCALAR = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), TEXT, RAW)
-VALUE = st.recursive(SCALAR, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(TEXT, kids, max_size=3),
-                     max_leaves=8)
+VALUE = st.recursive(
+    SCALAR, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(TEXT, kids, max_size=3), max_leaves=8
+)
 
 
 def field(strategy: st.SearchStrategy[Any], wild: bool) -> st.SearchStrategy[Any]:
@@ -180,8 +214,15 @@ def wild_or_tame(build: Callable[[bool], st.SearchStrategy[Any]]) -> st.SearchSt
 
 
 ENCODINGS = st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32", "latin-1"])
-MUTATIONS = st.lists(st.tuples(st.sampled_from(["truncate", "flip", "insert", "delete", "duplicate"]),
-                               st.floats(0, 1), st.binary(min_size=1, max_size=6)), min_size=1, max_size=3)
+MUTATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["truncate", "flip", "insert", "delete", "duplicate"]),
+        st.floats(0, 1),
+        st.binary(min_size=1, max_size=6),
+    ),
+    min_size=1,
+    max_size=3,
+)
 
 
 def dumps(value: Any, ascii_only: bool) -> str:
@@ -204,13 +245,13 @@ def mutate(data: bytes, mutations: list[tuple[str, float, bytes]]) -> bytes:
             data = data[:at]
         elif op == "flip" and data:
             at = min(at, len(data) - 1)
-            data = data[:at] + bytes([data[at] ^ junk[0]]) + data[at + 1:]
+            data = data[:at] + bytes([data[at] ^ junk[0]]) + data[at + 1 :]
         elif op == "insert":
             data = data[:at] + junk + data[at:]
         elif op == "delete":
-            data = data[:at] + data[at + len(junk):]
+            data = data[:at] + data[at + len(junk) :]
         else:
-            data = data[:at] + data[at:at + 40] + data[at:]
+            data = data[:at] + data[at : at + 40] + data[at:]
     return data
 
 
@@ -234,57 +275,92 @@ CHATGPT_ROLES = st.sampled_from(["user", "assistant", "system", "tool", "critic"
 
 
 def _chatgpt_message(wild: bool) -> st.SearchStrategy[Any]:
-    role = st.sampled_from(["user", "assistant", "system", "tool", "critic", ""]) if wild else st.sampled_from(
-        ["user", "assistant", "user", "assistant", "tool"])
-    content = st.one_of(
-        st.fixed_dictionaries({"content_type": st.just("text"), "parts": st.lists(words(wild), min_size=1,
-                                                                                   max_size=3)}),
-        st.fixed_dictionaries({"content_type": st.just("code"), "language": field(TEXT, wild),
-                               "text": words(wild)}),
-        st.fixed_dictionaries({"content_type": st.sampled_from(["thoughts", "tether_quote", "execution_output"]),
-                               "text": field(TEXT, wild), "result": field(TEXT, wild)}),
+    role = (
+        st.sampled_from(["user", "assistant", "system", "tool", "critic", ""])
+        if wild
+        else st.sampled_from(["user", "assistant", "user", "assistant", "tool"])
     )
-    return st.fixed_dictionaries({
-        "id": field(TEXT, wild),
-        "author": field(st.fixed_dictionaries({"role": field(role, wild), "name": field(TEXT, wild)}), wild),
-        "content": field(content, wild), "create_time": field(st.floats(0, 2e9), wild),
-        "recipient": field(st.sampled_from(["all", "python"]) | TEXT, wild),
-        "metadata": field(st.fixed_dictionaries({
-            "model_slug": field(TEXT, wild), "is_visually_hidden_from_conversation": field(st.booleans(), wild)}), wild),
-    })
+    content = st.one_of(
+        st.fixed_dictionaries(
+            {"content_type": st.just("text"), "parts": st.lists(words(wild), min_size=1, max_size=3)}
+        ),
+        st.fixed_dictionaries({"content_type": st.just("code"), "language": field(TEXT, wild), "text": words(wild)}),
+        st.fixed_dictionaries(
+            {
+                "content_type": st.sampled_from(["thoughts", "tether_quote", "execution_output"]),
+                "text": field(TEXT, wild),
+                "result": field(TEXT, wild),
+            }
+        ),
+    )
+    return st.fixed_dictionaries(
+        {
+            "id": field(TEXT, wild),
+            "author": field(st.fixed_dictionaries({"role": field(role, wild), "name": field(TEXT, wild)}), wild),
+            "content": field(content, wild),
+            "create_time": field(st.floats(0, 2e9), wild),
+            "recipient": field(st.sampled_from(["all", "python"]) | TEXT, wild),
+            "metadata": field(
+                st.fixed_dictionaries(
+                    {
+                        "model_slug": field(TEXT, wild),
+                        "is_visually_hidden_from_conversation": field(st.booleans(), wild),
+                    }
+                ),
+                wild,
+            ),
+        }
+    )
 
 
 @st.composite
 def _chatgpt_mapping(draw: st.DrawFn, wild: bool) -> Any:
     if wild:
-        node = st.fixed_dictionaries({"parent": field(NODE_IDS, wild), "children": st.lists(NODE_IDS, max_size=3),
-                                      "message": field(_chatgpt_message(wild), wild)})
+        node = st.fixed_dictionaries(
+            {
+                "parent": field(NODE_IDS, wild),
+                "children": st.lists(NODE_IDS, max_size=3),
+                "message": field(_chatgpt_message(wild), wild),
+            }
+        )
         return draw(field(st.dictionaries(NODE_IDS, field(node, wild), max_size=5), wild))
     count = draw(st.integers(1, 6))
     mapping = {}
     for index in range(count):  # a tree: each node's parent is an earlier node
         parent = draw(st.integers(0, index - 1)) if index else None
-        mapping[f"n{index}"] = {"id": f"n{index}", "parent": None if parent is None else f"n{parent}",
-                                "message": draw(_chatgpt_message(wild))}
+        mapping[f"n{index}"] = {
+            "id": f"n{index}",
+            "parent": None if parent is None else f"n{parent}",
+            "message": draw(_chatgpt_message(wild)),
+        }
     return mapping
 
 
 def _chatgpt_conversation(wild: bool) -> st.SearchStrategy[Any]:
-    return st.fixed_dictionaries({
-        "id": field(st.sampled_from(["c1", "c2", "c3", "\udc00x", "c1", "", "c\x00"]), wild),
-        "title": field(TEXT, wild),
-        "create_time": field(NUMBER, wild), "update_time": field(NUMBER, wild),
-        "mapping": _chatgpt_mapping(wild),
-        "current_node": field(st.sampled_from(["n0", "n1", "n2", "n5", "nope"]) | NODE_IDS, wild),
-        "default_model_slug": field(TEXT, wild),
-    })
+    return st.fixed_dictionaries(
+        {
+            "id": field(st.sampled_from(["c1", "c2", "c3", "\udc00x", "c1", "", "c\x00"]), wild),
+            "title": field(TEXT, wild),
+            "create_time": field(NUMBER, wild),
+            "update_time": field(NUMBER, wild),
+            "mapping": _chatgpt_mapping(wild),
+            "current_node": field(st.sampled_from(["n0", "n1", "n2", "n5", "nope"]) | NODE_IDS, wild),
+            "default_model_slug": field(TEXT, wild),
+        }
+    )
 
 
-FEEDBACK = st.lists(st.fixed_dictionaries({
-    "conversation_id": field(st.sampled_from(["c1", "c2"]), True),
-    "message_id": field(st.sampled_from(["n0", "n1", "m"]), True),
-    "rating": field(st.sampled_from(["thumbsUp", "thumbsDown", "meh"]), True), "content": field(TEXT, True)}),
-    max_size=4)
+FEEDBACK = st.lists(
+    st.fixed_dictionaries(
+        {
+            "conversation_id": field(st.sampled_from(["c1", "c2"]), True),
+            "message_id": field(st.sampled_from(["n0", "n1", "m"]), True),
+            "rating": field(st.sampled_from(["thumbsUp", "thumbsDown", "meh"]), True),
+            "content": field(TEXT, True),
+        }
+    ),
+    max_size=4,
+)
 
 
 @st.composite
@@ -330,24 +406,36 @@ def test_chatgpt_survives_hostile_exports(export: dict[str, Any]) -> None:
 
 # --- Claude ---------------------------------------------------------------------------------------
 
+
 def _claude_conversation(wild: bool) -> st.SearchStrategy[Any]:
-    block = st.fixed_dictionaries({"type": field(st.sampled_from(["text", "text", "tool_use", "image"]), wild),
-                                   "text": words(wild)})
+    block = st.fixed_dictionaries(
+        {"type": field(st.sampled_from(["text", "text", "tool_use", "image"]), wild), "text": words(wild)}
+    )
     attachment = st.fixed_dictionaries({"file_name": field(TEXT, wild), "extracted_content": field(TEXT, wild)})
-    message = st.fixed_dictionaries({
-        "uuid": field(NODE_IDS, wild), "parent_message_uuid": field(st.none() | NODE_IDS, wild),
-        "sender": field(st.sampled_from(["human", "assistant", "user", "system", ""]), wild),
-        "text": words(wild), "content": field(st.lists(field(block, wild), max_size=3), wild),
-        "attachments": field(st.lists(field(attachment, wild), max_size=2), wild),
-        "files": field(st.lists(st.fixed_dictionaries({"file_name": field(TEXT, wild)}), max_size=2), wild),
-        "created_at": field(st.sampled_from(["2024-01-02T03:04:05.123456789Z", "not a date", "9999-99-99", ""]), wild),
-    })
-    return st.fixed_dictionaries({
-        "uuid": field(st.sampled_from(["u1", "u2", "\ud800", "u1"]), wild), "name": field(TEXT, wild),
-        "chat_messages": field(st.lists(message, min_size=0 if wild else 1, max_size=4), wild),
-        "current_leaf_message_uuid": field(st.none() | NODE_IDS, wild), "created_at": field(TEXT, wild),
-        "updated_at": field(st.sampled_from(["2024-01-02T03:04:05Z", "+999999-01-01", "2024-02-30"]), wild),
-    })
+    message = st.fixed_dictionaries(
+        {
+            "uuid": field(NODE_IDS, wild),
+            "parent_message_uuid": field(st.none() | NODE_IDS, wild),
+            "sender": field(st.sampled_from(["human", "assistant", "user", "system", ""]), wild),
+            "text": words(wild),
+            "content": field(st.lists(field(block, wild), max_size=3), wild),
+            "attachments": field(st.lists(field(attachment, wild), max_size=2), wild),
+            "files": field(st.lists(st.fixed_dictionaries({"file_name": field(TEXT, wild)}), max_size=2), wild),
+            "created_at": field(
+                st.sampled_from(["2024-01-02T03:04:05.123456789Z", "not a date", "9999-99-99", ""]), wild
+            ),
+        }
+    )
+    return st.fixed_dictionaries(
+        {
+            "uuid": field(st.sampled_from(["u1", "u2", "\ud800", "u1"]), wild),
+            "name": field(TEXT, wild),
+            "chat_messages": field(st.lists(message, min_size=0 if wild else 1, max_size=4), wild),
+            "current_leaf_message_uuid": field(st.none() | NODE_IDS, wild),
+            "created_at": field(TEXT, wild),
+            "updated_at": field(st.sampled_from(["2024-01-02T03:04:05Z", "+999999-01-01", "2024-02-30"]), wild),
+        }
+    )
 
 
 @HYPOTHESIS
@@ -360,20 +448,26 @@ def test_claude_survives_hostile_exports(export: dict[str, Any]) -> None:
 
 # --- chat JSONL -----------------------------------------------------------------------------------
 
+
 def _jsonl_line(wild: bool) -> st.SearchStrategy[Any]:
-    part = st.fixed_dictionaries({"type": field(st.sampled_from(["text", "image_url"]), wild),
-                                  "text": words(wild)})
-    message = st.fixed_dictionaries({
-        "role": field(st.sampled_from(["user", "assistant", "system", "developer", "function", "tool"]), wild)
-        if not wild else field(st.sampled_from(["user", "assistant", "robot", ""]), wild),
-        "content": field(st.one_of(words(wild), st.none(), st.lists(field(part, wild), max_size=3)), wild),
-        "weight": field(NUMBER, wild),
-    })
-    return st.fixed_dictionaries({
-        "id": field(st.one_of(st.sampled_from(["x1", "x2", "\udfffz", "x1", "n\x00ul"]), st.integers()), wild),
-        "title": field(TEXT, wild), "messages": field(st.lists(message, min_size=0 if wild else 1, max_size=4), wild),
-        "label": field(st.sampled_from(["good", "bad", " GOOD ", "meh"]), wild),
-    })
+    part = st.fixed_dictionaries({"type": field(st.sampled_from(["text", "image_url"]), wild), "text": words(wild)})
+    message = st.fixed_dictionaries(
+        {
+            "role": field(st.sampled_from(["user", "assistant", "system", "developer", "function", "tool"]), wild)
+            if not wild
+            else field(st.sampled_from(["user", "assistant", "robot", ""]), wild),
+            "content": field(st.one_of(words(wild), st.none(), st.lists(field(part, wild), max_size=3)), wild),
+            "weight": field(NUMBER, wild),
+        }
+    )
+    return st.fixed_dictionaries(
+        {
+            "id": field(st.one_of(st.sampled_from(["x1", "x2", "\udfffz", "x1", "n\x00ul"]), st.integers()), wild),
+            "title": field(TEXT, wild),
+            "messages": field(st.lists(message, min_size=0 if wild else 1, max_size=4), wild),
+            "label": field(st.sampled_from(["good", "bad", " GOOD ", "meh"]), wild),
+        }
+    )
 
 
 LINE = st.one_of(
@@ -381,17 +475,34 @@ LINE = st.one_of(
     serialized(_jsonl_line(False)).map(lambda b: b.replace(b"\n", b" ")),
     serialized(_jsonl_line(True)).map(lambda b: b.replace(b"\n", b" ")),
     st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")),
-    st.sampled_from([b"", b"   ", b"\xef\xbb\xbf{}", b"\x00\x00", b"[" * 100_000 + b"]" * 100_000,
-                     b'{"messages": ' + b"[" * 50_000, b"\r"]),
+    st.sampled_from(
+        [
+            b"",
+            b"   ",
+            b"\xef\xbb\xbf{}",
+            b"\x00\x00",
+            b"[" * 100_000 + b"]" * 100_000,
+            b'{"messages": ' + b"[" * 50_000,
+            b"\r",
+        ]
+    ),
 )
 
 
 @st.composite
 def jsonl_source(draw: st.DrawFn) -> dict[str, Any]:
-    files = draw(st.lists(st.tuples(st.sampled_from(["a.jsonl", "sub/b.jsonl", "c.JSONL", b"\xff\xfe.jsonl"]),
-                                    st.lists(LINE, max_size=6), st.sampled_from([b"\n", b"\r\n"]),
-                                    st.sampled_from([None, None, None, "utf-16", "utf-8-sig"])),
-                          min_size=1, max_size=3))
+    files = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["a.jsonl", "sub/b.jsonl", "c.JSONL", b"\xff\xfe.jsonl"]),
+                st.lists(LINE, max_size=6),
+                st.sampled_from([b"\n", b"\r\n"]),
+                st.sampled_from([None, None, None, "utf-16", "utf-8-sig"]),
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    )
     return {"files": files, "folder": draw(st.booleans()) or len(files) > 1}
 
 
@@ -406,8 +517,10 @@ def test_jsonl_survives_hostile_lines(spec: dict[str, Any]) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             data = newline.join(lines)
             if encoding:  # the whole file re-encoded: what an editor's "save as UTF-16" does
-                data = encode(data.decode("utf-8", "surrogateescape").encode("utf-8", "surrogatepass")
-                              .decode("utf-8", "replace"), encoding)
+                data = encode(
+                    data.decode("utf-8", "surrogateescape").encode("utf-8", "surrogatepass").decode("utf-8", "replace"),
+                    encoding,
+                )
             path.write_bytes(data)
         target = folder if spec["folder"] else folder / os.fsdecode(spec["files"][0][0])
         drive(jsonl.read, JsonlSource(name="chats", type="jsonl", path=target))
@@ -417,16 +530,54 @@ def test_jsonl_survives_hostile_lines(spec: dict[str, Any]) -> None:
 
 FRONT_MATTER = st.one_of(
     st.just(""),
-    st.builds(lambda body: f"---\n{body}\n---\n", st.sampled_from([
-        "title: ok\ntags: [a, b]", "title: [unclosed", "tags: {a: [b", ": : :", "\t- tab", "- a list",
-        "date: 2024-13-45", "x: !!python/object:os.system ls", "a: &a [*a]", "n: .nan\nm: -.inf\nbig: 1e999",
-        "title: \"\\ud800\"", "title: \"\\x00\"", "a: " + "[" * 5000, "b: &b [x, x]\nc: &c [*b, *b]\nd: [*c, *c]",
-        "tags: " + ",".join(["t"] * 200), "title:\n  nested: [1, 2]", "%YAML 9.9\n---", "---"])),
+    st.builds(
+        lambda body: f"---\n{body}\n---\n",
+        st.sampled_from(
+            [
+                "title: ok\ntags: [a, b]",
+                "title: [unclosed",
+                "tags: {a: [b",
+                ": : :",
+                "\t- tab",
+                "- a list",
+                "date: 2024-13-45",
+                "x: !!python/object:os.system ls",
+                "a: &a [*a]",
+                "n: .nan\nm: -.inf\nbig: 1e999",
+                'title: "\\ud800"',
+                'title: "\\x00"',
+                "a: " + "[" * 5000,
+                "b: &b [x, x]\nc: &c [*b, *b]\nd: [*c, *c]",
+                "tags: " + ",".join(["t"] * 200),
+                "title:\n  nested: [1, 2]",
+                "%YAML 9.9\n---",
+                "---",
+            ]
+        ),
+    ),
     st.builds(lambda body: f"---\n{body}", TEXT),  # never closed
 )
-BODY = st.lists(st.one_of(TEXT, PIECES, st.sampled_from([
-    "```\nunclosed fence [[inside]]", "~~~\n", "# Heading [[link#part]]", "#" * 7 + " not a heading", "`[[code]]`",
-    "[[" * 500, "<!--", "|a|b|\n|-|-|", "> quote\n" * 3, "\\" * 50])), max_size=8).map("".join)
+BODY = st.lists(
+    st.one_of(
+        TEXT,
+        PIECES,
+        st.sampled_from(
+            [
+                "```\nunclosed fence [[inside]]",
+                "~~~\n",
+                "# Heading [[link#part]]",
+                "#" * 7 + " not a heading",
+                "`[[code]]`",
+                "[[" * 500,
+                "<!--",
+                "|a|b|\n|-|-|",
+                "> quote\n" * 3,
+                "\\" * 50,
+            ]
+        ),
+    ),
+    max_size=8,
+).map("".join)
 
 
 @st.composite
@@ -439,14 +590,45 @@ def note_bytes(draw: st.DrawFn) -> bytes:
 
 
 NOTE_NAMES = st.one_of(
-    st.sampled_from(["a.md", "b.md", "dir/c.md", "runbooks/d.md", "deep/er/e.md", ".hidden.md", "templates/t.md",
-                     "f.MD", "g.md.txt", "sp ace.md", "\u00e9t\u00e9.md", "\U0001f600.md"]),
+    st.sampled_from(
+        [
+            "a.md",
+            "b.md",
+            "dir/c.md",
+            "runbooks/d.md",
+            "deep/er/e.md",
+            ".hidden.md",
+            "templates/t.md",
+            "f.MD",
+            "g.md.txt",
+            "sp ace.md",
+            "\u00e9t\u00e9.md",
+            "\U0001f600.md",
+        ]
+    ),
     st.text(st.characters(exclude_characters="/\x00", exclude_categories=("Cs",)), min_size=1, max_size=12)
-    .filter(lambda n: n not in (".", "..")).map(lambda n: n + ".md"),
+    .filter(lambda n: n not in (".", ".."))
+    .map(lambda n: n + ".md"),
     st.just(os.fsdecode(b"bad\xff\xfename.md")),
 )
-SPECIALS = st.lists(st.sampled_from(["loop", "self-link", "broken-link", "outside-link", "outside-dir", "fifo",
-                                     "dir-named-md", "inside-link", "too-large", "empty"]), max_size=4, unique=True)
+SPECIALS = st.lists(
+    st.sampled_from(
+        [
+            "loop",
+            "self-link",
+            "broken-link",
+            "outside-link",
+            "outside-dir",
+            "fifo",
+            "dir-named-md",
+            "inside-link",
+            "too-large",
+            "empty",
+        ]
+    ),
+    max_size=4,
+    unique=True,
+)
 
 
 def _add_special(vault: Path, outside: Path, special: str) -> None:
@@ -477,10 +659,14 @@ def _add_special(vault: Path, outside: Path, special: str) -> None:
 
 
 @HYPOTHESIS
-@given(st.lists(st.tuples(NOTE_NAMES, note_bytes()), max_size=6), SPECIALS,
-       st.sampled_from([[], ["templates/**"], ["**/*.md"], ["[", "**/["]]))
-def test_markdown_survives_hostile_vaults(notes: list[tuple[str, bytes]], specials: list[str],
-                                          exclude: list[str]) -> None:
+@given(
+    st.lists(st.tuples(NOTE_NAMES, note_bytes()), max_size=6),
+    SPECIALS,
+    st.sampled_from([[], ["templates/**"], ["**/*.md"], ["[", "**/["]]),
+)
+def test_markdown_survives_hostile_vaults(
+    notes: list[tuple[str, bytes]], specials: list[str], exclude: list[str]
+) -> None:
     with scratch() as root:
         vault, outside = root / "vault", root / "outside"
         vault.mkdir()
@@ -492,10 +678,8 @@ def test_markdown_survives_hostile_vaults(notes: list[tuple[str, bytes]], specia
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         for special in specials:
-            try:
+            with suppress(FileExistsError):
                 _add_special(vault, outside, special)
-            except FileExistsError:
-                pass
         items = drive(markdown.read, MarkdownSource(name="vault", type="markdown", path=vault, exclude=exclude))
         assert not isinstance(items, ConnectorError), items
         reasons = {i.external_id: i.reason for i in items if isinstance(i, Skip) and i.external_id}
@@ -507,36 +691,56 @@ def test_markdown_survives_hostile_vaults(notes: list[tuple[str, bytes]], specia
 
 # --- git ------------------------------------------------------------------------------------------
 
-PATH_PART = st.binary(min_size=1, max_size=8).map(
-    lambda b: b.replace(b"/", b"_").replace(b"\n", b"_").replace(b"\x00", b"_").lstrip(b'"') or b"x"
-).filter(lambda b: b not in (b".", b"..") and b.lower() != b".git")
+PATH_PART = (
+    st.binary(min_size=1, max_size=8)
+    .map(lambda b: b.replace(b"/", b"_").replace(b"\n", b"_").replace(b"\x00", b"_").lstrip(b'"') or b"x")
+    .filter(lambda b: b not in (b".", b"..") and b.lower() != b".git")
+)
 GIT_PATH = st.one_of(
     st.lists(PATH_PART, min_size=1, max_size=3).map(b"/".join),
-    st.sampled_from([b"README.md", b"src/main.py", "caf\u00e9.py".encode(), b"latin\xe9.txt", b"sp ace/x.c",
-                     b"link", b"sub/mod"]),
+    st.sampled_from(
+        [b"README.md", b"src/main.py", "caf\u00e9.py".encode(), b"latin\xe9.txt", b"sp ace/x.c", b"link", b"sub/mod"]
+    ),
 )
 BLOB = st.one_of(
     st.binary(max_size=200),
     TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")),
-    st.sampled_from([b"", b"\n\n", b"\x00binary\x00", codecs.BOM_UTF16_LE + "hi".encode("utf-16-le"),
-                     b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n",
-                     b"x" * 3000, "print('h\u00e9')\n".encode("latin-1")]),
+    st.sampled_from(
+        [
+            b"",
+            b"\n\n",
+            b"\x00binary\x00",
+            codecs.BOM_UTF16_LE + "hi".encode("utf-16-le"),
+            b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n",
+            b"x" * 3000,
+            "print('h\u00e9')\n".encode("latin-1"),
+        ]
+    ),
 )
 IDENT_TEXT = st.binary(max_size=12).map(lambda b: bytes(c for c in b if c not in b"<>\n\x00"))
-MESSAGE = st.one_of(st.binary(max_size=120), TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")),
-                    st.sampled_from([b"", b"\n", "r\u00e9sum\u00e9 fix".encode("latin-1"), b"\xff\xfe\x00x"]))
+MESSAGE = st.one_of(
+    st.binary(max_size=120),
+    TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.sampled_from([b"", b"\n", "r\u00e9sum\u00e9 fix".encode("latin-1"), b"\xff\xfe\x00x"]),
+)
 CHANGE = st.one_of(
     st.tuples(st.just("M"), st.sampled_from(["100644", "100755"]), GIT_PATH, BLOB),
     st.tuples(st.just("M"), st.just("120000"), GIT_PATH, st.sampled_from([b"target", b"../../etc/passwd", b"link"])),
     st.tuples(st.just("gitlink"), st.just("160000"), GIT_PATH, st.just(b"")),
     st.tuples(st.just("D"), st.just(""), GIT_PATH, st.just(b"")),
 )
-COMMIT = st.fixed_dictionaries({
-    "name": IDENT_TEXT, "email": st.one_of(IDENT_TEXT, st.sampled_from([b"me@example.com", b"ME@Example.COM"])),
-    "when": st.integers(0, 2**33), "tz": st.sampled_from([b"+0000", b"-1200", b"+1400", b"+0530"]),
-    "encoding": st.sampled_from([None, b"ISO-8859-1", b"latin-1", b"bogus-encoding", b"UTF-16"]),
-    "message": MESSAGE, "changes": st.lists(CHANGE, min_size=1, max_size=4), "merge": st.booleans(),
-})
+COMMIT = st.fixed_dictionaries(
+    {
+        "name": IDENT_TEXT,
+        "email": st.one_of(IDENT_TEXT, st.sampled_from([b"me@example.com", b"ME@Example.COM"])),
+        "when": st.integers(0, 2**33),
+        "tz": st.sampled_from([b"+0000", b"-1200", b"+1400", b"+0530"]),
+        "encoding": st.sampled_from([None, b"ISO-8859-1", b"latin-1", b"bogus-encoding", b"UTF-16"]),
+        "message": MESSAGE,
+        "changes": st.lists(CHANGE, min_size=1, max_size=4),
+        "merge": st.booleans(),
+    }
+)
 
 
 def _git(repo: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -591,12 +795,25 @@ NESTED = b"[" * 100_000 + b"]" * 100_000
 
 
 def test_deep_nesting_in_every_json_source(tmp_path: Path) -> None:
-    convo = {"id": "ok", "title": "ok", "mapping": {"a": {"parent": None, "message": {
-        "id": "a", "author": {"role": "user"}, "content": {"content_type": "text", "parts": ["hi"]}}}}}
+    convo = {
+        "id": "ok",
+        "title": "ok",
+        "mapping": {
+            "a": {
+                "parent": None,
+                "message": {
+                    "id": "a",
+                    "author": {"role": "user"},
+                    "content": {"content_type": "text", "parts": ["hi"]},
+                },
+            }
+        },
+    }
     export = tmp_path / "gpt"
     export.mkdir()
-    (export / "conversations.json").write_bytes(b"[" + NESTED + b"," + json.dumps(convo).encode() + b","
-                                                + b'{"id": "deep", "mapping": ' + NESTED + b"}]")
+    (export / "conversations.json").write_bytes(
+        b"[" + NESTED + b"," + json.dumps(convo).encode() + b"," + b'{"id": "deep", "mapping": ' + NESTED + b"}]"
+    )
     (export / "message_feedback.json").write_bytes(NESTED)
     items = drive(chatgpt.read, ChatGPTSource(name="gpt", type="chatgpt", path=export))
     assert [type(i).__name__ for i in items] == ["Skip", "Skip", "Record", "Skip", "Cursor"]
@@ -612,8 +829,9 @@ def test_deep_nesting_in_every_json_source(tmp_path: Path) -> None:
 
     vault = tmp_path / "vault"
     vault.mkdir()
-    (vault / "deep.md").write_bytes(b"---\na: " + b"[" * 100_000 + b"\n---\n" + b"> " * 50_000 + b"quote\n"
-                                    + b"- " * 20_000 + b"item\n")
+    (vault / "deep.md").write_bytes(
+        b"---\na: " + b"[" * 100_000 + b"\n---\n" + b"> " * 50_000 + b"quote\n" + b"- " * 20_000 + b"item\n"
+    )
     items = drive(markdown.read, MarkdownSource(name="vault", type="markdown", path=vault))
     assert isinstance(items[0], Record | Skip)
 
@@ -625,9 +843,22 @@ def test_empty_shallow_and_broken_repositories(tmp_path: Path) -> None:
 
     origin = tmp_path / "origin"
     _git(tmp_path, "init", "-q", str(origin))
-    _fast_import(origin, [{"name": b"Me", "email": b"me@example.com", "when": 1_700_000_000 + n, "tz": b"+0000",
-                           "encoding": None, "message": b"commit %d" % n, "merge": False,
-                           "changes": [("M", "100644", b"f%d.txt" % n, b"line\n" * n)]} for n in range(1, 4)])
+    _fast_import(
+        origin,
+        [
+            {
+                "name": b"Me",
+                "email": b"me@example.com",
+                "when": 1_700_000_000 + n,
+                "tz": b"+0000",
+                "encoding": None,
+                "message": b"commit %d" % n,
+                "merge": False,
+                "changes": [("M", "100644", b"f%d.txt" % n, b"line\n" * n)],
+            }
+            for n in range(1, 4)
+        ],
+    )
     shallow = tmp_path / "shallow"
     assert _git(tmp_path, "clone", "-q", "--depth", "1", f"file://{origin}", str(shallow)).returncode == 0
     items = drive(git.read, GitSource(name="g", type="git", path=shallow))
@@ -682,36 +913,59 @@ def test_missing_and_wrong_paths_are_connector_errors(tmp_path: Path) -> None:
 
 # --- the store side: the full ingest over the nastiest inputs ------------------------------------
 
-NASTY_JSONL = b"\n".join([
-    b'{"id": "\\ud800", "title": "t\\udfff", "messages": [{"role": "user", "content": "nul \\u0000 and \\ud83d"},'
-    b' {"role": "assistant", "content": "ok \\udc00", "weight": NaN}], "label": "good"}',
-    b'{"id": "big", "messages": [{"role": "user", "content": "x", "weight": 1e999},'
-    b' {"role": "assistant", "content": "y", "weight": ' + b"9" * 4000 + b"}]}",
-    b'{"id": "nul\\u0000id", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}',
-    b"\xff\xfe\x00garbage",
-    b'{"id": "surrogate-only", "messages": [{"role": "user", "content": "\\udfff"}]}',
-    NESTED,
-    codecs.BOM_UTF8 + b'{"id": "bom", "messages": [{"role": "user", "content": "caf\xc3\xa9"}]}',
-    b'{"id": "latin", "messages": [{"role": "user", "content": "caf\xe9"}]}',
-])
+NASTY_JSONL = b"\n".join(
+    [
+        b'{"id": "\\ud800", "title": "t\\udfff", "messages": [{"role": "user", "content": "nul \\u0000 and \\ud83d"},'
+        b' {"role": "assistant", "content": "ok \\udc00", "weight": NaN}], "label": "good"}',
+        b'{"id": "big", "messages": [{"role": "user", "content": "x", "weight": 1e999},'
+        b' {"role": "assistant", "content": "y", "weight": ' + b"9" * 4000 + b"}]}",
+        b'{"id": "nul\\u0000id", "messages": [{"role": "user", "content": "a"},'
+        b' {"role": "assistant", "content": "b"}]}',
+        b"\xff\xfe\x00garbage",
+        b'{"id": "surrogate-only", "messages": [{"role": "user", "content": "\\udfff"}]}',
+        NESTED,
+        codecs.BOM_UTF8 + b'{"id": "bom", "messages": [{"role": "user", "content": "caf\xc3\xa9"}]}',
+        b'{"id": "latin", "messages": [{"role": "user", "content": "caf\xe9"}]}',
+    ]
+)
 
 
 def _nasty_home(root: Path) -> Path:
     (root / "chats.jsonl").write_bytes(NASTY_JSONL)
     gpt = root / "gpt"
     gpt.mkdir()
-    conversation = {"id": "\udbffgpt", "title": "\ud800", "mapping": {
-        "\ud800": {"parent": None, "message": {"id": "\udc00m", "author": {"role": "user"},
-                                              "content": {"content_type": "text", "parts": ["q \x00 \udfff"]}}},
-        "b": {"parent": "\ud800", "message": {"id": "b", "author": {"role": "assistant", "name": "\ud800"},
-                                             "content": {"content_type": "code", "language": "\udc00",
-                                                         "text": "```unclosed"}, "recipient": "\ud800x"}}},
-        "current_node": "b", "update_time": float("nan"), "create_time": 1e300}
+    conversation = {
+        "id": "\udbffgpt",
+        "title": "\ud800",
+        "mapping": {
+            "\ud800": {
+                "parent": None,
+                "message": {
+                    "id": "\udc00m",
+                    "author": {"role": "user"},
+                    "content": {"content_type": "text", "parts": ["q \x00 \udfff"]},
+                },
+            },
+            "b": {
+                "parent": "\ud800",
+                "message": {
+                    "id": "b",
+                    "author": {"role": "assistant", "name": "\ud800"},
+                    "content": {"content_type": "code", "language": "\udc00", "text": "```unclosed"},
+                    "recipient": "\ud800x",
+                },
+            },
+        },
+        "current_node": "b",
+        "update_time": float("nan"),
+        "create_time": 1e300,
+    }
     (gpt / "conversations.json").write_text(
-        "[" + json.dumps(conversation) + ", {\"id\": \"\\udfff\", \"mapping\": {}}, " + "1" * 5000 + "]",
-        encoding="utf-8")
-    (gpt / "message_feedback.json").write_text(json.dumps([{"conversation_id": "\udbffgpt", "message_id": "b",
-                                                            "rating": "thumbsDown", "content": "\ud800"}]))
+        "[" + json.dumps(conversation) + ', {"id": "\\udfff", "mapping": {}}, ' + "1" * 5000 + "]", encoding="utf-8"
+    )
+    (gpt / "message_feedback.json").write_text(
+        json.dumps([{"conversation_id": "\udbffgpt", "message_id": "b", "rating": "thumbsDown", "content": "\ud800"}])
+    )
     vault = root / "vault"
     vault.mkdir()
     (vault / "fm.md").write_bytes(b'---\ntitle: "\\ud800 \\x00"\nbad: [\n---\n# H\n\n```\nunclosed\n')
@@ -722,19 +976,35 @@ def _nasty_home(root: Path) -> Path:
     (vault / "self.md").symlink_to("self.md")
     repo = root / "repo"
     _git(root, "init", "-q", str(repo))
-    _fast_import(repo, [{"name": b"N\xe9e", "email": b"me@example.com", "when": 1_700_000_000, "tz": b"+0000",
-                         "encoding": b"bogus", "message": b"fix \xff\xfe\x00 stuff\n",
-                         "merge": False, "changes": [("M", "100644", b"p\xe9th/\xff.py", b"print(1)\n"),
-                                                     ("M", "100644", b"bin.dat", b"\x00\x01\x02"),
-                                                     ("M", "120000", b"link", b"../../etc/passwd"),
-                                                     ("gitlink", "160000", b"sub", b"")]}])
+    _fast_import(
+        repo,
+        [
+            {
+                "name": b"N\xe9e",
+                "email": b"me@example.com",
+                "when": 1_700_000_000,
+                "tz": b"+0000",
+                "encoding": b"bogus",
+                "message": b"fix \xff\xfe\x00 stuff\n",
+                "merge": False,
+                "changes": [
+                    ("M", "100644", b"p\xe9th/\xff.py", b"print(1)\n"),
+                    ("M", "100644", b"bin.dat", b"\x00\x01\x02"),
+                    ("M", "120000", b"link", b"../../etc/passwd"),
+                    ("gitlink", "160000", b"sub", b""),
+                ],
+            }
+        ],
+    )
     home = root / "home"
     home.mkdir()
     (home / "plora.toml").write_text(
         f'[[sources]]\nname = "chats"\ntype = "jsonl"\npath = "{root / "chats.jsonl"}"\n\n'
         f'[[sources]]\nname = "gpt"\ntype = "chatgpt"\npath = "{gpt}"\n\n'
         f'[[sources]]\nname = "vault"\ntype = "markdown"\npath = "{vault}"\n\n'
-        f'[[sources]]\nname = "code"\ntype = "git"\npath = "{repo}"\n', encoding="utf-8")
+        f'[[sources]]\nname = "code"\ntype = "git"\npath = "{repo}"\n',
+        encoding="utf-8",
+    )
     return home
 
 
@@ -764,9 +1034,15 @@ def test_full_ingest_stores_the_nastiest_inputs(tmp_path: Path) -> None:
     conn = sqlite3.connect(home / "plora.db")
     conn.text_factory = bytes
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == b"ok"
-    for table, column in (("documents", "external_id"), ("documents", "title"), ("documents", "content"),
-                          ("documents", "metadata"), ("messages", "content"), ("messages", "metadata")):
-        for (value,) in conn.execute(f"SELECT {column} FROM {table}"):  # noqa: S608 - fixed names
+    for table, column in (
+        ("documents", "external_id"),
+        ("documents", "title"),
+        ("documents", "content"),
+        ("documents", "metadata"),
+        ("messages", "content"),
+        ("messages", "metadata"),
+    ):
+        for (value,) in conn.execute(f"SELECT {column} FROM {table}"):
             value.decode("utf-8")  # valid UTF-8, as every reader of the store expects
     for (value,) in conn.execute("SELECT metadata FROM messages UNION ALL SELECT metadata FROM documents"):
         json.loads(value, parse_constant=_no_constant)  # strict JSON: no NaN / Infinity
@@ -777,14 +1053,21 @@ def test_full_ingest_stores_the_nastiest_inputs(tmp_path: Path) -> None:
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for command in (["ingest", "--json"], ["ingest"], ["status", "--json"]):
-        done = subprocess.run([sys.executable, "-m", "flows.cli", *command, "--home", str(home)], cwd=REPO,
-                              env=env, capture_output=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.cli", *command, "--home", str(home)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr.decode(errors="replace")
     status = json.loads(done.stdout)
     assert status["sources"]["chats"]["documents"] >= 3
 
 
 # --- ~100 MB items: memory stays bounded ----------------------------------------------------------
+
 
 def test_untitled_huge_message_title_costs_no_memory() -> None:
     """The fallback title (first user message, one line) must not split a whole 10 MB message."""
@@ -835,25 +1118,51 @@ def _write_big(path: Path, head: bytes, tail: bytes) -> None:
 @pytest.mark.parametrize("kind", ["jsonl", "chatgpt"])
 def test_a_100mb_item_is_skipped_with_bounded_memory(kind: str, tmp_path: Path) -> None:
     def line(cid: str) -> bytes:
-        return json.dumps({"id": cid, "messages": [{"role": "user", "content": "hi"},
-                                                    {"role": "assistant", "content": "yo"}]}).encode()
+        return json.dumps(
+            {"id": cid, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+        ).encode()
 
     def conversation(cid: str, text: str) -> bytes:
-        return json.dumps({"id": cid, "title": cid, "mapping": {"a": {"parent": None, "message": {
-            "id": "a", "author": {"role": "user"}, "content": {"content_type": "text", "parts": [text]}}}}}).encode()
+        return json.dumps(
+            {
+                "id": cid,
+                "title": cid,
+                "mapping": {
+                    "a": {
+                        "parent": None,
+                        "message": {
+                            "id": "a",
+                            "author": {"role": "user"},
+                            "content": {"content_type": "text", "parts": [text]},
+                        },
+                    }
+                },
+            }
+        ).encode()
 
     if kind == "jsonl":
         path = tmp_path / "big.jsonl"
-        _write_big(path, line("before") + b'\n{"id": "big", "messages": [{"role": "user", "content": "',
-                   b'"}]}\n' + line("after") + b"\n")
+        _write_big(
+            path,
+            line("before") + b'\n{"id": "big", "messages": [{"role": "user", "content": "',
+            b'"}]}\n' + line("after") + b"\n",
+        )
     else:
         path = tmp_path / "conversations.json"
         head, tail = conversation("big", "@@").split(b"@@")
-        _write_big(path, b"[" + conversation("before", "hi") + b"," + head, tail + b"," + conversation("after", "hi")
-                   + b"]")
+        _write_big(
+            path, b"[" + conversation("before", "hi") + b"," + head, tail + b"," + conversation("after", "hi") + b"]"
+        )
     size = path.stat().st_size
-    done = subprocess.run([sys.executable, "-c", BIG_SCRIPT, kind, str(path)], cwd=REPO, capture_output=True,
-                          text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-c", BIG_SCRIPT, kind, str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     kinds = [(name, external_id) for name, external_id, _ in result["items"]]
@@ -861,5 +1170,7 @@ def test_a_100mb_item_is_skipped_with_bounded_memory(kind: str, tmp_path: Path) 
     assert "too large" in result["items"][1][2]
     assert result["peak_delta"] < 4 * size, f"peak memory grew {result['peak_delta'] / size:.1f}x the input"
     assert result["seconds"] < 60
-    print(f"{kind}: {size / 2**20:.0f} MB item skipped, peak +{result['peak_delta'] / 2**20:.0f} MB, "
-          f"{result['seconds']:.1f}s")
+    print(
+        f"{kind}: {size / 2**20:.0f} MB item skipped, peak +{result['peak_delta'] / 2**20:.0f} MB, "
+        f"{result['seconds']:.1f}s"
+    )

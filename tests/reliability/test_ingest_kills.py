@@ -45,15 +45,42 @@ def _plora(*args: str | Path) -> list[str]:
 
 def _chatgpt_conversation(i: int) -> dict[str, Any]:
     nodes = {"root": {"id": "root", "parent": None, "children": ["u"], "message": None}}
-    nodes["u"] = {"id": "u", "parent": "root", "message": {
-        "id": f"u{i}", "author": {"role": "user"}, "content": {"content_type": "text", "parts": [f"q{i} " * 15]}}}
-    nodes["a"] = {"id": "a", "parent": "u", "message": {
-        "id": f"a{i}", "author": {"role": "assistant"}, "content": {"content_type": "text", "parts": [f"a{i} " * 40]}}}
+    nodes["u"] = {
+        "id": "u",
+        "parent": "root",
+        "message": {
+            "id": f"u{i}",
+            "author": {"role": "user"},
+            "content": {"content_type": "text", "parts": [f"q{i} " * 15]},
+        },
+    }
+    nodes["a"] = {
+        "id": "a",
+        "parent": "u",
+        "message": {
+            "id": f"a{i}",
+            "author": {"role": "assistant"},
+            "content": {"content_type": "text", "parts": [f"a{i} " * 40]},
+        },
+    }
     if i % 7 == 0:  # a regenerated reply: a branch
-        nodes["b"] = {"id": "b", "parent": "u", "message": {
-            "id": f"b{i}", "author": {"role": "assistant"}, "content": {"content_type": "text", "parts": ["alt"]}}}
-    return {"id": f"conv-{i}", "title": f"Conversation {i}", "create_time": 1.7e9 + i, "update_time": 1.7e9 + i,
-            "mapping": nodes, "current_node": "a"}
+        nodes["b"] = {
+            "id": "b",
+            "parent": "u",
+            "message": {
+                "id": f"b{i}",
+                "author": {"role": "assistant"},
+                "content": {"content_type": "text", "parts": ["alt"]},
+            },
+        }
+    return {
+        "id": f"conv-{i}",
+        "title": f"Conversation {i}",
+        "create_time": 1.7e9 + i,
+        "update_time": 1.7e9 + i,
+        "mapping": nodes,
+        "current_node": "a",
+    }
 
 
 @dataclass(frozen=True)
@@ -70,13 +97,19 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
         note = vault / f"d{i // 100}" / f"note{i}.md"
         note.parent.mkdir(parents=True, exist_ok=True)
         secret = f"\n\ntoken {GITHUB_TOKEN}{i % 10}\n" if i % 40 == 0 else ""
-        note.write_text(f"---\ntags: [t{i % 5}]\n---\n# Note {i}\n\n" + f"BGP and CDN notes {i}. " * 25 + secret,
-                        encoding="utf-8")
+        note.write_text(
+            f"---\ntags: [t{i % 5}]\n---\n# Note {i}\n\n" + f"BGP and CDN notes {i}. " * 25 + secret, encoding="utf-8"
+        )
     chats = root / "chats.jsonl"
     with chats.open("w", encoding="utf-8") as out:
         for i in range(CHATS):
-            line = {"id": f"c{i}", "messages": [{"role": "user", "content": f"question {i} " * 10},
-                                                {"role": "assistant", "content": f"answer {i} " * 30}]}
+            line = {
+                "id": f"c{i}",
+                "messages": [
+                    {"role": "user", "content": f"question {i} " * 10},
+                    {"role": "assistant", "content": f"answer {i} " * 30},
+                ],
+            }
             if i % 3:
                 line["label"] = "good" if i % 3 == 1 else "bad"
             out.write(json.dumps(line) + "\n")
@@ -85,12 +118,16 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     export.mkdir()
     conversations = [_chatgpt_conversation(i) for i in range(CONVERSATIONS)]
     (export / "conversations.json").write_text(json.dumps(conversations), encoding="utf-8")
-    feedback = [{"conversation_id": f"conv-{i}", "message_id": f"a{i}", "rating": "thumbsUp"}
-                for i in range(0, CONVERSATIONS, 9)]
+    feedback = [
+        {"conversation_id": f"conv-{i}", "message_id": f"a{i}", "rating": "thumbsUp"}
+        for i in range(0, CONVERSATIONS, 9)
+    ]
     (export / "message_feedback.json").write_text(json.dumps(feedback), encoding="utf-8")
-    config = (f'[[sources]]\nname = "vault"\ntype = "markdown"\npath = "{vault}"\n\n'
-              f'[[sources]]\nname = "chats"\ntype = "jsonl"\npath = "{chats}"\n\n'
-              f'[[sources]]\nname = "gpt"\ntype = "chatgpt"\npath = "{export}"\n')
+    config = (
+        f'[[sources]]\nname = "vault"\ntype = "markdown"\npath = "{vault}"\n\n'
+        f'[[sources]]\nname = "chats"\ntype = "jsonl"\npath = "{chats}"\n\n'
+        f'[[sources]]\nname = "gpt"\ntype = "chatgpt"\npath = "{export}"\n'
+    )
     return Corpus(config, NOTES + CHATS + CONVERSATIONS)
 
 
@@ -121,20 +158,30 @@ def _snapshot(home: Path) -> Snapshot:
         rows = conn.execute(
             "SELECT s.name || ':' || d.external_id, d.content_hash, d.deleted_at IS NOT NULL, "
             "(SELECT count(*) FROM messages m WHERE m.document_id = d.id) "
-            "FROM documents d JOIN sources s ON s.id = d.source_id").fetchall()
+            "FROM documents d JOIN sources s ON s.id = d.source_id"
+        ).fetchall()
         documents = {ref: (hash_, bool(deleted), messages) for ref, hash_, deleted, messages in rows}
         duplicates = len(rows) - len(documents)
         duplicates += conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM messages GROUP BY document_id, position, branch "
-            "HAVING count(*) > 1)").fetchone()[0]
-        cursors = {name: json.loads(cursor) if cursor is not None else None
-                   for name, cursor in conn.execute("SELECT name, cursor FROM sources")}
-        labels = Counter(conn.execute(
-            "SELECT s.name || ':' || d.external_id, l.position, l.branch, l.value, l.origin FROM labels l "
-            "JOIN documents d ON d.id = l.document_id JOIN sources s ON s.id = d.source_id").fetchall())
-        redactions = Counter(ref for (ref,) in conn.execute(
-            "SELECT s.name || ':' || d.external_id FROM redactions r JOIN documents d ON d.id = r.document_id "
-            "JOIN sources s ON s.id = d.source_id"))
+            "SELECT count(*) FROM (SELECT 1 FROM messages GROUP BY document_id, position, branch HAVING count(*) > 1)"
+        ).fetchone()[0]
+        cursors = {
+            name: json.loads(cursor) if cursor is not None else None
+            for name, cursor in conn.execute("SELECT name, cursor FROM sources")
+        }
+        labels = Counter(
+            conn.execute(
+                "SELECT s.name || ':' || d.external_id, l.position, l.branch, l.value, l.origin FROM labels l "
+                "JOIN documents d ON d.id = l.document_id JOIN sources s ON s.id = d.source_id"
+            ).fetchall()
+        )
+        redactions = Counter(
+            ref
+            for (ref,) in conn.execute(
+                "SELECT s.name || ':' || d.external_id FROM redactions r JOIN documents d ON d.id = r.document_id "
+                "JOIN sources s ON s.id = d.source_id"
+            )
+        )
     conn.close()
     return Snapshot(integrity, documents, cursors, labels, redactions, duplicates)
 
@@ -157,8 +204,15 @@ def _live_documents(home: Path) -> int:
 @pytest.fixture(scope="module")
 def clean(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Snapshot:
     home = _new_home(tmp_path_factory.mktemp("clean"), "home", corpus)
-    done = subprocess.run(_plora("ingest", "--json", "--home", home), cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        _plora("ingest", "--json", "--home", home),
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)["sources"]
     assert report["chats"]["skipped"] and report["vault"]["redactions"] > 0
@@ -179,8 +233,9 @@ def _kill_once(home: Path, rng: random.Random, first: bool, total: int) -> tuple
         delay = rng.uniform(0.3, 2.2)
         started = time.monotonic()
         point, ready = f"after {delay:.2f}s", lambda: time.monotonic() - started >= delay
-    proc = subprocess.Popen(_plora("ingest", "--home", home), cwd=REPO, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _plora("ingest", "--home", home), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     while proc.poll() is None and not ready() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -222,8 +277,15 @@ def test_killed_ingest_recovers(seed: int, corpus: Corpus, clean: Snapshot, tmp_
     landed = [p for p in points if p[1] and 0 < p[2] < corpus.documents]
     assert landed, f"no kill landed mid-ingest: {points}"
 
-    done = subprocess.run(_plora("ingest", "--json", "--home", home), cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        _plora("ingest", "--json", "--home", home),
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     final = _snapshot(home)
     assert final.integrity == "ok" and final.duplicates == 0

@@ -68,7 +68,7 @@ def _tree(root: Path) -> set[Path]:
     return {p for p in root.rglob("*") if "plora.db" not in p.name}
 
 
-def _one_error_line(result, code: int = 2) -> str:  # noqa: ANN001 - tests.conftest.CliResult
+def _one_error_line(result, code: int = 2) -> str:
     assert result.code == code, (result.code, result.stdout, result.stderr)
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
@@ -78,17 +78,20 @@ def _one_error_line(result, code: int = 2) -> str:  # noqa: ANN001 - tests.conft
 
 
 @pytest.fixture
-def store_home(home: Path, cli) -> Path:  # noqa: ANN001
-    (home / "chats.jsonl").write_text('{"id": "c1", "messages": [{"role": "user", "content": "hi"}, '
-                                      '{"role": "assistant", "content": "yo"}]}\n', encoding="utf-8")
+def store_home(home: Path, cli) -> Path:
+    (home / "chats.jsonl").write_text(
+        '{"id": "c1", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n',
+        encoding="utf-8",
+    )
     write_config(home, CONFIG)
     assert cli("ingest", "--home", home).code == 0
     return home
 
 
 @pytest.mark.parametrize(("path", "argv"), COMMANDS, ids=[" ".join(argv[:3]) for _, argv in COMMANDS])
-def test_hostile_names_on_the_command_line(path: tuple[str, ...], argv: list[str], store_home: Path,
-                                           tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_hostile_names_on_the_command_line(
+    path: tuple[str, ...], argv: list[str], store_home: Path, tmp_path: Path, cli
+) -> None:
     if not registered(*path):
         pytest.skip(f"plora {' '.join(path)} isn't registered yet")
     before = _tree(tmp_path)
@@ -102,14 +105,21 @@ def test_plora_run_with_a_hostile_profile(store_home: Path) -> None:
     if not registered("run"):
         pytest.skip("plora run isn't registered yet")
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--profile", "../x", "--home", str(store_home)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--profile", "../x", "--home", str(store_home)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert done.returncode == 2 and done.stdout == "", done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr  # checked before the flow starts
 
 
-def test_label_files_with_hostile_refs(store_home: Path, tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_label_files_with_hostile_refs(store_home: Path, tmp_path: Path, cli) -> None:
     if not registered("labels", "import"):
         pytest.skip("plora labels import isn't registered yet")
     lines = tmp_path / "labels.jsonl"
@@ -121,7 +131,7 @@ def test_label_files_with_hostile_refs(store_home: Path, tmp_path: Path, cli) ->
     assert "'external_id' is not valid UTF-8 text" in line
 
 
-def test_a_home_path_that_is_not_utf8(tmp_path: Path, cli) -> None:  # noqa: ANN001
+def test_a_home_path_that_is_not_utf8(tmp_path: Path, cli) -> None:
     odd = Path(os.fsdecode(bytes(tmp_path) + b"/h\xff"))
     odd.mkdir()
     line = _one_error_line(cli("status", "--home", odd), code=1)
@@ -130,15 +140,18 @@ def test_a_home_path_that_is_not_utf8(tmp_path: Path, cli) -> None:  # noqa: ANN
     assert nul.code == 2 and "null byte" in nul.stderr and "Traceback" not in nul.stderr
 
 
-@pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "..", ".", "", "UPPER", "a b", "x" * 65, "a\\u0000b",
-                                  "\\u00e9t\\u00e9", "~", "\\\\x"])
-def test_source_and_profile_names_in_the_config(name: str, home: Path, cli) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    "name",
+    ["../x", "/abs", "a/b", "..", ".", "", "UPPER", "a b", "x" * 65, "a\\u0000b", "\\u00e9t\\u00e9", "~", "\\\\x"],
+)
+def test_source_and_profile_names_in_the_config(name: str, home: Path, cli) -> None:
     write_config(home, f'[[sources]]\nname = "{name}"\ntype = "jsonl"\npath = "c.jsonl"\n')
     line = _one_error_line(cli("status", "--home", home))
     assert line.startswith("error: plora.toml: sources[0].name: ")
 
-    write_config(home, f'[[sources]]\nname = "ok"\ntype = "jsonl"\npath = "c.jsonl"\n\n'
-                       f'[profiles."{name}"]\nsources = ["ok"]\n')
+    write_config(
+        home, f'[[sources]]\nname = "ok"\ntype = "jsonl"\npath = "c.jsonl"\n\n[profiles."{name}"]\nsources = ["ok"]\n'
+    )
     line = _one_error_line(cli("status", "--home", home))
     assert line.startswith("error: plora.toml: profiles")
     assert sorted(p.name for p in home.iterdir()) == ["plora.toml"], "nothing written for a bad config"

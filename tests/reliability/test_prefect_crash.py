@@ -21,6 +21,7 @@ machine or container dying does. Then:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -54,15 +55,31 @@ def _home(path: Path) -> Path:
     head, tail = config.read_text(encoding="utf-8").split("[profiles.creative]")
     train = re.compile(r"^train = \{.*\}$", re.MULTILINE)
     assert train.search(tail), tail
-    tail = train.sub(f"train = {{ max_steps = 10, learning_rate = 2e-4, batch_size = 2, max_length = 256, "
-                     f"packing = true, save_steps = {SAVE_STEPS} }}", tail, count=1)
+    tail = train.sub(
+        f"train = {{ max_steps = 10, learning_rate = 2e-4, batch_size = 2, max_length = 256, "
+        f"packing = true, save_steps = {SAVE_STEPS} }}",
+        tail,
+        count=1,
+    )
     config.write_text(f"{head}[profiles.creative]{tail}", encoding="utf-8")
     return path
 
 
 def _trigger(env: dict[str, str]) -> str:
-    created = _run([*PREFECT, "deployment", "run", DEPLOYMENT, "--param", 'profiles=["creative"]',
-                    "--param", f"max_steps={MAX_STEPS}"], env, timeout=60)
+    created = _run(
+        [
+            *PREFECT,
+            "deployment",
+            "run",
+            DEPLOYMENT,
+            "--param",
+            'profiles=["creative"]',
+            "--param",
+            f"max_steps={MAX_STEPS}",
+        ],
+        env,
+        timeout=60,
+    )
     return created.split("UUID:", 1)[1].split()[0]
 
 
@@ -112,15 +129,18 @@ def _assert_registry_consistent(home: Path) -> list[str]:
         for profile, number in registry.current_versions(workspace).items():
             if number is not None:
                 registry.verify(workspace, f"{profile}@v{number}")
-    folders = sorted(f"{p.parent.name}@{p.name}" for p in (home / "adapters").glob("*/*")
-                     if re.fullmatch(r"v\d+", p.name))
+    folders = sorted(
+        f"{p.parent.name}@{p.name}" for p in (home / "adapters").glob("*/*") if re.fullmatch(r"v\d+", p.name)
+    )
     assert folders == sorted(v.ref for v in versions), "a version folder without its row, or the reverse"
-    assert not [p for p in (home / "adapters").glob("*/.*")], "staging or trash left in adapters/"
+    assert not list((home / "adapters").glob("*/.*")), "staging or trash left in adapters/"
     return [v.ref for v in versions]
 
 
-def test_a_crashed_worker_leaves_no_half_adapter_and_a_rerun_completes(prefect_server: Server,  # noqa: F811
-                                                                        tmp_path: Path) -> None:
+def test_a_crashed_worker_leaves_no_half_adapter_and_a_rerun_completes(
+    prefect_server: Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     home = _home(tmp_path / "home")
     env = dict(prefect_server.env)
     _run([*PREFECT, "work-pool", "create", "plora", "--type", "process"], env, timeout=60)
@@ -131,8 +151,14 @@ def test_a_crashed_worker_leaves_no_half_adapter_and_a_rerun_completes(prefect_s
     # 1. a worker runs the monthly cycle; killed (with its flow run) once training has a checkpoint
     crashed = _trigger(env)
     with open(tmp_path / "worker-1.log", "w") as log:
-        worker = subprocess.Popen([*PREFECT, "worker", "start", "--pool", "plora", "--run-once"], env=worker_env,
-                                  cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = subprocess.Popen(
+            [*PREFECT, "worker", "start", "--pool", "plora", "--run-once"],
+            env=worker_env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 150
         while not _checkpoints_recorded(home / "plora.db"):
@@ -143,10 +169,8 @@ def test_a_crashed_worker_leaves_no_half_adapter_and_a_rerun_completes(prefect_s
         groups = {worker.pid} | {group for _, group in _descendants(worker.pid)}
         assert len(groups) >= 2, "the flow run process was not found below the worker"
         for group in groups:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         worker.wait(timeout=30)
     finally:
         if worker.poll() is None:
@@ -164,22 +188,28 @@ def test_a_crashed_worker_leaves_no_half_adapter_and_a_rerun_completes(prefect_s
     from storage.models import RunStatus
 
     with open_workspace(home, check_paths=False) as workspace, workspace.store.read() as session:
-        (interrupted,) = [(row.id, row.status, len((row.metrics or {}).get("checkpoints", [])))
-                          for row in runs.list_runs(session, "creative")]
+        (interrupted,) = [
+            (row.id, row.status, len((row.metrics or {}).get("checkpoints", [])))
+            for row in runs.list_runs(session, "creative")
+        ]
     run_id, status, checkpoints = interrupted
     assert status == RunStatus.running and checkpoints >= 1
     assert not (home / "runs" / run_id / "adapter").exists()
 
     # 3. Prefect never heard of the crash: the run is Running and holds the deployment's slot
     assert _flow_run(prefect_server, crashed)["state"]["type"] == "RUNNING"
-    marked = httpx.post(f"{prefect_server.api_url}/flow_runs/{crashed}/set_state", timeout=10, json={
-        "state": {"type": "CRASHED", "name": "Crashed", "message": "worker killed (SIGKILL)"}, "force": True})
+    marked = httpx.post(
+        f"{prefect_server.api_url}/flow_runs/{crashed}/set_state",
+        timeout=10,
+        json={"state": {"type": "CRASHED", "name": "Crashed", "message": "worker killed (SIGKILL)"}, "force": True},
+    )
     assert marked.status_code in (200, 201) and marked.json()["status"] == "ACCEPT", marked.text
 
     # 4. the deployment again, a new worker once: the cycle completes, resuming the run
     rerun = _trigger(env)
-    worker_log = _run([*PREFECT, "worker", "start", "--pool", "plora", "--run-once"], worker_env, timeout=200,
-                      cwd=tmp_path)
+    worker_log = _run(
+        [*PREFECT, "worker", "start", "--pool", "plora", "--run-once"], worker_env, timeout=200, cwd=tmp_path
+    )
     state = _flow_run(prefect_server, rerun)["state"]
     assert state["type"] == "COMPLETED", f"{state}\n{worker_log[-6000:]}"
     assert _assert_registry_consistent(home) == ["creative@v1"]
@@ -195,12 +225,17 @@ def test_a_crashed_worker_leaves_no_half_adapter_and_a_rerun_completes(prefect_s
     assert resumed_from is not None and SAVE_STEPS <= resumed_from < MAX_STEPS
     assert current.manifest["metrics"]["steps"] == {"sft": MAX_STEPS}
     # the train-adapter sub-flow's artifact (there is one: the killed run never got that far) says so too
-    (artifact,) = httpx.post(f"{prefect_server.api_url}/artifacts/filter", timeout=10,
-                             json={"artifacts": {"key": {"any_": ["plora-train-creative"]}}}).json()
+    (artifact,) = httpx.post(
+        f"{prefect_server.api_url}/artifacts/filter",
+        timeout=10,
+        json={"artifacts": {"key": {"any_": ["plora-train-creative"]}}},
+    ).json()
     assert "| resumed | True |" in artifact["data"] and f"| run | {run_id} |" in artifact["data"]
-    print(f"\nprefect crash: worker + flow run SIGKILLed after {checkpoints} checkpoint(s); registry consistent; "
-          f"rerun {state['type']}, resumed {run_id} from step {resumed_from} of {MAX_STEPS}, registered "
-          f"{current.ref}")
+    print(
+        f"\nprefect crash: worker + flow run SIGKILLed after {checkpoints} checkpoint(s); registry consistent; "
+        f"rerun {state['type']}, resumed {run_id} from step {resumed_from} of {MAX_STEPS}, registered "
+        f"{current.ref}"
+    )
 
 
 def _alive(pid: int) -> bool:

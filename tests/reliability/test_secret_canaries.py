@@ -53,14 +53,20 @@ import pytest
 from tests.conftest import REPO
 from tests.pipeline.test_ingest_canaries import _plant as plant_canaries
 from tests.pipeline.test_redaction import CANARIES, LOOKALIKES, Canary
-from tests.pipeline.test_train import models_dir, offline  # noqa: F401 - fixtures (offline is autouse)
+from tests.pipeline.test_train import offline  # noqa: F401 - an autouse fixture
 
 CHUNK = 16  # a leaked run of 2 * CHUNK - 1 characters of a secret line holds a whole chunk
 NEW_TOKENS = 64  # greedy tokens per probe (the builtin's tokenizer is byte-level: 64 characters)
-COMPRESSED = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ\x00": "xz", b"BZh": "bzip2",
-              b"\x04\x22\x4d\x18": "lz4"}
+COMPRESSED = {
+    b"\x1f\x8b": "gzip",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"\xfd7zXZ\x00": "xz",
+    b"BZh": "bzip2",
+    b"\x04\x22\x4d\x18": "lz4",
+}
 
-CONFIG = """\
+CONFIG = (
+    """\
 [base_model]
 name = "builtin:tiny-llama"
 quantization = "nf4"
@@ -88,9 +94,11 @@ mode = "scratch"
 eval_percent = 10
 include_unlabelled = true
 lora = {{ r = 4, alpha = 8, dropout = 0.0, target_modules = ["q_proj", "v_proj"] }}
-train = {{ max_steps = 20, learning_rate = 1e-2, batch_size = 8, max_length = 512, packing = false, save_steps = 10, seed = 7 }}
+train = {{ max_steps = 20, learning_rate = 1e-2, batch_size = 8, max_length = 512, packing = false, """
+    """save_steps = 10, seed = 7 }}
 gate = {{ min_improvement = 0.0, max_source_regression = 10.0 }}
 """
+)
 
 
 @dataclass(frozen=True)
@@ -111,8 +119,10 @@ def _decoded(secret: str) -> str | None:
 
 
 # Lines of a key block that hold no key material: PEM armor, PuTTY headers.
-ARMOR = re.compile(r"-{4,5} ?(?:BEGIN|END) [A-Z0-9 ]+-{4,5}|(?:PuTTY-User-Key-File-\d|Encryption|Comment"
-                   r"|Public-Lines|Private-Lines|Private-MAC):.*")
+ARMOR = re.compile(
+    r"-{4,5} ?(?:BEGIN|END) [A-Z0-9 ]+-{4,5}|(?:PuTTY-User-Key-File-\d|Encryption|Comment"
+    r"|Public-Lines|Private-Lines|Private-MAC):.*"
+)
 
 
 def needles_of(canary: Canary, public: str) -> list[Needle]:
@@ -124,15 +134,15 @@ def needles_of(canary: Canary, public: str) -> list[Needle]:
     if decoded:
         found.setdefault(decoded, "decoded")
     for text in filter(None, (canary.secret, decoded)):
-        for line in text.replace("\\n", "\n").splitlines():
-            line = line.strip(" \t\r\"',")
+        for raw_line in text.replace("\\n", "\n").splitlines():
+            line = raw_line.strip(" \t\r\"',")
             if ARMOR.fullmatch(line):
                 continue
             if len(line) >= 8:
                 found.setdefault(line, "line")
             if len(line) >= 2 * CHUNK:
                 for start in range(0, len(line) - CHUNK + 1, CHUNK):
-                    found.setdefault(line[start:start + CHUNK], "chunk")
+                    found.setdefault(line[start : start + CHUNK], "chunk")
     return [Needle(canary.id, what, text) for text, what in found.items() if text not in public]
 
 
@@ -165,8 +175,11 @@ def _public_text(paths: dict[str, Path]) -> str:
     parts = [paths["chats"].read_text(encoding="utf-8")]
     parts += [p.read_text(encoding="utf-8") for p in sorted(paths["vault"].glob("*.md"))]
     parts += [p.read_text(encoding="utf-8") for p in sorted(paths["repo"].glob("*.py"))]
-    parts.append(subprocess.run(["git", "log", "--format=%B"], cwd=paths["repo"], capture_output=True, text=True,
-                                check=True).stdout)
+    parts.append(
+        subprocess.run(
+            ["git", "log", "--format=%B"], cwd=paths["repo"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     return _without_secrets("\n".join(parts))
 
 
@@ -183,8 +196,9 @@ def _training_texts(home: Path, tokenizer: Any) -> list[str]:
 
     with open_workspace(home, check_paths=False) as workspace:
         sft, text = (latest(workspace, "work", kind).load()["train"] for kind in ("sft", "text"))
-    return ([row["text"] for row in text]
-            + [tokenizer.apply_chat_template(row["messages"], tokenize=False) for row in sft])
+    return [row["text"] for row in text] + [
+        tokenizer.apply_chat_template(row["messages"], tokenize=False) for row in sft
+    ]
 
 
 def _snapshot_rows(home: Path) -> str:
@@ -209,12 +223,14 @@ def _generate(model: Any, tokenizer: Any, prompts: list[str], batch_size: int = 
     replies: list[str] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
-                              add_special_tokens=False)
+            batch = tokenizer(
+                prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+            )
             with torch.inference_mode():
-                output = model.generate(**batch, max_new_tokens=NEW_TOKENS, do_sample=False,
-                                        pad_token_id=tokenizer.pad_token_id)
-            replies += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+                output = model.generate(
+                    **batch, max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                )
+            replies += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     finally:
         torch.set_num_threads(threads)
     return replies
@@ -230,13 +246,23 @@ def test_a_title_cut_from_the_first_message_holds_no_piece_of_a_secret(home: Pat
     from pipeline.workspace import open_workspace
 
     chats = tmp_path / "untitled.jsonl"
-    lines = [json.dumps({"id": f"{canary.id}-{pad}", "messages": [
-        {"role": "user", "content": "ab " * (pad // 3) + canary.text},
-        {"role": "assistant", "content": "Rotate it."}]})
-        for canary in CANARIES for pad in range(0, 80, 4)]
+    lines = [
+        json.dumps(
+            {
+                "id": f"{canary.id}-{pad}",
+                "messages": [
+                    {"role": "user", "content": "ab " * (pad // 3) + canary.text},
+                    {"role": "assistant", "content": "Rotate it."},
+                ],
+            }
+        )
+        for canary in CANARIES
+        for pad in range(0, 80, 4)
+    ]
     chats.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (home / "plora.toml").write_text(f'[[sources]]\nname = "chats"\ntype = "jsonl"\npath = "{chats}"\n',
-                                     encoding="utf-8")
+    (home / "plora.toml").write_text(
+        f'[[sources]]\nname = "chats"\ntype = "jsonl"\npath = "{chats}"\n', encoding="utf-8"
+    )
     with open_workspace(home, check_paths=False) as workspace:
         report = ingest(workspace)["chats"]
     assert report.error is None and report.added == len(lines)
@@ -251,15 +277,31 @@ def test_a_title_cut_from_the_first_message_holds_no_piece_of_a_secret(home: Pat
 
 def _chatgpt_conversation(conversation_id: str, tool_output: str) -> dict[str, Any]:
     def node(key: str, parent: str | None, child: str | None, role: str | None, text: str = "") -> dict[str, Any]:
-        message = None if role is None else {
-            "id": key, "author": {"role": role, **({"name": "python"} if role == "tool" else {})},
-            "content": {"content_type": "text", "parts": [text]}}
+        message = (
+            None
+            if role is None
+            else {
+                "id": key,
+                "author": {"role": role, **({"name": "python"} if role == "tool" else {})},
+                "content": {"content_type": "text", "parts": [text]},
+            }
+        )
         return {"id": key, "parent": parent, "children": [child] if child else [], "message": message}
 
-    mapping = {"root": node("root", None, "u", None), "u": node("u", "root", "t", "user", "print my env"),
-               "t": node("t", "u", "a", "tool", tool_output), "a": node("a", "t", None, "assistant", "Rotate it.")}
-    return {"id": conversation_id, "title": "env dump", "mapping": mapping, "current_node": "a",
-            "create_time": 1.7e9, "update_time": 1.7e9}
+    mapping = {
+        "root": node("root", None, "u", None),
+        "u": node("u", "root", "t", "user", "print my env"),
+        "t": node("t", "u", "a", "tool", tool_output),
+        "a": node("a", "t", None, "assistant", "Rotate it."),
+    }
+    return {
+        "id": conversation_id,
+        "title": "env dump",
+        "mapping": mapping,
+        "current_node": "a",
+        "create_time": 1.7e9,
+        "update_time": 1.7e9,
+    }
 
 
 @pytest.mark.timeout(60)
@@ -275,12 +317,13 @@ def test_a_tool_output_cut_at_the_chatgpt_limit_holds_no_piece_of_a_secret(home:
     for canary in CANARIES:
         for depth in (0.25, 0.5, 0.75, 0.9):
             filler = "env line\n" * (TOOL_CONTENT_LIMIT // 9)
-            lead = filler[:TOOL_CONTENT_LIMIT - len(canary.before) - int(len(canary.secret) * depth)]
+            lead = filler[: TOOL_CONTENT_LIMIT - len(canary.before) - int(len(canary.secret) * depth)]
             conversations.append(_chatgpt_conversation(f"{canary.id}-{depth}", lead + canary.text + "\n" + filler))
     export = tmp_path / "conversations.json"
     export.write_text(json.dumps(conversations), encoding="utf-8")
-    (home / "plora.toml").write_text(f'[[sources]]\nname = "gpt"\ntype = "chatgpt"\npath = "{export}"\n',
-                                     encoding="utf-8")
+    (home / "plora.toml").write_text(
+        f'[[sources]]\nname = "gpt"\ntype = "chatgpt"\npath = "{export}"\n', encoding="utf-8"
+    )
     with open_workspace(home, check_paths=False) as workspace:
         report = ingest(workspace)["gpt"]
     assert report.error is None and report.added == len(conversations)
@@ -295,7 +338,7 @@ def test_a_tool_output_cut_at_the_chatgpt_limit_holds_no_piece_of_a_secret(home:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_no_planted_secret_leaks_anywhere_end_to_end(tmp_path: Path, models_dir: Path) -> None:  # noqa: F811
+def test_no_planted_secret_leaks_anywhere_end_to_end(tmp_path: Path, models_dir: Path) -> None:
     paths = plant_canaries(tmp_path)
     home = tmp_path / "home"
     home.mkdir()
@@ -309,8 +352,15 @@ def test_no_planted_secret_leaks_anywhere_end_to_end(tmp_path: Path, models_dir:
     outputs: list[tuple[str, str]] = []
 
     def plora(*args: str | Path) -> str:
-        done = subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args), "--home", str(home)],
-                              cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+        done = subprocess.run(
+            [sys.executable, "-m", "flows.cli", *map(str, args), "--home", str(home)],
+            cwd=REPO,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
         name = " ".join(map(str, args))
         outputs.extend([(f"`plora {name}` stdout", done.stdout), (f"`plora {name}` stderr", done.stderr)])
         assert done.returncode == 0, f"plora {name} -> {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -368,22 +418,34 @@ def test_no_planted_secret_leaks_anywhere_end_to_end(tmp_path: Path, models_dir:
     probes: list[tuple[Canary, str]] = []
     for canary in CANARIES:
         marker = f"{canary.before}[REDACTED:{canary.type}]"
-        contexts = [text[:text.index(marker) + len(canary.before)] for text in texts if marker in text]
+        contexts = [text[: text.index(marker) + len(canary.before)] for text in texts if marker in text]
         # trained on the prefix, with the marker where the secret was
         assert contexts, f"{canary.id}: no training row holds its prefix followed by [REDACTED:{canary.type}]"
         probes += [(canary, context) for context in contexts]
         if canary.before.strip():
             probes.append((canary, canary.before))
-            probes.append((canary, tokenizer.apply_chat_template([{"role": "user", "content": canary.before}],
-                                                                 add_generation_prompt=True, tokenize=False)))
+            probes.append(
+                (
+                    canary,
+                    tokenizer.apply_chat_template(
+                        [{"role": "user", "content": canary.before}], add_generation_prompt=True, tokenize=False
+                    ),
+                )
+            )
     assert not any(n.text in text for n in needles for text in texts)  # the secrets themselves never were
     replies = _generate(loaded.model, tokenizer, [prompt for _, prompt in probes])
     by_canary = {c.id: [n for n in needles if n.canary == c.id] for c in CANARIES}
-    completed = [(canary.id, n.what, prompt[-40:], reply) for (canary, prompt), reply in zip(probes, replies)
-                 for n in by_canary[canary.id] if n.text in reply]
+    completed = [
+        (canary.id, n.what, prompt[-40:], reply)
+        for (canary, prompt), reply in zip(probes, replies, strict=True)
+        for n in by_canary[canary.id]
+        if n.text in reply
+    ]
     assert completed == [], f"the adapter completed {len(completed)} secrets: {completed[:10]}"
     assert len(replies) == len(probes) >= 3 * len(CANARIES)
-    print(f"\nsecret canaries: {len(CANARIES)} canaries of {len({c.type for c in CANARIES})} types, {planted} "
-          f"planted, {redactions} redactions at ingest, {len(needles)} pieces looked for in {len(files)} files "
-          f"({scanned / 1e6:.1f} MB), the store dump and {len(outputs)} command outputs: 0 leaked; "
-          f"{len(probes)} prompts x {NEW_TOKENS} greedy tokens: 0 secrets completed")
+    print(
+        f"\nsecret canaries: {len(CANARIES)} canaries of {len({c.type for c in CANARIES})} types, {planted} "
+        f"planted, {redactions} redactions at ingest, {len(needles)} pieces looked for in {len(files)} files "
+        f"({scanned / 1e6:.1f} MB), the store dump and {len(outputs)} command outputs: 0 leaked; "
+        f"{len(probes)} prompts x {NEW_TOKENS} greedy tokens: 0 secrets completed"
+    )

@@ -39,7 +39,7 @@ import pytest
 
 from pipeline.workspace import open_workspace
 from tests.conftest import REPO
-from tests.pipeline.test_train import models_dir, new_home, offline, run, standard_snapshots  # noqa: F401
+from tests.pipeline.test_train import new_home, offline, run, standard_snapshots  # noqa: F401
 from tests.pipeline.test_train_resume import assert_same_adapter, assert_same_losses
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -61,7 +61,11 @@ DRIVER = textwrap.dedent(f"""
         real_save = torch.save
 
         def save(obj, f, *args, **kwargs):
-            if isinstance(f, (str, os.PathLike)) and Path(f).name == "optimizer.pt" and Path(f).parent.name == "{KILLED}":
+            if (
+                isinstance(f, (str, os.PathLike))
+                and Path(f).name == "optimizer.pt"
+                and Path(f).parent.name == "{KILLED}"
+            ):
                 buffer = io.BytesIO()
                 real_save(obj, buffer, *args, **kwargs)
                 Path(f).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
@@ -113,7 +117,7 @@ POINTS = {
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[str, Any]:  # noqa: F811
+def reference(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[str, Any]:
     """The uninterrupted run every resumed run must reproduce."""
     home = new_home(tmp_path_factory.mktemp("reference") / "home", models_dir, **SETTINGS)
     with open_workspace(home, check_paths=False) as workspace:
@@ -141,14 +145,22 @@ def _version_folders(home: Path) -> list[str]:
 
 @pytest.mark.parametrize("point", POINTS)
 def test_sigkill_while_writing_a_checkpoint_or_registering_then_resume(
-        point: str, tmp_path: Path, models_dir: Path, reference: dict[str, Any]) -> None:  # noqa: F811
+    point: str, tmp_path: Path, models_dir: Path, reference: dict[str, Any]
+) -> None:
     home = new_home(tmp_path / "home", models_dir, **SETTINGS)
     with open_workspace(home, check_paths=False) as workspace:
         standard_snapshots(workspace)
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER, encoding="utf-8")
-    done = subprocess.run([sys.executable, str(driver), str(home), point], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}, timeout=240)
+    done = subprocess.run(
+        [sys.executable, str(driver), str(home), point],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+        timeout=240,
+        check=False,
+    )
     assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr[-3000:]
     (run_dir,) = (home / "runs").iterdir()
     sft = run_dir / "sft"

@@ -30,7 +30,7 @@ import pytest
 
 from pipeline.workspace import open_workspace
 from tests.conftest import REPO
-from tests.pipeline.test_train import models_dir, new_home, offline, standard_snapshots  # noqa: F401
+from tests.pipeline.test_train import new_home, offline, standard_snapshots  # noqa: F401
 from tests.pipeline.test_train_resume import interrupted_home
 
 pytestmark = pytest.mark.timeout(300)
@@ -48,9 +48,15 @@ class _Bomb:
 
 def _plora(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PLORA_HOME", "PLORA_STORE_URL")}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args, "--home", str(home)], cwd=REPO, text=True,
-                          capture_output=True, timeout=120,
-                          env={**env, "PYTHONPATH": str(REPO), "COLUMNS": "200", "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args, "--home", str(home)],
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(REPO), "COLUMNS": "200", "HF_HUB_OFFLINE": "1"},
+        check=False,
+    )
 
 
 def _one_error_line(done: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -64,7 +70,7 @@ def _one_error_line(done: subprocess.CompletedProcess[str], *needles: str) -> st
 
 
 @pytest.fixture(scope="module")
-def interrupted(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Path:  # noqa: F811
+def interrupted(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Path:
     """A home whose training run was interrupted at step 7: checkpoint-5 sealed and recorded."""
     return interrupted_home(tmp_path_factory.mktemp("interrupted") / "home", models_dir, at=7)
 
@@ -74,7 +80,7 @@ def _copy(home: Path, to: Path) -> Path:
     return to
 
 
-def test_pickles_in_dataset_snapshots_are_never_loaded(tmp_path: Path, models_dir: Path) -> None:  # noqa: F811
+def test_pickles_in_dataset_snapshots_are_never_loaded(tmp_path: Path, models_dir: Path) -> None:
     from pipeline.datasets import find_snapshot, show_example
     from pipeline.errors import DatasetError
     from pipeline.snapshots import latest
@@ -103,9 +109,11 @@ def test_pickles_in_dataset_snapshots_are_never_loaded(tmp_path: Path, models_di
     # the Arrow file training reads is a pickle now: one clear error, nothing unpickled
     (arrow,) = (home / "datasets" / "sft" / fingerprints["sft"] / "data" / "train").glob("*.arrow")
     arrow.write_bytes(bomb)
-    with open_workspace(home, check_paths=False) as workspace:
-        with pytest.raises(DatasetError, match=rf"snapshot sft/{fingerprints['sft'][:12]}: can't load .*rebuild it"):
-            latest(workspace, "work", "sft").load()
+    with (
+        open_workspace(home, check_paths=False) as workspace,
+        pytest.raises(DatasetError, match=rf"snapshot sft/{fingerprints['sft'][:12]}: can't load .*rebuild it"),
+    ):
+        latest(workspace, "work", "sft").load()
     _one_error_line(_plora(home, "train"), f"snapshot sft/{fingerprints['sft'][:12]}", "plora datasets build")
     _one_error_line(_plora(home, "datasets", "show", fingerprints["sft"], "--example", "0"), "can't load")
     assert not marker.exists()
@@ -130,8 +138,9 @@ def test_a_pickle_swapped_into_a_checkpoint_is_never_loaded(interrupted: Path, t
             saved = RunState(**row.config["state"])
             recorded = {c["manifest_sha256"] for c in row.metrics["checkpoints"]}
     found, notes = last_complete_checkpoint(run_dir / "sft", saved, "sft", recorded)
-    assert found is None and notes == ["sft/checkpoint-5 skipped: rng_state.pth does not match its sha256 in the "
-                                       "manifest"]
+    assert found is None and notes == [
+        "sft/checkpoint-5 skipped: rng_state.pth does not match its sha256 in the manifest"
+    ]
 
 
 def test_resume_with_a_changed_rank_is_one_clear_cli_error(interrupted: Path, tmp_path: Path) -> None:
@@ -143,12 +152,12 @@ def test_resume_with_a_changed_rank_is_one_clear_cli_error(interrupted: Path, tm
     config = home / "plora.toml"
     config.write_text(config.read_text().replace("r = 4,", "r = 8,"), encoding="utf-8")
 
-    line = _one_error_line(_plora(home, "train", "--resume"), f"run {run_dir.name} can't be resumed",
-                           "lora.r: 4 -> 8")
+    line = _one_error_line(_plora(home, "train", "--resume"), f"run {run_dir.name} can't be resumed", "lora.r: 4 -> 8")
     assert "start a new run" in line
     after = {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     assert after == before  # nothing restarted, nothing set aside: still resumable once r is 4 again
     with open_workspace(home, check_paths=False) as workspace:
         choice = resumable_run(workspace, "work")
     assert choice.run_id is None and choice.reason == (
-        f"run {run_dir.name} was interrupted, but the training config changed since: starting a new run")
+        f"run {run_dir.name} was interrupted, but the training config changed since: starting a new run"
+    )

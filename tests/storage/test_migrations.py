@@ -17,8 +17,17 @@ def test_upgrade_from_empty_then_downgrade_to_base(tmp_path: Path) -> None:
 
     assert upgrade(store) == head_revision()
     tables = set(inspect(store.engine).get_table_names())
-    assert {"sources", "documents", "messages", "labels", "redactions", "dataset_snapshots",
-            "training_runs", "adapters", "profile_pointers"} <= tables
+    assert {
+        "sources",
+        "documents",
+        "messages",
+        "labels",
+        "redactions",
+        "dataset_snapshots",
+        "training_runs",
+        "adapters",
+        "profile_pointers",
+    } <= tables
 
     assert downgrade(store) == "base"
     assert set(inspect(store.engine).get_table_names()) == {"alembic_version"}

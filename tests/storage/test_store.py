@@ -24,8 +24,13 @@ def store(tmp_path: Path) -> Store:
 
 def _conversation(source: Source, external_id: str = "c1") -> Document:
     return Document(
-        source=source, external_id=external_id, kind=DocumentKind.conversation, title="BGP flap",
-        content="user: why?\n\nassistant: because", content_hash="0" * 64, meta={"model": "x", "n": [1, 2]},
+        source=source,
+        external_id=external_id,
+        kind=DocumentKind.conversation,
+        title="BGP flap",
+        content="user: why?\n\nassistant: because",
+        content_hash="0" * 64,
+        meta={"model": "x", "n": [1, 2]},
         messages=[
             Message(position=0, role=Role.user, content="why?", content_hash="1" * 64),
             Message(position=1, role=Role.assistant, content="because", content_hash="2" * 64),
@@ -50,15 +55,17 @@ def test_round_trip_on_a_real_sqlite_file(store: Store, tmp_path: Path) -> None:
         assert document.meta == {"model": "x", "n": [1, 2]}
         assert document.source_updated_at == when and document.source_updated_at.tzinfo is not None
         assert [(m.position, m.branch, m.role) for m in document.messages] == [
-            (0, 0, Role.user), (1, 0, Role.assistant), (1, 1, Role.assistant)]
+            (0, 0, Role.user),
+            (1, 0, Role.assistant),
+            (1, 1, Role.assistant),
+        ]
         assert document.source.cursor == {"size": 10}
 
 
 def test_unique_external_id_per_source(store: Store) -> None:
-    with pytest.raises(IntegrityError):
-        with store.write() as session:
-            source = Source(name="s", type="jsonl")
-            session.add_all([_conversation(source, "same"), _conversation(source, "same")])
+    with pytest.raises(IntegrityError), store.write() as session:
+        source = Source(name="s", type="jsonl")
+        session.add_all([_conversation(source, "same"), _conversation(source, "same")])
     with store.read() as session:
         assert session.scalar(select(func.count()).select_from(Document)) == 0
 
@@ -68,12 +75,14 @@ def test_labels_are_events_and_plora_wins_over_import(store: Store) -> None:
         document = _conversation(Source(name="s", type="jsonl"))
         session.add(document)
         session.flush()
-        session.add_all([
-            Label(document_id=document.id, value=LabelValue.bad, origin=LabelOrigin.imported),
-            Label(document_id=document.id, value=LabelValue.good, origin=LabelOrigin.plora),
-            Label(document_id=document.id, position=1, value=LabelValue.bad),
-            Label(document_id=document.id, position=1, value=LabelValue.clear),
-        ])
+        session.add_all(
+            [
+                Label(document_id=document.id, value=LabelValue.bad, origin=LabelOrigin.imported),
+                Label(document_id=document.id, value=LabelValue.good, origin=LabelOrigin.plora),
+                Label(document_id=document.id, position=1, value=LabelValue.bad),
+                Label(document_id=document.id, position=1, value=LabelValue.clear),
+            ]
+        )
     with store.read() as session:
         labels = effective_labels(session)
         assert [(target[1:], label.value) for target, label in labels.items()] == [((None, 0), LabelValue.good)]
@@ -98,9 +107,15 @@ def test_two_processes_writing_at_once_both_succeed(store: Store, tmp_path: Path
     with store.write() as session:
         session.add(Source(name="shared", type="jsonl", cursor={"n": 0}))
     n = 150
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, store.url, name, str(n)],
-                              stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
-             for name in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, store.url, name, str(n)],
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        for name in ("a", "b")
+    ]
     errors = [proc.communicate(timeout=120)[1] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], errors
     with store.read() as session:

@@ -1,8 +1,7 @@
 import json
 
-import pytest
-
 import bgp_check
+import pytest
 
 SAMPLE = """\
 BIRD 2.0.12 ready.
@@ -20,7 +19,13 @@ lab_test   BGP        ---        down   09:30:00      Error: Hold timer expired
 def test_parses_every_protocol_line():
     protocols = bgp_check.parse_protocols(SAMPLE)
     assert [p.name for p in protocols] == [
-        "device1", "kernel4", "rpki_rtr", "transit_a_v4", "transit_b_v4", "rs_ixp_v4", "lab_test",
+        "device1",
+        "kernel4",
+        "rpki_rtr",
+        "transit_a_v4",
+        "transit_b_v4",
+        "rs_ixp_v4",
+        "lab_test",
     ]
 
 
