@@ -11,7 +11,7 @@ DEMO_HOME ?= demo-home
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -36,9 +36,14 @@ demo: setup
 	$(BIN)/plora generate --profile work --home $(DEMO_HOME) "How do I check which certificate a server serves?"
 	$(BIN)/plora status --home $(DEMO_HOME)
 
-test: setup
+test: setup lint
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# Lint and format check (config in pyproject.toml); part of `make test`.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: setup
 	$(BIN)/python -m bench
