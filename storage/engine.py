@@ -14,12 +14,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.errors import StorageError
+
 BUSY_TIMEOUT_MS = 60_000
 _IMMEDIATE = "plora_immediate"
-
-
-class StorageError(Exception):
-    """The store can't be opened, migrated or written; the message says which store and why."""
 
 
 def resolve_url(url: str, home: Path) -> str:
@@ -74,14 +72,17 @@ class Store:
         try:
             self.engine = create_engine(url, connect_args=self._connect_args(url))
         except (ArgumentError, ImportError) as e:
-            raise StorageError(f"store.url: can't open {make_url(url).render_as_string()}: {e}") from e
+            shown = make_url(url).render_as_string()
+            raise StorageError(f"store.url: can't open {shown}: {e}", url=shown) from e
         if _is_sqlite(self.engine):
             database = self.engine.url.database
             if database not in (None, "", ":memory:"):
                 try:
                     Path(database).parent.mkdir(parents=True, exist_ok=True)
                 except OSError as e:
-                    raise StorageError(f"store.url: can't create the folder for {database}: {e.strerror}") from e
+                    raise StorageError(
+                        f"store.url: can't create the folder for {database}: {e.strerror}", url=self.display_url
+                    ) from e
             _configure_sqlite(self.engine)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False)
@@ -117,13 +118,17 @@ class Store:
         try:
             yield
         except OperationalError as e:
-            raise StorageError(f"{self.display_url}: {e.orig}") from e
+            raise StorageError(f"{self.display_url}: {e.orig}", url=self.display_url) from e
 
     def upgrade(self) -> str:
-        """Apply pending migrations; returns the revision the store is at."""
+        """Apply pending migrations; returns the revision the store is at.
+
+        storage.migrate (Alembic) is imported here, not at the top: it takes an engine and never
+        imports this module, and opening a store for reading doesn't pay for importing Alembic.
+        """
         from storage.migrate import upgrade
 
-        return upgrade(self)
+        return upgrade(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()

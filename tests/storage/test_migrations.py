@@ -13,9 +13,9 @@ from storage.models import Base
 
 def test_upgrade_from_empty_then_downgrade_to_base(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/plora.db")
-    assert current_revision(store) is None
+    assert current_revision(store.engine) is None
 
-    assert upgrade(store) == head_revision()
+    assert upgrade(store.engine) == head_revision()
     tables = set(inspect(store.engine).get_table_names())
     assert {
         "sources",
@@ -29,14 +29,14 @@ def test_upgrade_from_empty_then_downgrade_to_base(tmp_path: Path) -> None:
         "profile_pointers",
     } <= tables
 
-    assert downgrade(store) == "base"
+    assert downgrade(store.engine) == "base"
     assert set(inspect(store.engine).get_table_names()) == {"alembic_version"}
-    assert upgrade(store) == head_revision()
+    assert upgrade(store.engine) == head_revision()
 
 
 def test_autogenerate_finds_no_drift(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/plora.db")
-    upgrade(store)
+    upgrade(store.engine)
     with store.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True, "render_as_batch": True})
         diff = compare_metadata(context, Base.metadata)
@@ -45,7 +45,7 @@ def test_autogenerate_finds_no_drift(tmp_path: Path) -> None:
 
 def test_sqlite_pragmas(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/plora.db")
-    upgrade(store)
+    upgrade(store.engine)
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
@@ -54,5 +54,5 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
 
 def test_store_in_a_missing_folder_is_created(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/deep/er/plora.db")
-    upgrade(store)
+    upgrade(store.engine)
     assert (tmp_path / "deep/er/plora.db").exists()
