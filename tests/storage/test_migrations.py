@@ -11,8 +11,8 @@ from storage.migrate import current_revision, downgrade, head_revision, upgrade
 from storage.models import Base
 
 
-def test_upgrade_from_empty_then_downgrade_to_base(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path}/plora.db")
+def test_upgrade_from_empty_then_downgrade_to_base(store_url: str) -> None:
+    store = Store(store_url)
     assert current_revision(store.engine) is None
 
     assert upgrade(store.engine) == head_revision()
@@ -32,14 +32,18 @@ def test_upgrade_from_empty_then_downgrade_to_base(tmp_path: Path) -> None:
     assert downgrade(store.engine) == "base"
     assert set(inspect(store.engine).get_table_names()) == {"alembic_version"}
     assert upgrade(store.engine) == head_revision()
+    store.dispose()
 
 
-def test_autogenerate_finds_no_drift(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path}/plora.db")
+def test_autogenerate_finds_no_drift(store_url: str) -> None:
+    store = Store(store_url)
     upgrade(store.engine)
     with store.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True, "render_as_batch": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True, "render_as_batch": True}
+        )
         diff = compare_metadata(context, Base.metadata)
+    store.dispose()
     assert diff == []
 
 
