@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-SUPERUSER = "plora"
+SUPERUSER = "plora_admin"  # not "plora": docker-compose.yml's store role is created in tests too
 DEBIAN_VERSIONS = Path("/usr/lib/postgresql")  # Debian's server packages: <version>/bin/{initdb,pg_ctl}
 TEMPLATE = "plora_migrated"  # a database at the schema's head, copied for each test that wants one
 INSTALL_HINT = (
