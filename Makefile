@@ -11,7 +11,7 @@ DEMO_HOME ?= demo-home
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint postgres-server bench clean
 
 setup: $(VENV)/.installed
 
@@ -36,7 +36,7 @@ demo: setup
 	$(BIN)/plora generate --profile work --home $(DEMO_HOME) "How do I check which certificate a server serves?"
 	$(BIN)/plora status --home $(DEMO_HOME)
 
-test: setup lint
+test: setup lint postgres-server
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
@@ -44,6 +44,11 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The store tests run on SQLite and on a real PostgreSQL server that they start themselves; this
+# installs the server programs when missing (apt-get, as root) or says what to install.
+postgres-server:
+	@.ci/postgres-server
 
 bench: setup
 	$(BIN)/python -m bench

@@ -98,11 +98,20 @@ ItemStream = Iterator[Item]
 
 
 class ConnectorError(Exception):
-    """The source can't be read at all (missing path, corrupt archive)."""
+    """The connectors layer's error root: the source can't be read at all (missing path, corrupt archive).
 
-    def __init__(self, source: str, message: str) -> None:
+    The message is ``source: message``; ``source`` is the source's name, ``item`` the file or
+    entry that made it fail, when there is one. Raise it ``from e`` when it wraps another error.
+    """
+
+    def __init__(self, source: str, message: str, *, item: str | None = None) -> None:
         super().__init__(f"{source}: {message}")
         self.source = source
+        self.message = message
+        self.item = item
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable: Prefect may persist a task's exception
+        return (type(self), (self.source, self.message), self.__dict__)
 
 
 def content_hash(*parts: str) -> str:

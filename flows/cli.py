@@ -180,16 +180,15 @@ app.add_typer(db_app, name="db")
 
 
 def _exit_code(exc: BaseException) -> int | None:
-    """2 for usage/config mistakes, 1 for work that failed, None for bugs (let them raise)."""
+    """The error roots of the layers, mapped: 2 for the person's mistakes (a usage or config error),
+    1 for work that failed (a source, the store, a run), None for bugs (let them raise)."""
     from connectors.records import ConnectorError
-    from pipeline.config import ConfigError
-    from pipeline.errors import PloraError, UsageError
-    from pipeline.home import UnsafeNameError
-    from storage import StorageError
+    from pipeline.errors import PipelineError, UsageError
+    from storage.errors import StorageError
 
-    if isinstance(exc, ConfigError | UnsafeNameError | UsageError):
+    if isinstance(exc, UsageError):  # ConfigError and UnsafeNameError among them
         return 2
-    if isinstance(exc, StorageError | ConnectorError | PloraError):
+    if isinstance(exc, ConnectorError | StorageError | PipelineError):
         return 1
     return None
 

@@ -23,20 +23,19 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.settings import SOURCE_TYPES, AnySource
+from pipeline.errors import UsageError
 from storage.engine import resolve_url
 
 CONFIG_FILE = "plora.toml"
 ProfileName = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=64)]
 
 
-class ConfigError(Exception):
-    """A config mistake: ``file: key: what is wrong`` (the CLI prints it and exits 2)."""
+class ConfigError(UsageError):
+    """A config mistake: ``file: key: what is wrong`` (the CLI prints it and exits 2); ``file``, ``key``."""
 
     def __init__(self, file: Path | str, key: str | None, message: str) -> None:
         where = f"{Path(file).name}: {key}: " if key else f"{Path(file).name}: "
-        super().__init__(where + message)
-        self.file = Path(file)
-        self.key = key
+        super().__init__(where + message, file=file, key=key)
 
 
 class _Strict(BaseModel):

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import CONFIG_FILE
+from pipeline.errors import UsageError
 
 
-class UnsafeNameError(ValueError):
-    """A name from config or the command line would leave the home folder."""
+class UnsafeNameError(UsageError, ValueError):
+    """A name from config or the command line would leave the home folder (a usage error: exit 2)."""
 
 
 @dataclass(frozen=True)

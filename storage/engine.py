@@ -1,6 +1,8 @@
 """Engine and sessions. SQLite gets WAL, foreign keys, a busy timeout and immediate write
 transactions, so concurrent plora processes wait for each other instead of failing with
-"database is locked". Any other SQLAlchemy URL (Postgres) works as it is."""
+"database is locked". On PostgreSQL each write transaction first takes one transaction-level
+advisory lock, so writers take turns there too: a read-then-write unit of work never loses an
+update to another process (tested on both). Other SQLAlchemy URLs work as they are."""
 
 from __future__ import annotations
 
@@ -9,17 +11,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, TextClause, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.errors import StorageError
+
 BUSY_TIMEOUT_MS = 60_000
 _IMMEDIATE = "plora_immediate"
-
-
-class StorageError(Exception):
-    """The store can't be opened, migrated or written; the message says which store and why."""
+# PostgreSQL: the one advisory lock (per database) that plora's write transactions take in turn
+WRITE_LOCK_KEY = 0x706C6F7261  # "plora"
+_PG_WRITE_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=WRITE_LOCK_KEY)
 
 
 def resolve_url(url: str, home: Path) -> str:
@@ -74,15 +77,19 @@ class Store:
         try:
             self.engine = create_engine(url, connect_args=self._connect_args(url))
         except (ArgumentError, ImportError) as e:
-            raise StorageError(f"store.url: can't open {make_url(url).render_as_string()}: {e}") from e
+            shown = make_url(url).render_as_string()
+            raise StorageError(f"store.url: can't open {shown}: {e}", url=shown) from e
         if _is_sqlite(self.engine):
             database = self.engine.url.database
             if database not in (None, "", ":memory:"):
                 try:
                     Path(database).parent.mkdir(parents=True, exist_ok=True)
                 except OSError as e:
-                    raise StorageError(f"store.url: can't create the folder for {database}: {e.strerror}") from e
+                    raise StorageError(
+                        f"store.url: can't create the folder for {database}: {e.strerror}", url=self.display_url
+                    ) from e
             _configure_sqlite(self.engine)
+        self._write_lock: TextClause | None = _PG_WRITE_LOCK if self.engine.dialect.name == "postgresql" else None
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False)
 
@@ -106,10 +113,13 @@ class Store:
     def write(self) -> Iterator[Session]:
         """One unit of work: committed at the end, rolled back on error.
 
-        On SQLite the transaction starts with BEGIN IMMEDIATE, so a read-then-write never
-        fails half-way because another process wrote in between.
+        On SQLite the transaction starts with BEGIN IMMEDIATE, on PostgreSQL with the write lock
+        (``pg_advisory_xact_lock``, released at commit or rollback): one writer at a time, so a
+        read-then-write never fails half-way or loses an update because another process wrote in between.
         """
         with self._guard(), self._writer() as session, session.begin():
+            if self._write_lock is not None:
+                session.execute(self._write_lock)
             yield session
 
     @contextmanager
@@ -117,13 +127,17 @@ class Store:
         try:
             yield
         except OperationalError as e:
-            raise StorageError(f"{self.display_url}: {e.orig}") from e
+            raise StorageError(f"{self.display_url}: {e.orig}", url=self.display_url) from e
 
     def upgrade(self) -> str:
-        """Apply pending migrations; returns the revision the store is at."""
+        """Apply pending migrations; returns the revision the store is at.
+
+        storage.migrate (Alembic) is imported here, not at the top: it takes an engine and never
+        imports this module, and opening a store for reading doesn't pay for importing Alembic.
+        """
         from storage.migrate import upgrade
 
-        return upgrade(self)
+        return upgrade(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.errors import StorageError
 from storage.models import Adapter, RunStatus, TrainingRun, utcnow
 
 UNFINISHED = (RunStatus.running, RunStatus.failed)
@@ -103,7 +104,5 @@ def finish_run(
 def _require(session: Session, run_id: str) -> TrainingRun:
     row = session.get(TrainingRun, run_id)
     if row is None:
-        from storage.engine import StorageError
-
         raise StorageError(f"training run {run_id!r} is not in the store")
     return row

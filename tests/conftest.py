@@ -1,15 +1,19 @@
-"""Shared fixtures: a plora home in a tmp dir and a way to run the real CLI entry point."""
+"""Shared fixtures: a plora home in a tmp dir, a way to run the real CLI entry point, and the store
+on each backend (SQLite and a real PostgreSQL server), described below at "The store on each backend"."""
 
 from __future__ import annotations
 
 import json
 import socket
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.postgres import PostgresMissing, PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -108,3 +112,93 @@ def builtin_models(root: Path) -> Path:
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The builtin tiny-llama's models/ folder, shared by the training tests (copy it into a home)."""
     return builtin_models(tmp_path_factory.mktemp("plora-train-models"))
+
+
+# --- The store on each backend ---------------------------------------------------------------------
+# A test that uses ``store_kind`` (directly, or through ``store_url``, ``store`` or ``home_store``) runs
+# once per backend, with ids ``[sqlite]`` and ``[postgres]``; Postgres is a real server that the tests
+# start on loopback (tests/postgres.py, once per session, on first use).
+#
+# - ``store_url``:  the URL of an empty database (no tables) of that kind, this test's own.
+# - ``store``:      a ``Store`` on such a database, migrated to the schema's head; disposed after.
+# - ``home_store``: the ``home`` fixture's store is of that kind. SQLite: ``home/plora.db`` as always;
+#                   Postgres: ``PLORA_STORE_URL`` points at a database of this test's (at the schema's
+#                   head), which subprocesses inherit. A ``StoreUnderTest``: ``kind``, ``url``, ``wipe()``
+#                   (empties the store, as deleting plora.db does).
+# - ``postgres_server``: the session's server, for tests that need Postgres itself.
+#
+# Whole module on both backends: ``pytestmark = pytest.mark.usefixtures("home_store")`` (usefixtures
+# sets the store up before the fixtures that open the home; a test that takes ``home_store`` as an
+# argument must list it before those). A test that
+# only makes sense on some backends (it reads the SQLite file, say): ``@pytest.mark.stores("sqlite")``.
+# No PostgreSQL installed is a set-up error naming the command to run, never a skipped test.
+
+STORE_KINDS = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_kind" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("stores")
+        kinds = marker.args if marker else STORE_KINDS
+        assert set(kinds) <= set(STORE_KINDS), f"unknown store kinds in {marker}"
+        metafunc.parametrize("store_kind", kinds)
+
+
+@dataclass(frozen=True)
+class StoreUnderTest:
+    kind: str
+    url: str
+    wipe: Callable[[], None]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        server = PostgresServer.start()
+    except PostgresMissing as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        server.migrate_template()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store_url(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    if store_kind == "sqlite":
+        yield f"sqlite:///{tmp_path}/store/plora.db"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = server.database(migrated=False)
+    yield server.url(name)
+    server.drop(name)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Any]:
+    from storage import Store
+
+    opened = Store(store_url)
+    opened.upgrade()
+    yield opened
+    opened.dispose()
+
+
+@pytest.fixture
+def home_store(
+    store_kind: str, home: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StoreUnderTest]:
+    if store_kind == "sqlite":
+
+        def wipe_file() -> None:
+            for path in home.glob("plora.db*"):
+                path.unlink()
+
+        yield StoreUnderTest("sqlite", f"sqlite:///{home}/plora.db", wipe_file)
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = server.database()
+    monkeypatch.setenv("PLORA_STORE_URL", server.url(name))
+    yield StoreUnderTest("postgres", server.url(name), lambda: server.wipe(name))
+    server.drop(name)

@@ -1,5 +1,6 @@
 """docker-compose.yml, Dockerfile and .dockerignore, checked by reading them (Docker can't run in CI):
-the services, their commands, volumes and GPU, and that the worker serves prefect.yaml's pool."""
+the services, their commands, volumes and GPU, that the worker serves prefect.yaml's pool, and that
+its plora store (its own database on the postgres service) sets up on a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,3 +111,57 @@ def test_dockerfile_installs_plora_from_the_tree(dockerfile: list[tuple[str, str
     assert ("COPY", ". .") in dockerfile
     ignored = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
     assert {".git", ".venv"} <= set(ignored)
+
+
+def _interpolate(text: str) -> str:
+    """Compose's ``${VAR:-default}`` with nothing set: the defaults a plain ``docker compose up`` uses."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
+def test_worker_keeps_the_plora_store_in_its_own_postgres_database(compose: dict[str, Any]) -> None:
+    from sqlalchemy.engine import make_url
+
+    postgres, worker = compose["services"]["postgres"], compose["services"]["worker"]
+    url = make_url(_interpolate(worker["environment"]["PLORA_STORE_URL"]))
+    assert url.drivername == "postgresql+psycopg" and importlib.util.find_spec("psycopg") is not None
+    assert (url.host, url.port, url.database) == ("postgres", 5432, "plora")  # the compose service, not prefect's db
+    assert url.database != postgres["environment"]["POSTGRES_DB"]
+    (init,) = postgres["configs"]
+    assert init["target"].startswith("/docker-entrypoint-initdb.d/") and init["target"].endswith(".sql")
+    script = compose["configs"][init["source"]]["content"]
+    assert f"CREATE DATABASE {url.database} OWNER {url.username};" in script
+    assert (
+        "${PLORA_DB_PASSWORD:-plora}" in script
+        and "${PLORA_DB_PASSWORD:-plora}" in worker["environment"]["PLORA_STORE_URL"]
+    )
+
+
+def test_compose_store_set_up_works_on_a_real_postgres(compose: dict[str, Any], postgres_server) -> None:
+    """The init script, run as the image runs it (as the superuser), then a store on the worker's
+    PLORA_STORE_URL (host and port made this test server's): migrations apply, as that role."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from storage import Store
+    from tests.postgres import SUPERUSER
+
+    postgres, worker = compose["services"]["postgres"], compose["services"]["worker"]
+    script = _interpolate(compose["configs"][postgres["configs"][0]["source"]]["content"])
+    url = make_url(_interpolate(worker["environment"]["PLORA_STORE_URL"]))
+    admin = psycopg.connect(host="127.0.0.1", port=postgres_server.port, user=SUPERUSER, dbname="postgres")
+    admin.autocommit = True
+    try:
+        for statement in filter(None, (part.strip() for part in script.split(";"))):
+            admin.execute(statement)
+        store = Store(url.set(host="127.0.0.1", port=postgres_server.port).render_as_string(hide_password=False))
+        try:
+            store.upgrade()
+            with store.read() as session:
+                owner = session.execute(text("SELECT current_user, current_database()")).one()
+            assert tuple(owner) == (url.username, url.database)
+        finally:
+            store.dispose()
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {url.database} WITH (FORCE)")
+        admin.execute(f"DROP ROLE IF EXISTS {url.username}")
+        admin.close()

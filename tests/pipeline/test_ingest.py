@@ -20,6 +20,8 @@ from storage.labels import effective_labels
 from storage.models import Document, Label, Redaction, Source
 from tests.conftest import REPO, write_config
 
+pytestmark = pytest.mark.usefixtures("home_store")  # each test on SQLite and on Postgres (tests/conftest.py)
+
 # Made-up canaries, assembled so this file itself holds no secret-shaped literal.
 AWS_KEY = "AKIA" + "QX7TLM2ZR9WB4KPD"
 GITHUB_TOKEN = "ghp_" + "r8Tq2LmZ7vXk3NwP9sYb4HcJ6dFg1QeRt5Ua"
@@ -134,6 +136,7 @@ def test_edits_and_deletions_are_picked_up(home: Path, corpus) -> None:
     assert revived.updated == 1 and _documents(home)["vault:runbooks/bgp.md"][1] is False
 
 
+@pytest.mark.stores("sqlite")  # reads the bytes of the SQLite files
 def test_secrets_never_reach_the_store_and_lookalikes_survive(home: Path, corpus) -> None:
     reports = _ingest(home)
     assert reports["vault"].redactions >= 2 and reports["chats"].redactions >= 1
@@ -230,6 +233,7 @@ def test_missing_source_path_is_an_error_but_others_ingest(home: Path, corpus, c
     assert sum(status["redactions"].values()) >= 3
 
 
+@pytest.mark.stores("sqlite")  # PRAGMA integrity_check, and a second home on its own plora.db
 def test_kill_during_ingest_then_rerun_completes(home: Path, tmp_path: Path) -> None:
     vault = tmp_path / "big"
     for i in range(3000):

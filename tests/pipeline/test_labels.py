@@ -29,9 +29,10 @@ from pipeline.status import status
 from pipeline.workspace import open_workspace
 from storage.labels import effective_labels
 from storage.models import DocumentKind, Label
-from tests.conftest import write_config
+from tests.conftest import StoreUnderTest, write_config
 
-pytestmark = pytest.mark.timeout(60)
+# each test on SQLite and on Postgres (home_store, tests/conftest.py)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("home_store")]
 
 
 # --- the corpus (shared with tests/flows/test_annotate.py and test_label_cli.py) ----------------------
@@ -318,7 +319,9 @@ def _label_some(workspace) -> None:
     set_label(workspace, "chats:c1", "clear")  # hides the imported label
 
 
-def test_export_wipe_reingest_import_gives_the_same_labels(workspace, corpus: Corpus, tmp_path: Path) -> None:
+def test_export_wipe_reingest_import_gives_the_same_labels(
+    workspace, corpus: Corpus, tmp_path: Path, home_store: StoreUnderTest
+) -> None:
     _label_some(workspace)
     before = labels_in_force(corpus.home)
     exported = export_labels(workspace, tmp_path / "labels.jsonl")
@@ -344,8 +347,7 @@ def test_export_wipe_reingest_import_gives_the_same_labels(workspace, corpus: Co
     }
     workspace.close()
 
-    for path in corpus.home.glob("plora.db*"):
-        path.unlink()
+    home_store.wipe()
     corpus.ingest()
     assert labels_in_force(corpus.home) == {("chats:c1", None, 0, "good", None, None, "import")}
     with open_workspace(corpus.home) as fresh:

@@ -1,4 +1,4 @@
-"""Scenario 2: ``plora ingest`` and labelling at the same time, on one SQLite store.
+"""Scenario 2: ``plora ingest`` and labelling at the same time, on one store (SQLite, then Postgres).
 
 While a real ``plora ingest`` subprocess writes (a new vault, and every chat updated), one
 labelling process makes 1,000 label actions through ``pipeline.labels.set_label`` (one store
@@ -57,7 +57,8 @@ print(json.dumps({"errors": errors, "changed": changed, "seconds": time.time() -
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PLORA_HOME", "PLORA_STORE_URL")}
+    # PLORA_STORE_URL stays: it is the home_store fixture's Postgres database when there is one
+    env = {k: v for k, v in os.environ.items() if k != "PLORA_HOME"}
     return {**env, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
 
 
@@ -83,6 +84,7 @@ def _wait(proc: subprocess.Popen[str], name: str, finished: dict[str, tuple[str,
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.usefixtures("home_store")  # on SQLite and on Postgres (tests/conftest.py)
 def test_ingest_and_labelling_at_once(home: Path, tmp_path: Path) -> None:
     chats = tmp_path / "chats.jsonl"
     chats.write_text(_chat_lines(1), encoding="utf-8")

@@ -11,11 +11,11 @@ from storage.migrate import current_revision, downgrade, head_revision, upgrade
 from storage.models import Base
 
 
-def test_upgrade_from_empty_then_downgrade_to_base(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path}/plora.db")
-    assert current_revision(store) is None
+def test_upgrade_from_empty_then_downgrade_to_base(store_url: str) -> None:
+    store = Store(store_url)
+    assert current_revision(store.engine) is None
 
-    assert upgrade(store) == head_revision()
+    assert upgrade(store.engine) == head_revision()
     tables = set(inspect(store.engine).get_table_names())
     assert {
         "sources",
@@ -29,23 +29,27 @@ def test_upgrade_from_empty_then_downgrade_to_base(tmp_path: Path) -> None:
         "profile_pointers",
     } <= tables
 
-    assert downgrade(store) == "base"
+    assert downgrade(store.engine) == "base"
     assert set(inspect(store.engine).get_table_names()) == {"alembic_version"}
-    assert upgrade(store) == head_revision()
+    assert upgrade(store.engine) == head_revision()
+    store.dispose()
 
 
-def test_autogenerate_finds_no_drift(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path}/plora.db")
-    upgrade(store)
+def test_autogenerate_finds_no_drift(store_url: str) -> None:
+    store = Store(store_url)
+    upgrade(store.engine)
     with store.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True, "render_as_batch": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True, "render_as_batch": True}
+        )
         diff = compare_metadata(context, Base.metadata)
+    store.dispose()
     assert diff == []
 
 
 def test_sqlite_pragmas(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/plora.db")
-    upgrade(store)
+    upgrade(store.engine)
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
@@ -54,5 +58,5 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
 
 def test_store_in_a_missing_folder_is_created(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path}/deep/er/plora.db")
-    upgrade(store)
+    upgrade(store.engine)
     assert (tmp_path / "deep/er/plora.db").exists()

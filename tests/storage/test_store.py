@@ -15,13 +15,6 @@ from storage.labels import effective_labels
 from storage.models import Document, DocumentKind, Label, LabelOrigin, LabelValue, Message, Role, Source
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    store = Store(f"sqlite:///{tmp_path}/plora.db")
-    store.upgrade()
-    return store
-
-
 def _conversation(source: Source, external_id: str = "c1") -> Document:
     return Document(
         source=source,
@@ -39,7 +32,7 @@ def _conversation(source: Source, external_id: str = "c1") -> Document:
     )
 
 
-def test_round_trip_on_a_real_sqlite_file(store: Store, tmp_path: Path) -> None:
+def test_round_trip_on_a_real_database(store: Store) -> None:
     when = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     with store.write() as session:
         source = Source(name="chatgpt", type="chatgpt", cursor={"size": 10})
@@ -47,7 +40,7 @@ def test_round_trip_on_a_real_sqlite_file(store: Store, tmp_path: Path) -> None:
         document.source_updated_at = when
         session.add(document)
 
-    reopened = Store(f"sqlite:///{tmp_path}/plora.db")
+    reopened = Store(store.url)
     with reopened.read() as session:
         document = session.scalars(select(Document)).one()
         assert document.ref == "chatgpt:c1"
@@ -96,14 +89,14 @@ WRITER = textwrap.dedent("""
     from storage.models import Source
     store = Store(sys.argv[1])
     for i in range(int(sys.argv[3])):
-        with store.write() as session:  # read-then-write: the pattern that fails without BEGIN IMMEDIATE
+        with store.write() as session:  # read-then-write: fails without BEGIN IMMEDIATE / the write lock
             source = session.scalars(select(Source).where(Source.name == "shared")).one()
             source.cursor = {"n": (source.cursor or {}).get("n", 0) + 1}
             session.add(Source(name=f"{sys.argv[2]}-{i}", type="jsonl"))
 """)
 
 
-def test_two_processes_writing_at_once_both_succeed(store: Store, tmp_path: Path) -> None:
+def test_two_processes_writing_at_once_both_succeed(store: Store) -> None:
     with store.write() as session:
         session.add(Source(name="shared", type="jsonl", cursor={"n": 0}))
     n = 150
