@@ -13,25 +13,12 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from connectors._files import (
-    CHUNK_SIZE,
-    BadElement,
-    Export,
-    Node,
-    Turn,
-    arrange,
-    as_dict,
-    as_str,
-    conversation_record,
-    cursor_state,
-    fingerprints,
-    from_epoch,
-    is_empty,
-    iso,
-    locate_export,
-    unchanged,
-    without_duplicates,
-)
+from connectors.conversations import conversation_record, is_empty, without_duplicates
+from connectors.exports import Export, locate_export
+from connectors.fingerprints import cursor_state, fingerprints, unchanged
+from connectors.json_stream import CHUNK_SIZE, BadElement
+from connectors.json_values import as_object, as_str, from_epoch, iso
+from connectors.message_tree import Node, Turn, arrange
 from connectors.records import (
     Cursor,
     ImportedLabel,
@@ -122,14 +109,14 @@ def _node(key: str, node: dict[str, Any]) -> Node:
 
 def _turn(message: dict[str, Any]) -> Turn | None:
     """The message as a Turn; None for hidden, empty or unknown-role messages."""
-    author = as_dict(message.get("author"))
+    author = as_object(message.get("author"))
     role = author.get("role")
-    meta = as_dict(message.get("metadata"))
+    meta = as_object(message.get("metadata"))
     if not isinstance(role, str) or role not in _ROLES:
         return None
     if meta.get("is_visually_hidden_from_conversation"):
         return None
-    content = as_dict(message.get("content"))
+    content = as_object(message.get("content"))
     text = content_text(content).strip()
     if not text:
         return None
@@ -236,5 +223,5 @@ def _feedback_note(content: Any) -> str | None:
             content = json.loads(content)
         except ValueError:
             return content.strip() or None
-    text = as_dict(content).get("text")
+    text = as_object(content).get("text")
     return (text.strip() or None) if isinstance(text, str) else None

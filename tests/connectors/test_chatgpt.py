@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from connectors import chatgpt
-from connectors._files import BadElement, JsonStreamError, iter_json_array
+from connectors.json_stream import BadElement, JsonStreamError, iter_json_array
 from connectors.records import (
     ConnectorError,
     Cursor,
@@ -432,6 +432,22 @@ def test_zip_without_conversations_and_corrupt_member(tmp_path: Path) -> None:
     good.write_bytes(bytes(data))
     with pytest.raises(ConnectorError, match=re.escape("export.zip")):
         read(good)
+
+
+def test_an_encrypted_zip_member_is_one_clear_error(tmp_path: Path) -> None:
+    path = write_export(tmp_path, [short_conversation()], form="zip")
+    data = bytearray(path.read_bytes())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central headers
+        start = 0
+        while (start := data.find(signature, start)) >= 0:
+            data[start + flags_at] |= 0x1  # general purpose bit 0: encrypted
+            start += 4
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConnectorError) as error:
+        read(path)
+    message = str(error.value)
+    assert "export.zip:conversations.json" in message and "encrypted" in message
+    assert "\n" not in message
 
 
 def test_export_folder_and_nested_zip_member(tmp_path: Path) -> None:
