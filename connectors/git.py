@@ -7,7 +7,7 @@ dirty, sparse or absent work tree changes nothing. A detached ``HEAD`` is read l
 Files (``settings.code``), one record each, kind ``"code"``:
 
 - every path tracked at ``HEAD`` that matches ``include`` and no ``exclude`` pattern
-  (see :mod:`connectors._globs`); ``external_id`` ``"file:<path>"``, ``title`` the path,
+  (see :mod:`connectors.globs`); ``external_id`` ``"file:<path>"``, ``title`` the path,
   ``content`` the text, ``metadata`` ``{path, language, blob_sha, size}`` (``language`` from the
   extension or file name, None when unknown), plus ``encoding`` / ``decode_errors`` as in
   :func:`connectors.markdown.decode_text` when the file wasn't clean UTF-8. ``updated_at`` is
@@ -68,7 +68,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from connectors._globs import GlobSet
+from connectors.globs import GlobSet
 from connectors.markdown import decode_text
 from connectors.records import (
     ConnectorError,
@@ -262,6 +262,7 @@ def _settings_key(settings: GitSource) -> str:
         "max_file_kb": settings.max_file_kb,
         "code": settings.code,
         "commits": settings.commits,
+        "patterns": "gitignore",  # include/exclude semantics: a cursor of the older glob rules reads again
     }
     return content_hash(json.dumps(relevant, sort_keys=True))
 

@@ -27,8 +27,8 @@
 
 The walk uses ``os.scandir`` in sorted order. It leaves out hidden files and folders (name
 starting with ``.``, which covers ``.obsidian/`` and ``.trash/``), files not matching ``include``
-or matching ``exclude`` (see :mod:`connectors._globs`; a folder excluded by ``folder/**`` is not
-even listed). Symlinks are resolved: a symlinked *file* whose target is inside the folder is read
+or matching ``exclude`` (gitignore patterns, see :mod:`connectors.globs`; a folder that ``exclude``
+matches is not even listed). Symlinks are resolved: a symlinked *file* whose target is inside the folder is read
 under the link's path; a symlink whose target is outside the folder, a broken symlink, and every
 symlinked *folder* are skipped with a reason (a folder link inside the vault is either a loop or
 a second path to notes that are already read at their real path; following it would give the
@@ -66,7 +66,7 @@ import yaml
 from markdown_it import MarkdownIt
 from mdit_py_plugins.front_matter import front_matter_plugin
 
-from connectors._globs import GlobSet
+from connectors.globs import GlobSet
 from connectors.records import (
     ConnectorError,
     Cursor,
