@@ -86,7 +86,7 @@ def conversation_item(element: Any, item: str, feedback: Feedback) -> Record | S
     if is_empty(messages):
         return Skip(conversation_id, "empty conversation", external_id=conversation_id)
     rated = feedback.get(conversation_id, {})
-    labels = tuple(rated[m.external_id] for m in messages if m.external_id in rated)
+    labels = tuple(rated[m.external_id] for m in messages if m.external_id is not None and m.external_id in rated)
     details = {
         "create_time": iso(from_epoch(element.get("create_time"))),
         "model": as_str(element.get("default_model_slug")),

@@ -214,8 +214,9 @@ def _files(
 ) -> Iterator[Item]:
     include, exclude = GlobSet(settings.include), GlobSet(settings.exclude)
     limit = settings.max_file_kb * 1024
-    old_blobs = cursor.get("blobs") if isinstance(cursor.get("blobs"), dict) else {}
-    old_skips = cursor.get("skipped") if isinstance(cursor.get("skipped"), dict) else {}
+    old_blobs, old_skips = cursor.get("blobs"), cursor.get("skipped")
+    old_blobs = old_blobs if isinstance(old_blobs, dict) else {}
+    old_skips = old_skips if isinstance(old_skips, dict) else {}
     blobs: dict[str, str] = state["blobs"]
     skipped: dict[str, list[str]] = state["skipped"]
 
@@ -313,8 +314,8 @@ def _commits(
 
     if seen_head is not None and _is_ancestor(repo, seen_head, head):
         out = repo.git("log", *_LOG_FLAGS, "--format=%H%x1f%ae", *author_args, seen_head, "--")
-        for entry in out.split(b"\0"):
-            sha, _, email = entry.strip(b"\n").partition(b"\x1f")
+        for line in out.split(b"\0"):
+            sha, _, email = line.strip(b"\n").partition(b"\x1f")
             if sha and wanted(email.decode("utf-8", "replace")):
                 yield Unchanged(f"commit:{sha.decode('ascii')}")
         revisions = [head, f"^{seen_head}"]

@@ -72,6 +72,7 @@ from connectors.records import (
     ConnectorError,
     Cursor,
     Item,
+    Kind,
     Record,
     Skip,
     Unchanged,
@@ -228,7 +229,7 @@ def _parse_note(parser: MarkdownIt, relpath: str, data: bytes, mtime_ns: int) ->
     metadata["sections"] = sections
 
     title = _title(front_matter, sections, relpath)
-    kind = "runbook" if _is_runbook(metadata, relpath) else "note"
+    kind: Kind = "runbook" if _is_runbook(metadata, relpath) else "note"
     digest = content_hash(content, title, json.dumps(metadata, sort_keys=True, ensure_ascii=False))
     return Record(
         external_id=relpath,

@@ -54,7 +54,8 @@ def arrange(nodes: Sequence[Node], leaf: str | None) -> tuple[Message, ...]:
     messages: list[Message] = []
     path = _main_path(by_id, children, leaf)
     forks: list[tuple[str | None, int, str | None]] = [(None, 0, None)]
-    position, parent_id = 0, None
+    position: int = 0
+    parent_id: str | None = None
     for node_id in path:
         turn = by_id[node_id].turn
         if turn is not None:
@@ -65,17 +66,17 @@ def arrange(nodes: Sequence[Node], leaf: str | None) -> tuple[Message, ...]:
 
     visited = set(path)
     branches: dict[int, int] = {}
-    for node_id, position, parent_id in forks:
-        for child in children.get(node_id, []):
+    for fork, fork_position, fork_parent in forks:
+        for child in children.get(fork, []):
             if child not in visited:
-                subtree = _subtree(child, position, parent_id, by_id, children, visited, branches)
+                subtree = _subtree(child, fork_position, fork_parent, by_id, children, visited, branches)
                 messages.extend(subtree)
     return tuple(sorted(messages, key=lambda m: (m.position, m.branch)))
 
 
 def _main_path(by_id: Mapping[str, Node], children: Mapping[str | None, list[str]], leaf: str | None) -> list[str]:
     if leaf not in by_id:
-        leaf, seen = None, set()
+        leaf, seen = None, set[str | None]()
         while children.get(leaf) and leaf not in seen:
             seen.add(leaf)
             leaf = children[leaf][-1]

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult, SuspendNotSupported
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.highlight import highlight
 from textual.widget import Widget
 from textual.widgets import Footer, Markdown, Static
@@ -51,7 +51,7 @@ class AnnotateApp(App[None]):
     Conversation { padding: 0 1; }
     #done { padding: 2 4; }
     """
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("g", "label('good')", "good"),
         Binding("b", "label('bad')", "bad"),
         Binding("e", "correct", "correct"),
@@ -237,14 +237,15 @@ class AnnotateApp(App[None]):
         target = self.selected
         if target is None or self.view is None:
             return
-        if target[0] is None:
+        position, branch = target
+        if position is None:
             reply = self.view.last_reply()
             if reply is None:
                 self.notify("this document has no assistant reply to correct", severity="warning")
                 return
-            target = (reply.position, reply.branch)
-            self.select([block.target for block in self.blocks].index(target))
-        message = self.view.message(*target)
+            position, branch = reply.position, reply.branch
+            self.select([block.target for block in self.blocks].index((position, branch)))
+        message = self.view.message(position, branch)
         if message is None or message.role != "assistant":
             self.notify("select an assistant reply (j / k) to correct it", severity="warning")
             return
@@ -253,7 +254,9 @@ class AnnotateApp(App[None]):
         if editor:
             self._save_correction(message, self._run_editor(editor, start))
         else:
-            self.push_screen(EditScreen(self._where(target), start), lambda text: self._save_correction(message, text))
+            self.push_screen(
+                EditScreen(self._where((position, branch)), start), lambda text: self._save_correction(message, text)
+            )
 
     def _save_correction(self, message: MessageView, edited: str | None) -> None:
         if edited is None:

@@ -9,7 +9,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widget import Widget
@@ -125,7 +125,7 @@ class NoteScreen(ModalScreen[str | None]):
     NoteScreen { align: center middle; }
     NoteScreen > Vertical { width: 80%; height: auto; border: heavy $accent; padding: 1 2; background: $surface; }
     """
-    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "cancel", "cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
 
     def __init__(self, where: str, note: str | None) -> None:
         super().__init__()
@@ -151,7 +151,7 @@ class EditScreen(ModalScreen[str | None]):
     EditScreen > Vertical { width: 95%; height: 90%; border: heavy $accent; padding: 0 1; background: $surface; }
     EditScreen TextArea { height: 1fr; }
     """
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", "save", priority=True),
         Binding("escape", "cancel", "cancel"),
     ]

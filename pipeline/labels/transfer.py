@@ -247,7 +247,7 @@ def _parse_line(path: Path, number: int, raw: str) -> _Line:
         return value
 
     try:
-        value = LabelValue(data.get("value"))
+        value = LabelValue(str(data.get("value")))
         origin = LabelOrigin(data.get("origin") or LabelOrigin.plora.value)
     except ValueError:
         raise bad("'value' must be good, bad or clear and 'origin' plora or import") from None
