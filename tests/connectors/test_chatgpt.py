@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import tracemalloc
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,36 @@ def test_broken_feedback_file_is_a_skip_and_conversations_still_come(tmp_path: P
     assert "c2" in records(items)
     [skip] = [item for item in items if isinstance(item, Skip)]
     assert "message_feedback.json" in skip.item
+
+
+def test_a_large_feedback_file_is_streamed(tmp_path: Path) -> None:
+    padding = [
+        {"conversation_id": f"other{i}", "message_id": f"m{i}", "rating": "thumbsUp", "padding": "x" * 10_000}
+        for i in range(3_000)
+    ]
+    path = write_export(tmp_path, [nginx_conversation()], feedback=[*FEEDBACK, *padding])
+    with zipfile.ZipFile(path) as archive:
+        assert archive.getinfo("message_feedback.json").file_size > 30_000_000
+    tracemalloc.start()
+    try:
+        items = read(path, chunk_size=1 << 16)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000  # the file is never held whole
+    assert len(records(items)["c1"].labels) == 2
+    assert not [item for item in items if isinstance(item, Skip)]
+
+
+def test_a_broken_entry_in_the_feedback_file_imports_no_thumbs(tmp_path: Path) -> None:
+    path = write_export(tmp_path, [nginx_conversation()], form="json")
+    good = json.dumps(FEEDBACK[0])
+    (tmp_path / "message_feedback.json").write_text(f'[{good}, {{"id": }}, {good}]', encoding="utf-8")
+    items = read(path, chunk_size=16)
+    assert not records(items)["c1"].labels
+    [skip] = [item for item in items if isinstance(item, Skip)]
+    assert skip.item.endswith("message_feedback.json")
+    assert skip.reason.startswith("not valid JSON") and "(entry 1); thumbs up/down were not imported" in skip.reason
 
 
 def test_content_types(tmp_path: Path) -> None:
