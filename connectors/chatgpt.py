@@ -13,25 +13,12 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from connectors._files import (
-    CHUNK_SIZE,
-    BadElement,
-    Export,
-    Node,
-    Turn,
-    arrange,
-    as_dict,
-    as_str,
-    conversation_record,
-    cursor_state,
-    fingerprints,
-    from_epoch,
-    is_empty,
-    iso,
-    locate_export,
-    unchanged,
-    without_duplicates,
-)
+from connectors.conversations import conversation_record, is_empty, without_duplicates
+from connectors.exports import Export, locate_export
+from connectors.fingerprints import cursor_state, fingerprints, unchanged
+from connectors.json_stream import CHUNK_SIZE, MAX_ITEM_MB, BadElement, JsonStreamError, iter_json_array
+from connectors.json_values import as_object, as_str, from_epoch, iso
+from connectors.message_tree import Node, Turn, arrange
 from connectors.records import (
     Cursor,
     ImportedLabel,
@@ -69,7 +56,7 @@ def read(settings: ChatGPTSource, cursor: Mapping[str, Any] | None, *, chunk_siz
         yield NothingChanged()
         yield Cursor(cursor_state(files))
         return
-    feedback, problems = read_feedback(export)
+    feedback, problems = read_feedback(export, chunk_size)
     yield from problems
     yield from without_duplicates(_conversations(export, feedback, chunk_size))
     yield Cursor(cursor_state(files))
@@ -99,7 +86,7 @@ def conversation_item(element: Any, item: str, feedback: Feedback) -> Record | S
     if is_empty(messages):
         return Skip(conversation_id, "empty conversation", external_id=conversation_id)
     rated = feedback.get(conversation_id, {})
-    labels = tuple(rated[m.external_id] for m in messages if m.external_id in rated)
+    labels = tuple(rated[m.external_id] for m in messages if m.external_id is not None and m.external_id in rated)
     details = {
         "create_time": iso(from_epoch(element.get("create_time"))),
         "model": as_str(element.get("default_model_slug")),
@@ -122,14 +109,14 @@ def _node(key: str, node: dict[str, Any]) -> Node:
 
 def _turn(message: dict[str, Any]) -> Turn | None:
     """The message as a Turn; None for hidden, empty or unknown-role messages."""
-    author = as_dict(message.get("author"))
+    author = as_object(message.get("author"))
     role = author.get("role")
-    meta = as_dict(message.get("metadata"))
+    meta = as_object(message.get("metadata"))
     if not isinstance(role, str) or role not in _ROLES:
         return None
     if meta.get("is_visually_hidden_from_conversation"):
         return None
-    content = as_dict(message.get("content"))
+    content = as_object(message.get("content"))
     text = content_text(content).strip()
     if not text:
         return None
@@ -184,32 +171,34 @@ def _part_text(part: Any) -> str:
     return part["text"] if isinstance(part.get("text"), str) else ""
 
 
-def read_feedback(export: Export) -> tuple[dict[str, dict[str, ImportedLabel]], list[Skip]]:
+def read_feedback(
+    export: Export, chunk_size: int = CHUNK_SIZE
+) -> tuple[dict[str, dict[str, ImportedLabel]], list[Skip]]:
     """Thumbs from message_feedback.json by conversation id, then message id.
 
-    A missing file means no labels; an unreadable one is a Skip (the conversations still come
-    through). For a message rated twice the later entry wins.
+    The file is streamed one entry at a time like conversations.json, so its size costs no memory
+    beyond the labels. A missing file means no labels; a file that is not a valid JSON list is one
+    Skip and no labels (the conversations still come through); an entry that can't be used is a
+    Skip of its own. For a message rated twice the later entry wins.
     """
     where = export.sibling_where(FEEDBACK)
+    labels: dict[str, dict[str, ImportedLabel]] = {}
+    problems: list[Skip] = []
     with export.open(FEEDBACK) as stream:
         if stream is None:
             return {}, []
         try:
-            entries = json.loads(stream.read())
-        except (ValueError, RecursionError) as e:
-            return {}, [Skip(where, f"not valid JSON ({e}); thumbs up/down were not imported")]
-    if not isinstance(entries, list):
-        reason = "expected a list of feedback entries; thumbs up/down were not imported"
-        return {}, [Skip(where, reason)]
-    labels: dict[str, dict[str, ImportedLabel]] = {}
-    problems: list[Skip] = []
-    for index, entry in enumerate(entries):
-        parsed = _feedback_label(entry)
-        if isinstance(parsed, str):
-            problems.append(Skip(f"{where}[{index}]", parsed))
-        else:
-            conversation_id, label = parsed
-            labels.setdefault(conversation_id, {})[label.message_external_id or ""] = label
+            for index, entry in enumerate(iter_json_array(stream, chunk_size, MAX_ITEM_MB << 20)):
+                if isinstance(entry, BadElement):
+                    return {}, [Skip(where, f"{entry.reason} (entry {index}); thumbs up/down were not imported")]
+                parsed = _feedback_label(entry)
+                if isinstance(parsed, str):
+                    problems.append(Skip(f"{where}[{index}]", parsed))
+                else:
+                    conversation_id, label = parsed
+                    labels.setdefault(conversation_id, {})[label.message_external_id or ""] = label
+        except JsonStreamError as e:
+            return {}, [Skip(where, f"not a valid list of feedback entries: {e}; thumbs up/down were not imported")]
     return labels, problems
 
 
@@ -236,5 +225,5 @@ def _feedback_note(content: Any) -> str | None:
             content = json.loads(content)
         except ValueError:
             return content.strip() or None
-    text = as_dict(content).get("text")
+    text = as_object(content).get("text")
     return (text.strip() or None) if isinstance(text, str) else None

@@ -11,25 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from connectors._files import (
-    CHUNK_SIZE,
-    BadElement,
-    Export,
-    Node,
-    Turn,
-    arrange,
-    as_dict,
-    as_str,
-    conversation_record,
-    cursor_state,
-    fingerprints,
-    from_iso,
-    is_empty,
-    iso,
-    locate_export,
-    unchanged,
-    without_duplicates,
-)
+from connectors.conversations import conversation_record, is_empty, without_duplicates
+from connectors.exports import Export, locate_export
+from connectors.fingerprints import cursor_state, fingerprints, unchanged
+from connectors.json_stream import CHUNK_SIZE, BadElement
+from connectors.json_values import as_list, as_object, as_str, from_iso, iso
+from connectors.message_tree import Node, Turn, arrange
 from connectors.records import Cursor, Item, NothingChanged, Record, Role, Skip
 from connectors.settings import ClaudeSource
 
@@ -103,11 +90,11 @@ def _turn(node_id: str, message: dict[str, Any]) -> Turn | None:
     text = message_text(message)
     if role is None or not text:
         return None
-    blocks = [block for block in _list(message.get("content")) if isinstance(block, dict)]
-    names = (as_str(as_dict(f).get("file_name")) for f in _list(message.get("files")))
+    blocks = [block for block in as_list(message.get("content")) if isinstance(block, dict)]
+    names = (as_str(as_object(f).get("file_name")) for f in as_list(message.get("files")))
     files = [name for name in names if name]
     details: dict[str, Any] = {
-        "attachments": len(_list(message.get("attachments"))),
+        "attachments": len(as_list(message.get("attachments"))),
         "files": files,
         "tool_uses": sum(block.get("type") == "tool_use" for block in blocks),
     }
@@ -122,20 +109,16 @@ def _turn(node_id: str, message: dict[str, Any]) -> Turn | None:
 
 def message_text(message: Mapping[str, Any]) -> str:
     """Text blocks of ``content`` (else ``text``), then each attachment's extracted text."""
-    blocks = [as_dict(block) for block in _list(message.get("content"))]
+    blocks = [as_object(block) for block in as_list(message.get("content"))]
     texts = [b["text"].strip() for b in blocks if b.get("type") == "text" and as_str(b.get("text"))]
     body = "\n\n".join(text for text in texts if text)
     if not body and isinstance(message.get("text"), str):
         body = message["text"].strip()
     parts = [body] if body else []
-    for entry in _list(message.get("attachments")):
-        attachment = as_dict(entry)
+    for entry in as_list(message.get("attachments")):
+        attachment = as_object(entry)
         extracted = attachment.get("extracted_content")
         if isinstance(extracted, str) and extracted.strip():
             name = as_str(attachment.get("file_name")) or "unnamed"
             parts.append(f"[attachment: {name}]\n{extracted.strip()}")
     return "\n\n".join(parts)
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []

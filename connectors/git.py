@@ -1,4 +1,4 @@
-"""Code and commit messages from a local git repository (through GitPython and the git CLI).
+"""Code and commit messages from a local git repository, read with the git CLI (:mod:`connectors.git_cli`).
 
 ``read(settings, cursor)`` opens ``settings.path`` (a work tree's top folder or a bare
 repository) and reads what is committed at ``HEAD``; the work tree is never looked at, so a
@@ -7,7 +7,7 @@ dirty, sparse or absent work tree changes nothing. A detached ``HEAD`` is read l
 Files (``settings.code``), one record each, kind ``"code"``:
 
 - every path tracked at ``HEAD`` that matches ``include`` and no ``exclude`` pattern
-  (see :mod:`connectors._globs`); ``external_id`` ``"file:<path>"``, ``title`` the path,
+  (see :mod:`connectors.globs`); ``external_id`` ``"file:<path>"``, ``title`` the path,
   ``content`` the text, ``metadata`` ``{path, language, blob_sha, size}`` (``language`` from the
   extension or file name, None when unknown), plus ``encoding`` / ``decode_errors`` as in
   :func:`connectors.markdown.decode_text` when the file wasn't clean UTF-8. ``updated_at`` is
@@ -53,23 +53,22 @@ Cursor ``{"version", "head", "blobs": {path: blob_sha}, "skipped": {path: [blob_
 
 An empty repository (no commit yet) yields just a Cursor. A path that is missing, not a folder or
 not a git repository raises ``ConnectorError``; so does a git command failing on the repository
-as a whole. The repository is always closed (ending GitPython's ``cat-file`` processes), also when
-the caller stops iterating early.
+as a whole. The repository is always closed (ending its ``cat-file`` process), also when the
+caller stops iterating early. Commit objects and log output are parsed in
+:mod:`connectors.git_commits`; ``language`` comes from :mod:`connectors.languages`.
 """
 
 from __future__ import annotations
 
-import codecs
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from connectors._globs import GlobSet
-from connectors.markdown import decode_text
+from connectors.git_cli import GitError, NotARepository, Repository
+from connectors.git_commits import LOG_FORMAT, commit_record, parse_commit, parse_numstat_log
+from connectors.globs import GlobSet
+from connectors.languages import language_of
 from connectors.records import (
     ConnectorError,
     Cursor,
@@ -81,9 +80,7 @@ from connectors.records import (
     content_hash,
 )
 from connectors.settings import GitSource
-
-if TYPE_CHECKING:
-    from git import Repo
+from connectors.text_decoding import decode_text
 
 CURSOR_VERSION = 1
 LFS_POINTER_PREFIXES = (
@@ -91,7 +88,6 @@ LFS_POINTER_PREFIXES = (
     b"version https://hawser.github.com/spec/v1",
 )
 _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
-_NUMSTAT = re.compile(rb"\n?(\d+|-)\t(\d+|-)\t(.*)", re.DOTALL)
 # Flags that keep log output independent of the user's git config.
 _LOG_FLAGS = (
     "--no-merges",
@@ -101,150 +97,36 @@ _LOG_FLAGS = (
     "-z",
 )
 _NUMSTAT_FLAGS = ("--numstat", "-M", "--no-ext-diff", "--no-textconv", "--no-relative")
-_LANGUAGES = {
-    ".py": "python",
-    ".pyi": "python",
-    ".ipynb": "jupyter",
-    ".js": "javascript",
-    ".mjs": "javascript",
-    ".cjs": "javascript",
-    ".jsx": "javascript",
-    ".ts": "typescript",
-    ".tsx": "typescript",
-    ".go": "go",
-    ".rs": "rust",
-    ".java": "java",
-    ".kt": "kotlin",
-    ".kts": "kotlin",
-    ".scala": "scala",
-    ".c": "c",
-    ".h": "c",
-    ".cc": "cpp",
-    ".cpp": "cpp",
-    ".cxx": "cpp",
-    ".hpp": "cpp",
-    ".hh": "cpp",
-    ".cs": "csharp",
-    ".fs": "fsharp",
-    ".swift": "swift",
-    ".m": "objective-c",
-    ".mm": "objective-c",
-    ".rb": "ruby",
-    ".php": "php",
-    ".pl": "perl",
-    ".pm": "perl",
-    ".lua": "lua",
-    ".r": "r",
-    ".jl": "julia",
-    ".dart": "dart",
-    ".ex": "elixir",
-    ".exs": "elixir",
-    ".erl": "erlang",
-    ".hs": "haskell",
-    ".ml": "ocaml",
-    ".clj": "clojure",
-    ".el": "emacs-lisp",
-    ".vim": "vim",
-    ".zig": "zig",
-    ".nim": "nim",
-    ".sh": "shell",
-    ".bash": "shell",
-    ".zsh": "shell",
-    ".fish": "fish",
-    ".ps1": "powershell",
-    ".sql": "sql",
-    ".html": "html",
-    ".htm": "html",
-    ".css": "css",
-    ".scss": "scss",
-    ".sass": "sass",
-    ".less": "less",
-    ".vue": "vue",
-    ".svelte": "svelte",
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".rst": "rst",
-    ".tex": "latex",
-    ".txt": "text",
-    ".json": "json",
-    ".jsonl": "json",
-    ".yaml": "yaml",
-    ".yml": "yaml",
-    ".toml": "toml",
-    ".ini": "ini",
-    ".cfg": "ini",
-    ".xml": "xml",
-    ".proto": "protobuf",
-    ".graphql": "graphql",
-    ".tf": "terraform",
-    ".hcl": "hcl",
-    ".nix": "nix",
-    ".cmake": "cmake",
-    ".gradle": "gradle",
-    ".bzl": "starlark",
-    ".csv": "csv",
-    ".diff": "diff",
-    ".patch": "diff",
-}
-_FILE_NAMES = {
-    "dockerfile": "dockerfile",
-    "makefile": "make",
-    "gnumakefile": "make",
-    "cmakelists.txt": "cmake",
-    "justfile": "just",
-    "rakefile": "ruby",
-    "gemfile": "ruby",
-    "build": "starlark",
-    "workspace": "starlark",
-    "vagrantfile": "ruby",
-    "jenkinsfile": "groovy",
-}
+_UNREADABLE = (ValueError, OSError)  # reading one object: git_cli.MissingObject is a ValueError
 
 
 def read(settings: GitSource, cursor: Mapping[str, Any] | None) -> Iterator[Item]:
     """Yield Records / Unchanged / Skips for files at HEAD and commits, then a Cursor."""
-    try:
-        import git as gitpython
-    except ImportError as error:  # GitPython refuses to import without a git executable
-        raise ConnectorError(settings.name, f"{settings.path}: can't run git ({error}); install git") from error
-    repo = _open(settings, gitpython)
-    with repo:
+    with _open(settings) as repo:
         try:
             yield from _read(repo, settings, _usable_cursor(cursor))
-        except gitpython.CommandError as error:
-            raise ConnectorError(settings.name, f"{settings.path}: git failed: {_first_line(error)}") from error
+        except GitError as error:
+            raise ConnectorError(settings.name, f"{settings.path}: git failed: {error}") from error
 
 
-def language_of(path: str) -> str | None:
-    """A language name from a path's extension or file name, None when unknown."""
-    name = PurePosixPath(path).name.lower()
-    if name in _FILE_NAMES:
-        return _FILE_NAMES[name]
-    return _LANGUAGES.get(PurePosixPath(name).suffix)
-
-
-def _open(settings: GitSource, gitpython: Any) -> Repo:
-    path: Path = settings.path
+def _open(settings: GitSource) -> Repository:
+    path = settings.path
     if not path.exists():
         raise ConnectorError(settings.name, f"{path}: folder not found; check the source's path")
     if not path.is_dir():
         raise ConnectorError(settings.name, f"{path}: not a folder; point the source's path at a git repository")
     try:
-        return gitpython.Repo(path)
-    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError) as error:
+        return Repository(path)
+    except NotARepository as error:
         raise ConnectorError(
             settings.name,
             f"{path}: not a git repository; point the source's path at the repository's top "
             "folder (the one holding .git) or at a bare repository",
         ) from error
-
-
-def _first_line(error: Exception) -> str:
-    """The first line git wrote to stderr (GitPython wraps it as ``stderr: '...'``)."""
-    stderr = str(getattr(error, "stderr", "") or "")
-    match = re.search(r"stderr: '(.*)'", stderr, re.DOTALL)
-    text = (match.group(1) if match else stderr).strip() or str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    except GitError as error:
+        raise ConnectorError(settings.name, f"{path}: git can't open it: {error}") from error
+    except FileNotFoundError as error:
+        raise ConnectorError(settings.name, f"{path}: can't run git ({error.strerror}); install git") from error
 
 
 def _usable_cursor(cursor: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -262,11 +144,12 @@ def _settings_key(settings: GitSource) -> str:
         "max_file_kb": settings.max_file_kb,
         "code": settings.code,
         "commits": settings.commits,
+        "patterns": "gitignore",  # include/exclude semantics: a cursor of the older glob rules reads again
     }
     return content_hash(json.dumps(relevant, sort_keys=True))
 
 
-def _read(repo: Repo, settings: GitSource, cursor: dict[str, Any]) -> Iterator[Item]:
+def _read(repo: Repository, settings: GitSource, cursor: dict[str, Any]) -> Iterator[Item]:
     settings_key = _settings_key(settings)
     head = _head(repo, settings.name)
     shallow = _shallow_boundary(repo)
@@ -298,61 +181,46 @@ def _read(repo: Repo, settings: GitSource, cursor: dict[str, Any]) -> Iterator[I
     yield Cursor(state)
 
 
-def _git(repo: Repo, *args: str) -> bytes:
-    """Raw stdout of one git command (no decoding, nothing stripped)."""
-    return repo.git.execute(
-        [repo.git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args],
-        stdout_as_string=False,
-        strip_newline_in_stdout=False,
-    )
-
-
-def _head(repo: Repo, source: str) -> str | None:
+def _head(repo: Repository, source: str) -> str | None:
     """The commit at HEAD, None for an unborn branch (a repository without commits)."""
-    import git as gitpython
-
     try:
-        sha = _git(repo, "rev-parse", "--verify", "-q", "HEAD").decode("ascii").strip()
-    except gitpython.GitCommandError as error:
+        sha = repo.git("rev-parse", "--verify", "-q", "HEAD").decode("ascii").strip()
+    except GitError as error:
         if error.status == 1:
             return None
         raise
     try:
-        return _git(repo, "rev-parse", "--verify", "-q", "HEAD^{commit}").decode("ascii").strip()
-    except gitpython.GitCommandError as error:
+        return repo.git("rev-parse", "--verify", "-q", "HEAD^{commit}").decode("ascii").strip()
+    except GitError as error:
         raise ConnectorError(
             source,
-            f"{repo.working_tree_dir or repo.git_dir}: HEAD points at {sha}, which is not a "
-            "commit in this repository; it may be damaged (see `git fsck`)",
+            f"{repo.path}: HEAD points at {sha}, which is not a commit in this repository; it may be "
+            "damaged (see `git fsck`)",
         ) from error
 
 
-def _shallow_boundary(repo: Repo) -> frozenset[str]:
-    shallow_file = Path(repo.common_dir) / "shallow"
+def _shallow_boundary(repo: Repository) -> frozenset[str]:
     try:
-        return frozenset(shallow_file.read_text("ascii", "replace").split())
+        return frozenset((repo.common_dir / "shallow").read_text("ascii", "replace").split())
     except OSError:
         return frozenset()
-
-
-def _read_object(repo: Repo, sha: str) -> bytes:
-    return repo.odb.stream(bytes.fromhex(sha)).read()
 
 
 # Files -------------------------------------------------------------------------------------
 
 
 def _files(
-    repo: Repo, settings: GitSource, head: str, cursor: Mapping[str, Any], state: dict[str, Any]
+    repo: Repository, settings: GitSource, head: str, cursor: Mapping[str, Any], state: dict[str, Any]
 ) -> Iterator[Item]:
     include, exclude = GlobSet(settings.include), GlobSet(settings.exclude)
     limit = settings.max_file_kb * 1024
-    old_blobs = cursor.get("blobs") if isinstance(cursor.get("blobs"), dict) else {}
-    old_skips = cursor.get("skipped") if isinstance(cursor.get("skipped"), dict) else {}
+    old_blobs, old_skips = cursor.get("blobs"), cursor.get("skipped")
+    old_blobs = old_blobs if isinstance(old_blobs, dict) else {}
+    old_skips = old_skips if isinstance(old_skips, dict) else {}
     blobs: dict[str, str] = state["blobs"]
     skipped: dict[str, list[str]] = state["skipped"]
 
-    listing = _git(repo, "ls-tree", "-r", "-z", "-l", "--full-tree", head)
+    listing = repo.git("ls-tree", "-r", "-z", "-l", "--full-tree", head)
     for entry in listing.split(b"\0"):
         if not entry:
             continue
@@ -392,8 +260,8 @@ def _files(
             )
             continue
         try:
-            data = _read_object(repo, sha)
-        except (ValueError, OSError, AssertionError) as error:
+            data = repo.read_object(sha)
+        except _UNREADABLE as error:
             yield Skip(path, f"can't read blob {sha}: {error}", external_id)
             continue
         item = _file_record(path, external_id, sha, data)
@@ -433,23 +301,8 @@ def _file_record(path: str, external_id: str, sha: str, data: bytes) -> Record |
 # Commits -----------------------------------------------------------------------------------
 
 
-@dataclass
-class _FileStat:
-    path: str
-    added: int | None  # None for binary files
-    deleted: int | None
-    old_path: str | None = None
-
-
-@dataclass
-class _LogEntry:
-    sha: str
-    email: str
-    files: list[_FileStat] = field(default_factory=list)
-
-
 def _commits(
-    repo: Repo, settings: GitSource, head: str, seen_head: str | None, shallow: frozenset[str]
+    repo: Repository, settings: GitSource, head: str, seen_head: str | None, shallow: frozenset[str]
 ) -> Iterator[Item]:
     authors = {a.strip().lower() for a in settings.authors if a.strip()}
     author_args = ["-i", "-F", *(f"--author=<{a}>" for a in sorted(authors) if "\n" not in a)]
@@ -460,192 +313,32 @@ def _commits(
         return not authors or email.lower() in authors
 
     if seen_head is not None and _is_ancestor(repo, seen_head, head):
-        out = _git(repo, "log", *_LOG_FLAGS, "--format=%H%x1f%ae", *author_args, seen_head, "--")
-        for entry in out.split(b"\0"):
-            sha, _, email = entry.strip(b"\n").partition(b"\x1f")
+        out = repo.git("log", *_LOG_FLAGS, "--format=%H%x1f%ae", *author_args, seen_head, "--")
+        for line in out.split(b"\0"):
+            sha, _, email = line.strip(b"\n").partition(b"\x1f")
             if sha and wanted(email.decode("utf-8", "replace")):
                 yield Unchanged(f"commit:{sha.decode('ascii')}")
         revisions = [head, f"^{seen_head}"]
     else:
         revisions = [head]
 
-    out = _git(
-        repo,
-        "log",
-        *_LOG_FLAGS,
-        *_NUMSTAT_FLAGS,
-        "--format=%x01%H%x1f%ae",
-        *author_args,
-        *revisions,
-        "--",
-    )
-    for entry in _parse_numstat_log(out):
-        if wanted(entry.email):
-            yield _commit_record(repo, entry, grafted=entry.sha in shallow)
+    out = repo.git("log", *_LOG_FLAGS, *_NUMSTAT_FLAGS, LOG_FORMAT, *author_args, *revisions, "--")
+    for entry in parse_numstat_log(out):
+        if not wanted(entry.email):
+            continue
+        try:
+            raw = repo.read_object(entry.sha)
+        except _UNREADABLE as error:
+            yield Skip(entry.sha, f"can't read commit: {error}", f"commit:{entry.sha}")
+            continue
+        yield commit_record(entry, parse_commit(raw), grafted=entry.sha in shallow)
 
 
-def _is_ancestor(repo: Repo, ancestor: str, head: str) -> bool:
-    import git as gitpython
-
+def _is_ancestor(repo: Repository, ancestor: str, head: str) -> bool:
     if not _SHA.match(ancestor):
         return False
     try:
-        _git(repo, "merge-base", "--is-ancestor", ancestor, head)
-    except gitpython.GitCommandError:  # 1: not an ancestor; 128: commit not in the repository
+        repo.git("merge-base", "--is-ancestor", ancestor, head)
+    except GitError:  # 1: not an ancestor; 128: commit not in the repository
         return False
     return True
-
-
-def _parse_numstat_log(out: bytes) -> Iterator[_LogEntry]:
-    """Entries of ``git log -z --numstat --format=%x01%H%x1f%ae``.
-
-    The stream is NUL-separated: a header ``\\x01<sha>\\x1f<email>``, then per file
-    ``[\\n]<added>\\t<deleted>\\t<path>`` or, for a rename, ``<added>\\t<deleted>\\t`` followed
-    by two more fields, the old and the new path.
-    """
-    tokens = out.split(b"\0")
-    current: _LogEntry | None = None
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        index += 1
-        if token.startswith(b"\x01"):
-            if current is not None:
-                yield current
-            sha, _, email = token[1:].partition(b"\x1f")
-            current = _LogEntry(sha.decode("ascii", "replace"), email.decode("utf-8", "replace"))
-            continue
-        match = _NUMSTAT.fullmatch(token)
-        if current is None or match is None:
-            continue
-        added, deleted, raw_path = match.groups()
-        old_path = None
-        if not raw_path:
-            old_raw, raw_path = [*tokens[index : index + 2], b"", b""][:2]
-            index += 2
-            old_path = _decode_path(old_raw)
-        current.files.append(
-            _FileStat(
-                path=_decode_path(raw_path),
-                added=None if added == b"-" else int(added),
-                deleted=None if deleted == b"-" else int(deleted),
-                old_path=old_path,
-            )
-        )
-    if current is not None:
-        yield current
-
-
-def _decode_path(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def _commit_record(repo: Repo, entry: _LogEntry, grafted: bool) -> Record | Skip:
-    external_id = f"commit:{entry.sha}"
-    try:
-        raw = _read_object(repo, entry.sha)
-    except (ValueError, OSError, AssertionError) as error:
-        return Skip(entry.sha, f"can't read commit: {error}", external_id)
-    commit = _parse_commit(raw)
-    message = commit["message"]
-    title = next((line.strip() for line in message.splitlines() if line.strip()), "(no message)")
-
-    files = [] if grafted else entry.files
-    lines = []
-    for stat in files:
-        name = f"{stat.old_path} => {stat.path}" if stat.old_path else stat.path
-        if stat.added is None:
-            lines.append(f"{name} (binary)")
-        else:
-            lines.append(f"{name} +{stat.added} -{stat.deleted}")
-    if grafted:
-        changes = "Files changed: unknown (shallow clone)"
-    elif lines:
-        changes = "Files changed:\n" + "\n".join(lines)
-    else:
-        changes = "Files changed: none"
-    content = f"{message.rstrip()}\n\n{changes}"
-
-    metadata: dict[str, Any] = {
-        "sha": entry.sha,
-        "author_name": commit["author_name"],
-        "author_email": commit["author_email"],
-        "authored_at": _iso(commit["authored"]),
-        "committed_at": _iso(commit["committed"]),
-        "files": [stat.path for stat in files],
-        "insertions": None if grafted else sum(s.added or 0 for s in files),
-        "deletions": None if grafted else sum(s.deleted or 0 for s in files),
-        "parents": commit["parents"],
-    }
-    if grafted:
-        metadata["grafted"] = True
-    committed = commit["committed"]
-    return Record(
-        external_id=external_id,
-        kind="commit",
-        title=title,
-        content=content,
-        content_hash=content_hash(content, title, json.dumps(metadata, sort_keys=True, ensure_ascii=False)),
-        updated_at=committed.astimezone(UTC) if committed else None,
-        metadata=metadata,
-    )
-
-
-def _parse_commit(raw: bytes) -> dict[str, Any]:
-    """Fields of a raw commit object; total (never raises on odd bytes)."""
-    header, _, body = raw.partition(b"\n\n")
-    parents: list[str] = []
-    author = committer = b""
-    encoding = "utf-8"
-    for line in header.split(b"\n"):
-        if line.startswith(b" "):  # continuation of a multi-line header (gpgsig, mergetag)
-            continue
-        key, _, value = line.partition(b" ")
-        if key == b"parent":
-            parents.append(value.decode("ascii", "replace").strip())
-        elif key == b"author":
-            author = value
-        elif key == b"committer":
-            committer = value
-        elif key == b"encoding":
-            name = value.decode("ascii", "replace").strip()
-            try:
-                encoding = codecs.lookup(name).name
-            except LookupError:
-                encoding = "utf-8"
-    author_name, author_email, authored = _ident(author, encoding)
-    _, _, committed = _ident(committer, encoding)
-    return {
-        "parents": parents,
-        "author_name": author_name,
-        "author_email": author_email,
-        "authored": authored,
-        "committed": committed,
-        "message": body.decode(encoding, "replace"),
-    }
-
-
-def _ident(value: bytes, encoding: str) -> tuple[str, str, datetime | None]:
-    """(name, email, date) of ``Name <email> 1700000000 +0100``."""
-    start, end = value.find(b"<"), value.rfind(b">")
-    if start == -1 or end < start:
-        return value.decode(encoding, "replace").strip(), "", None
-    name = value[:start].decode(encoding, "replace").strip()
-    email = value[start + 1 : end].decode(encoding, "replace").strip()
-    rest = value[end + 1 :].split()
-    when = None
-    if rest and rest[0].isdigit():
-        offset = timedelta(0)
-        if len(rest) > 1 and re.fullmatch(rb"[+-]\d{4}", rest[1]):
-            zone = rest[1]
-            minutes = int(zone[1:3]) * 60 + int(zone[3:5])
-            offset = timedelta(minutes=-minutes if zone[:1] == b"-" else minutes)
-        try:
-            when = datetime.fromtimestamp(int(rest[0]), timezone(offset))
-        except (OverflowError, OSError, ValueError):
-            when = None
-    return name, email, when
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None

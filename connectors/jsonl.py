@@ -29,16 +29,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from connectors._files import (
-    CHUNK_SIZE,
-    MAX_ITEM_MB,
-    as_str,
-    conversation_record,
-    cursor_state,
-    fingerprints,
-    is_empty,
-    unchanged,
-)
+from connectors.conversations import conversation_record, is_empty
+from connectors.fingerprints import cursor_state, fingerprints, unchanged
+from connectors.json_stream import CHUNK_SIZE, MAX_ITEM_MB
+from connectors.json_values import as_str
 from connectors.records import (
     ConnectorError,
     Cursor,

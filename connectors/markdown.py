@@ -7,7 +7,8 @@
   ``\\xNN`` escapes.
 - ``kind`` is ``"runbook"`` when the front matter says ``type: runbook``, its tags contain
   ``runbook``, or a folder on the note's path is named ``runbooks`` (any case); else ``"note"``.
-- ``content`` is the markdown body without its front matter, with wiki links made readable:
+- ``content`` is the markdown body without its front matter, with wiki links made readable
+  (:mod:`connectors.wikilinks`):
   ``[[target]]`` -> ``target``, ``[[target|alias]]`` -> ``alias``, ``[[note#heading]]`` ->
   ``note > heading``, ``[[note#^block]]`` -> ``note``; embeds of images, audio, video and PDFs
   (``![[photo.png]]``) are dropped and other embeds become ``[embed: name]``. Links inside code
@@ -25,14 +26,15 @@
   ``decode_errors`` are computed here and win over front matter keys of the same name.
 - ``updated_at`` is the file's mtime in UTC; ``content_hash`` covers content, title and metadata.
 
-The walk uses ``os.scandir`` in sorted order. It leaves out hidden files and folders (name
-starting with ``.``, which covers ``.obsidian/`` and ``.trash/``), files not matching ``include``
-or matching ``exclude`` (see :mod:`connectors._globs`; a folder excluded by ``folder/**`` is not
-even listed). Symlinks are resolved: a symlinked *file* whose target is inside the folder is read
-under the link's path; a symlink whose target is outside the folder, a broken symlink, and every
-symlinked *folder* are skipped with a reason (a folder link inside the vault is either a loop or
-a second path to notes that are already read at their real path; following it would give the
-same note two ids). Special files (FIFOs, sockets) are skipped, never opened.
+The walk (:mod:`connectors.vault_walk`) uses ``os.scandir`` in sorted order. It leaves out hidden
+files and folders (name starting with ``.``, which covers ``.obsidian/`` and ``.trash/``), files
+not matching ``include`` or matching ``exclude`` (gitignore patterns, see :mod:`connectors.globs`;
+a folder that ``exclude`` matches is not even listed). Symlinks are resolved: a symlinked *file*
+whose target is inside the folder is read under the link's path; a symlink whose target is outside
+the folder, a broken symlink, and every symlinked *folder* are skipped with a reason (a folder
+link inside the vault is either a loop or a second path to notes that are already read at their
+real path; following it would give the same note two ids). Special files (FIFOs, sockets) are
+skipped, never opened.
 
 Skips (with ``external_id`` = the path): over 5 MB ("too large"); binary ("binary file": a NUL
 byte in the first 8 KB without a UTF-16/32 BOM, or more than 10% of the first 8 KB undecodable or
@@ -53,7 +55,6 @@ are not in the cursor: they are checked again on every run.
 
 from __future__ import annotations
 
-import codecs
 import json
 import os
 import re
@@ -66,93 +67,28 @@ import yaml
 from markdown_it import MarkdownIt
 from mdit_py_plugins.front_matter import front_matter_plugin
 
-from connectors._globs import GlobSet
+from connectors.globs import GlobSet
 from connectors.records import (
     ConnectorError,
     Cursor,
     Item,
+    Kind,
     Record,
     Skip,
     Unchanged,
     content_hash,
 )
 from connectors.settings import MarkdownSource
+from connectors.text_decoding import decode_text
+from connectors.vault_walk import display, walk
+from connectors.wikilinks import convert_line
 
 MAX_BYTES = 5 * 1024 * 1024
-SNIFF_BYTES = 8192
 
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-_TEXT_CONTROLS = frozenset("\t\n\r\f\v\x1b")
-_MEDIA_SUFFIXES = frozenset(
-    [
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".gif",
-        ".bmp",
-        ".svg",
-        ".webp",
-        ".avif",
-        ".tif",
-        ".tiff",
-        ".ico",
-        ".heic",
-        ".mp3",
-        ".wav",
-        ".m4a",
-        ".ogg",
-        ".flac",
-        ".3gp",
-        ".webm",
-        ".mp4",
-        ".mov",
-        ".mkv",
-        ".ogv",
-        ".pdf",
-    ]
-)
-_WIKILINK = re.compile(r"(!?)\[\[([^\[\]\n]+?)\]\]")
-_CODE_SPAN = re.compile(r"(`+)(?:.|\n)*?(?<!`)\1(?!`)")
 _COMPUTED_KEYS = frozenset(
     {"path", "sections", "links", "tags", "aliases", "front_matter_error", "encoding", "decode_errors"}
 )
 _LIST_KEYS = frozenset({"tags", "tag", "aliases", "alias"})
-
-
-def decode_text(data: bytes) -> tuple[str, dict[str, Any]] | None:
-    """Text of ``data`` plus notes on its decoding, or None when it looks binary.
-
-    Notes: ``encoding`` when a UTF-16/32 BOM was found, ``decode_errors`` when bytes had to be
-    replaced by U+FFFD. A UTF-8 BOM is removed silently.
-    """
-    notes: dict[str, Any] = {}
-    codec = "utf-8"
-    for bom, name in _BOMS:
-        if data.startswith(bom):
-            codec = name
-            if name != "utf-8-sig":
-                notes["encoding"] = name
-            break
-    else:
-        if b"\x00" in data[:SNIFF_BYTES]:
-            return None
-    try:
-        text = data.decode(codec)
-    except UnicodeDecodeError:
-        text = data.decode(codec, "replace")
-        already = data.count("\ufffd".encode("utf-8")) if codec.startswith("utf-8") else 0
-        notes["decode_errors"] = max(1, text.count("\ufffd") - already)
-    sample = text[:SNIFF_BYTES]
-    odd = sum(1 for ch in sample if ch == "\ufffd" or (ch < " " and ch not in _TEXT_CONTROLS))
-    if sample and odd > len(sample) // 10:
-        return None
-    return text, notes
 
 
 def read(settings: MarkdownSource, cursor: Mapping[str, Any] | None) -> Iterator[Item]:
@@ -175,12 +111,12 @@ def read(settings: MarkdownSource, cursor: Mapping[str, Any] | None) -> Iterator
     include = GlobSet(settings.include)
     exclude = GlobSet(settings.exclude)
 
-    for found in _walk(str(root), include, exclude):
+    for found in walk(str(root), include, exclude):
         if isinstance(found, Skip):
             yield found
             continue
         relpath, path = found
-        external_id = _display(relpath)
+        external_id = display(relpath)
         try:
             info = os.stat(path)
         except OSError as error:
@@ -242,90 +178,6 @@ def _too_large(size: int) -> str:
     return f"too large ({size / 1024 / 1024:.1f} MB; notes over {limit} MB are skipped)"
 
 
-def _display(relpath: str) -> str:
-    """The id form of a path: undecodable file name bytes (surrogate escapes) become ``\\xNN``."""
-    try:
-        relpath.encode("utf-8")
-    except UnicodeEncodeError:
-        return relpath.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return relpath
-
-
-def _inside(root_real: str, target: str) -> bool:
-    return target == root_real or target.startswith(root_real.rstrip(os.sep) + os.sep)
-
-
-def _walk(root: str, include: GlobSet, exclude: GlobSet) -> Iterator[tuple[str, str] | Skip]:
-    """Candidate note files as (relpath, path), in sorted order, or Skips for odd entries."""
-    root_real = os.path.realpath(root)
-    stack: list[tuple[str, str]] = [("", root)]
-    while stack:
-        folder_rel, folder = stack.pop()
-        try:
-            with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
-        except OSError as error:
-            shown = _display(folder_rel)
-            yield Skip(shown, f"can't list folder: {error.strerror or error}")
-            continue
-        subfolders: list[tuple[str, str]] = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            relpath = f"{folder_rel}/{entry.name}" if folder_rel else entry.name
-            wanted = include.matches(relpath) and not exclude.matches(relpath)
-            try:
-                is_link = entry.is_symlink()
-                is_dir = entry.is_dir(follow_symlinks=False)
-                is_file = entry.is_file(follow_symlinks=False)
-            except OSError as error:
-                if wanted:
-                    shown = _display(relpath)
-                    yield Skip(shown, f"can't read: {error.strerror}", shown)
-                continue
-            if is_link:
-                if exclude.covers_folder(relpath):
-                    continue
-                skip = _check_symlink(root_real, entry.path, relpath, wanted)
-                if skip is not None:
-                    yield skip
-                elif wanted:
-                    yield relpath, entry.path
-            elif is_dir:
-                if not exclude.covers_folder(relpath):
-                    subfolders.append((relpath, entry.path))
-            elif wanted:
-                if is_file:
-                    yield relpath, entry.path
-                else:
-                    yield Skip(_display(relpath), "not a regular file", _display(relpath))
-        stack.extend(reversed(subfolders))
-
-
-def _check_symlink(root_real: str, link: str, relpath: str, wanted: bool) -> Skip | None:
-    """None when the link is a file inside the root (read it), else a Skip or nothing to report.
-
-    A link that doesn't match ``include`` is only reported when it is a folder link (it could
-    hold notes); file links that aren't notes are ignored like any other non-note file.
-    """
-    shown = _display(relpath)
-    target = os.path.realpath(link)
-    if not os.path.exists(target):
-        return Skip(shown, f"broken symlink (to {target})", shown) if wanted else None
-    if os.path.isdir(target):
-        if not _inside(root_real, target):
-            return Skip(shown, f"symlink to a folder outside the notes folder ({target}); not followed")
-        link_parent = os.path.realpath(os.path.dirname(link))
-        if _inside(target, link_parent):
-            return Skip(shown, f"symlink loop (points back to {target}); not followed")
-        return Skip(shown, "symlink to a folder already inside the notes folder; its notes are read at their real path")
-    if not wanted:
-        return None
-    if not _inside(root_real, target):
-        return Skip(shown, f"symlink to a file outside the notes folder ({target})", shown)
-    return None
-
-
 def _parse_note(parser: MarkdownIt, relpath: str, data: bytes, mtime_ns: int) -> Record | Skip:
     """Record for one note's bytes (or a Skip for binary / empty notes)."""
     decoded = decode_text(data)
@@ -350,7 +202,7 @@ def _parse_note(parser: MarkdownIt, relpath: str, data: bytes, mtime_ns: int) ->
 
     links: list[str] = []
     converted = [
-        line if number in protected else _convert_line(line, links)
+        line if number in protected else convert_line(line, links)
         for number, line in enumerate(lines[body_start:], start=body_start)
     ]
     trimmed = 0
@@ -363,7 +215,7 @@ def _parse_note(parser: MarkdownIt, relpath: str, data: bytes, mtime_ns: int) ->
     sections: list[dict[str, Any]] = []
     for index, token in enumerate(tokens):
         if token.type == "heading_open" and token.map and index + 1 < len(tokens):
-            heading = _convert_line(tokens[index + 1].content, []).strip()
+            heading = convert_line(tokens[index + 1].content, []).strip()
             sections.append(
                 {"level": int(token.tag[1:]), "title": heading, "line": token.map[0] - body_start - trimmed}
             )
@@ -377,7 +229,7 @@ def _parse_note(parser: MarkdownIt, relpath: str, data: bytes, mtime_ns: int) ->
     metadata["sections"] = sections
 
     title = _title(front_matter, sections, relpath)
-    kind = "runbook" if _is_runbook(metadata, relpath) else "note"
+    kind: Kind = "runbook" if _is_runbook(metadata, relpath) else "note"
     digest = content_hash(content, title, json.dumps(metadata, sort_keys=True, ensure_ascii=False))
     return Record(
         external_id=relpath,
@@ -463,40 +315,3 @@ def _is_runbook(metadata: Mapping[str, Any], relpath: str) -> bool:
     if any(tag.lower() == "runbook" for tag in metadata.get("tags", [])):
         return True
     return any(part.lower() == "runbooks" for part in relpath.split("/")[:-1])
-
-
-def _convert_line(line: str, links: list[str]) -> str:
-    """Wiki links of one line made readable, leaving inline code spans as they are."""
-    if "[[" not in line:
-        return line
-    out: list[str] = []
-    position = 0
-    for span in _CODE_SPAN.finditer(line):
-        out.append(_WIKILINK.sub(lambda m: _wikilink(m, links), line[position : span.start()]))
-        out.append(span.group(0))
-        position = span.end()
-    out.append(_WIKILINK.sub(lambda m: _wikilink(m, links), line[position:]))
-    return "".join(out)
-
-
-def _wikilink(match: re.Match[str], links: list[str]) -> str:
-    embed, inner = match.group(1), match.group(2)
-    target, alias = inner, None
-    for separator in ("\\|", "|"):
-        if separator in inner:
-            target, alias = inner.split(separator, 1)
-            break
-    target = target.strip()
-    note, *anchors = target.split("#")
-    note = note.strip()
-    headings = [a.strip() for a in anchors if a.strip() and not a.strip().startswith("^")]
-    readable = " > ".join([part for part in [note, *headings] if part]) or target
-    if embed and os.path.splitext(note)[1].lower() in _MEDIA_SUFFIXES:
-        return ""
-    if note:
-        links.append(note)
-    if embed:
-        return f"[embed: {readable}]"
-    if alias is not None and alias.strip():
-        return alias.strip()
-    return readable

@@ -122,8 +122,3 @@ def content_hash(*parts: str) -> str:
         digest.update(len(encoded).to_bytes(8, "big"))
         digest.update(encoded)
     return digest.hexdigest()
-
-
-def render_conversation(messages: tuple[Message, ...] | list[Message]) -> str:
-    """Readable text of a conversation's main path, used as the document's content."""
-    return "\n\n".join(f"{m.role}: {m.content}" for m in messages if m.branch == 0)

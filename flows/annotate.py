@@ -7,6 +7,7 @@ prompt_toolkit + rich would need the layout, scrolling and markdown rendering gl
 
 This module only draws and forwards keys: the queue, the writes and undo are
 ``pipeline.labels.AnnotationQueue``, which saves every action before the key handler returns.
+The widgets and modal screens it is drawn with are in ``flows/annotate_widgets.py``.
 """
 
 from __future__ import annotations
@@ -20,178 +21,26 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
-from textual import events
 from textual.app import App, ComposeResult, SuspendNotSupported
-from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.binding import Binding, BindingType
 from textual.highlight import highlight
-from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Footer, Input, Markdown, Static, TextArea
+from textual.widgets import Footer, Markdown, Static
 
+from flows.annotate_widgets import Block, Conversation, EditScreen, HelpScreen, NoteScreen, Target
 from pipeline.errors import PloraError, UsageError
-from pipeline.labels import AnnotationQueue, DocumentView, LabelView, MessageView, correction_from_edit
+from pipeline.labels import AnnotationQueue, DocumentView, LabelView, MessageView, clean_correction
 from storage import StorageError
 
 T = TypeVar("T")
-Target = tuple[int | None, int]  # (message position or None for the whole document, branch)
-
-HELP = """\
-[b]Label[/]
-  g / b      good / bad: the whole conversation (then the next one),
-             or the selected message
-  x          clear the selected label
-  e          write the reply you wanted for the selected assistant reply
-             in $EDITOR: a correction (yours chosen, the original rejected)
-  n          a note on the selected label
-[b]Move[/]
-  j k ↓ ↑    select the next / previous message (top: whole conversation)
-  s          skip to the next conversation without labelling it
-  p          back to the previous conversation
-  PgUp PgDn  scroll long messages
-[b]Other[/]
-  u          undo the last action (label, note, correction, skip)
-  ?          this help
-  q          quit (everything is already saved)
-
-Every key is saved at once: quitting, Ctrl-C or a crash loses nothing.
-Press any key to close."""
 
 
-def _badge(label: LabelView | None) -> str:
-    if label is None:
-        return "[dim]unlabelled[/]"
-    colour = {"good": "green", "bad": "red"}.get(label.value, "yellow")
-    parts = [f"[b {colour}]{label.value}[/]"]
-    if label.correction:
-        parts.append("[b]correction[/]")
-    if label.note:
-        parts.append("note")
-    if label.origin == "import":
-        parts.append("[dim]from the source[/]")
-    if label.stale:
-        parts.append("[b yellow]stale: the text changed since[/]")
-    return " · ".join(parts)
-
-
-def _extra(label: LabelView | None) -> Text:
-    text = Text()
-    if label is not None and label.note:
-        text.append("note: ", style="bold").append(label.note)
-    if label is not None and label.correction:
-        if text:
-            text.append("\n")
-        text.append("wanted reply:\n", style="bold green").append(label.correction)
+def correction_from_edit(original: str, edited: str) -> str | None:
+    """The correction a person wrote in the editor, or None when they left it empty or as it was."""
+    text = clean_correction(edited)
+    if not text or text == clean_correction(original):
+        return None
     return text
-
-
-class Block(Vertical):
-    """One labelling target: the whole document (position None) or one message."""
-
-    DEFAULT_CSS = """
-    Block { height: auto; border: round $panel-lighten-2; padding: 0 1; margin: 0 0 1 0; }
-    Block.selected { border: heavy $accent; }
-    Block.alternative { margin-left: 6; }
-    Block.user { border-title-color: $secondary; }
-    Block.assistant { border-title-color: $success; }
-    Block > .extra { height: auto; color: $text-muted; }
-    Block > .extra.-empty { display: none; }
-    Block > .body { height: auto; padding: 0; margin: 0; }
-    Block MarkdownBlock:last-child { margin-bottom: 0; }
-    """
-
-    def __init__(self, target: Target, title: str, body: list[Widget], classes: str = "") -> None:
-        super().__init__(classes=classes)
-        self.target = target
-        self.border_title = title
-        self._body = body
-        self._extra = Static("", classes="extra -empty")
-
-    def compose(self) -> ComposeResult:
-        yield from self._body
-        yield self._extra
-
-    def show_label(self, label: LabelView | None) -> None:
-        self.border_subtitle = _badge(label)
-        extra = _extra(label)
-        self._extra.update(extra)
-        self._extra.set_class(not extra, "-empty")
-
-    def on_click(self) -> None:
-        app = self.app
-        if isinstance(app, AnnotateApp):
-            app.select(app.blocks.index(self))
-
-
-class Conversation(VerticalScroll, can_focus=False):
-    """The scrolling view of the current document (not focusable: the app owns every key)."""
-
-
-class NoteScreen(ModalScreen[str | None]):
-    DEFAULT_CSS = """
-    NoteScreen { align: center middle; }
-    NoteScreen > Vertical { width: 80%; height: auto; border: heavy $accent; padding: 1 2; background: $surface; }
-    """
-    BINDINGS: ClassVar[list[Binding]] = [Binding("escape", "cancel", "cancel")]
-
-    def __init__(self, where: str, note: str | None) -> None:
-        super().__init__()
-        self.where, self.note = where, note
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(Text(f"Note on {self.where} (enter saves, empty removes it, esc cancels)"))
-            yield Input(value=self.note or "", placeholder="why good / why bad")
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-
-class EditScreen(ModalScreen[str | None]):
-    """The inline editor, used when neither $VISUAL nor $EDITOR is set."""
-
-    DEFAULT_CSS = """
-    EditScreen { align: center middle; }
-    EditScreen > Vertical { width: 95%; height: 90%; border: heavy $accent; padding: 0 1; background: $surface; }
-    EditScreen TextArea { height: 1fr; }
-    """
-    BINDINGS: ClassVar[list[Binding]] = [
-        Binding("ctrl+s", "save", "save", priority=True),
-        Binding("escape", "cancel", "cancel"),
-    ]
-
-    def __init__(self, where: str, text: str) -> None:
-        super().__init__()
-        self.where, self.text = where, text
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(Text(f"Write the reply you wanted for {self.where}: ctrl+s saves, esc cancels"))
-            yield TextArea(self.text, soft_wrap=True)
-
-    def action_save(self) -> None:
-        self.dismiss(self.query_one(TextArea).text)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-
-class HelpScreen(ModalScreen[None]):
-    DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
-    HelpScreen > Static { width: auto; max-width: 100%; height: auto; max-height: 100%; border: heavy $accent;
-                          padding: 0 1; background: $surface; }
-    """
-
-    def compose(self) -> ComposeResult:
-        yield Static(HELP)
-
-    def on_key(self, event: events.Key) -> None:
-        event.stop()
-        self.dismiss(None)
 
 
 class AnnotateApp(App[None]):
@@ -202,7 +51,7 @@ class AnnotateApp(App[None]):
     Conversation { padding: 0 1; }
     #done { padding: 2 4; }
     """
-    BINDINGS: ClassVar[list[Binding]] = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("g", "label('good')", "good"),
         Binding("b", "label('bad')", "bad"),
         Binding("e", "correct", "correct"),
@@ -388,14 +237,15 @@ class AnnotateApp(App[None]):
         target = self.selected
         if target is None or self.view is None:
             return
-        if target[0] is None:
+        position, branch = target
+        if position is None:
             reply = self.view.last_reply()
             if reply is None:
                 self.notify("this document has no assistant reply to correct", severity="warning")
                 return
-            target = (reply.position, reply.branch)
-            self.select([block.target for block in self.blocks].index(target))
-        message = self.view.message(*target)
+            position, branch = reply.position, reply.branch
+            self.select([block.target for block in self.blocks].index((position, branch)))
+        message = self.view.message(position, branch)
         if message is None or message.role != "assistant":
             self.notify("select an assistant reply (j / k) to correct it", severity="warning")
             return
@@ -404,7 +254,9 @@ class AnnotateApp(App[None]):
         if editor:
             self._save_correction(message, self._run_editor(editor, start))
         else:
-            self.push_screen(EditScreen(self._where(target), start), lambda text: self._save_correction(message, text))
+            self.push_screen(
+                EditScreen(self._where((position, branch)), start), lambda text: self._save_correction(message, text)
+            )
 
     def _save_correction(self, message: MessageView, edited: str | None) -> None:
         if edited is None:

@@ -1,12 +1,14 @@
 """``plora label``, ``plora labels export|import|stale`` and ``plora annotate``.
 
-Each command calls pipeline.labels and formats the result; the annotation UI lives in
-flows/annotate.py and is imported only when ``annotate`` runs (Textual is slow to import).
+Each command parses its text options (flows/label_args.py), calls pipeline.labels and formats the
+result; the annotation UI lives in flows/annotate.py and is imported only when ``annotate`` runs
+(Textual is slow to import).
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,7 +63,8 @@ def label(
     json: JsonOption = False,
 ) -> None:
     """Label a conversation, or one reply with --message, good or bad; write a correction."""
-    from pipeline.labels import KEEP, correction_argument, set_label
+    from flows.label_args import correction_argument
+    from pipeline.labels import KEEP, set_label
     from pipeline.workspace import open_workspace
 
     wanted = correction_argument(correction) if correction is not None else KEEP
@@ -76,7 +79,7 @@ def label(
             correction=wanted,
         )
     if json:
-        print_json(result.as_dict())
+        print_json(asdict(result))
         return
     where = escape(result.ref) + (f" message {result.position}" if result.position is not None else "")
     if result.branch:
@@ -104,10 +107,10 @@ def export(
     with open_workspace(home, check_paths=False) as workspace:
         report = export_labels(workspace, file, include_imported=all_)
     if json:
-        print_json(report.as_dict())
+        print_json(asdict(report))
         return
     values = ", ".join(f"{value} {count}" for value, count in sorted(report.values.items())) or "none"
-    stdout.print(f"wrote {report.labels} labels ({values}) to {escape(str(report.path))}")
+    stdout.print(f"wrote {report.labels} labels ({values}) to {escape(str(report.file))}")
 
 
 def import_(
@@ -126,7 +129,7 @@ def import_(
     with open_workspace(home, check_paths=False) as workspace:
         report = import_labels(workspace, file, overwrite=overwrite)
     if json:
-        print_json(report.as_dict())
+        print_json(report.model_dump())
         return
     stdout.print(
         f"added {report.added}, unchanged {report.unchanged}, overwritten {report.overwritten}, "
@@ -159,7 +162,7 @@ def stale(home: HomeOption = None, json: JsonOption = False) -> None:
     with open_workspace(home, check_paths=False) as workspace:
         found = stale_labels(workspace)
     if json:
-        print_json({"stale": [label.as_dict() for label in found]})
+        print_json({"stale": [asdict(label) for label in found]})
         return
     if not found:
         stdout.print("no stale labels")
@@ -196,8 +199,9 @@ def annotate(
     home: HomeOption = None,
 ) -> None:
     """Label conversations and replies in a terminal UI; every key is saved at once."""
+    from flows.label_args import parse_kind, parse_since
     from pipeline.errors import UsageError
-    from pipeline.labels import AnnotationQueue, QueueFilter, parse_kind, parse_since
+    from pipeline.labels import AnnotationQueue, QueueFilter
     from pipeline.workspace import open_workspace
 
     queue_filter = QueueFilter(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
+from connectors.conversation_text import render_conversation
 from connectors.records import (
     ConnectorError,
     Cursor,
@@ -25,7 +26,6 @@ from connectors.records import (
     Skip,
     Unchanged,
     content_hash,
-    render_conversation,
 )
 from connectors.registry import reader_for
 from connectors.settings import SourceSettings

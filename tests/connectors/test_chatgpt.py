@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import tracemalloc
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from connectors import chatgpt
-from connectors._files import BadElement, JsonStreamError, iter_json_array
+from connectors.json_stream import BadElement, JsonStreamError, iter_json_array
 from connectors.records import (
     ConnectorError,
     Cursor,
@@ -296,6 +297,36 @@ def test_broken_feedback_file_is_a_skip_and_conversations_still_come(tmp_path: P
     assert "message_feedback.json" in skip.item
 
 
+def test_a_large_feedback_file_is_streamed(tmp_path: Path) -> None:
+    padding = [
+        {"conversation_id": f"other{i}", "message_id": f"m{i}", "rating": "thumbsUp", "padding": "x" * 10_000}
+        for i in range(3_000)
+    ]
+    path = write_export(tmp_path, [nginx_conversation()], feedback=[*FEEDBACK, *padding])
+    with zipfile.ZipFile(path) as archive:
+        assert archive.getinfo("message_feedback.json").file_size > 30_000_000
+    tracemalloc.start()
+    try:
+        items = read(path, chunk_size=1 << 16)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000  # the file is never held whole
+    assert len(records(items)["c1"].labels) == 2
+    assert not [item for item in items if isinstance(item, Skip)]
+
+
+def test_a_broken_entry_in_the_feedback_file_imports_no_thumbs(tmp_path: Path) -> None:
+    path = write_export(tmp_path, [nginx_conversation()], form="json")
+    good = json.dumps(FEEDBACK[0])
+    (tmp_path / "message_feedback.json").write_text(f'[{good}, {{"id": }}, {good}]', encoding="utf-8")
+    items = read(path, chunk_size=16)
+    assert not records(items)["c1"].labels
+    [skip] = [item for item in items if isinstance(item, Skip)]
+    assert skip.item.endswith("message_feedback.json")
+    assert skip.reason.startswith("not valid JSON") and "(entry 1); thumbs up/down were not imported" in skip.reason
+
+
 def test_content_types(tmp_path: Path) -> None:
     def content(content_type: str, **fields: Any) -> Json:
         return {"content_type": content_type, **fields}
@@ -432,6 +463,22 @@ def test_zip_without_conversations_and_corrupt_member(tmp_path: Path) -> None:
     good.write_bytes(bytes(data))
     with pytest.raises(ConnectorError, match=re.escape("export.zip")):
         read(good)
+
+
+def test_an_encrypted_zip_member_is_one_clear_error(tmp_path: Path) -> None:
+    path = write_export(tmp_path, [short_conversation()], form="zip")
+    data = bytearray(path.read_bytes())
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central headers
+        start = 0
+        while (start := data.find(signature, start)) >= 0:
+            data[start + flags_at] |= 0x1  # general purpose bit 0: encrypted
+            start += 4
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConnectorError) as error:
+        read(path)
+    message = str(error.value)
+    assert "export.zip:conversations.json" in message and "encrypted" in message
+    assert "\n" not in message
 
 
 def test_export_folder_and_nested_zip_member(tmp_path: Path) -> None:

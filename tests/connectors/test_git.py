@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from connectors import git as git_connector
+from connectors import git_cli
 from connectors.records import ConnectorError, Cursor, NothingChanged, Record, Skip, Unchanged
 from connectors.settings import GitSource
 
@@ -203,15 +204,15 @@ def test_second_read_and_incremental(project: Path, monkeypatch: pytest.MonkeyPa
 
     new_sha = commit(project, "Change the app again", {"src/app.py": "def main():\n    return 3\n"})
     objects_read: list[str] = []
-    real_read_object = git_connector._read_object
+    real_read_object = git_cli.Repository.read_object
 
     def spy(repo, sha):
         objects_read.append(sha)
         return real_read_object(repo, sha)
 
-    monkeypatch.setattr(git_connector, "_read_object", spy)
+    monkeypatch.setattr(git_cli.Repository, "read_object", spy)
     third = run(project, cursor)
-    monkeypatch.setattr(git_connector, "_read_object", real_read_object)
+    monkeypatch.setattr(git_cli.Repository, "read_object", real_read_object)
     # Only the changed blob and the new commit are read; remembered skips aren't re-read.
     assert objects_read == [git(project, "rev-parse", "HEAD:src/app.py"), new_sha]
     assert set(records(third)) == {"file:src/app.py", f"commit:{new_sha}"}
@@ -276,6 +277,18 @@ def test_detached_head_and_bare(project: Path, tmp_path: Path) -> None:
     assert items[-1].state["head"] == parent
     assert "Link and submodule" not in commit_titles(items)
     assert "file:src/app.py" in records(items)
+
+
+def test_bare_repository_without_a_config_file(project: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(project), str(bare)], check=True)
+    (bare / "config").unlink()  # git reads a repository without one; so must we
+    assert records(run(bare)).keys() == records(run(project)).keys()
+
+
+def test_a_subfolder_of_a_work_tree_is_not_a_repository(project: Path) -> None:
+    with pytest.raises(ConnectorError, match="not a git repository"):
+        list(git_connector.read(source(project / "src"), None))
 
 
 def test_work_tree_is_ignored(project: Path) -> None:
@@ -359,7 +372,7 @@ def test_no_leaked_git_processes(project: Path) -> None:
     assert git_children() == before
     run(project, items[-1].state)
     stream = git_connector.read(source(project), None)
-    next(stream)  # a blob was read: GitPython's cat-file process is running now
+    next(stream)  # a blob was read: the cat-file process is running now
     assert len(git_children()) > len(before)
     stream.close()
     assert git_children() == before

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from connectors import markdown
-from connectors._globs import GlobSet
+from connectors.globs import GlobSet
 from connectors.records import ConnectorError, Cursor, Record, Skip, Unchanged
 from connectors.settings import MarkdownSource
 
@@ -298,6 +298,22 @@ def test_include_and_exclude(vault: Path) -> None:
     assert set(by_id(items, Record)) == {"projects/Project X.md", "notes.txt"}
 
 
+def test_exclude_with_gitignore_rules(tmp_path: Path) -> None:
+    for name in (
+        "a.md",
+        "drafts/b.md",
+        "x/drafts/c.md",
+        "templates/t.md",
+        "templates/keep.md",
+        "README.md",
+        "x/README.md",
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(f"# {name}\n\ntext\n")
+    items = run(tmp_path, exclude=["drafts/", "templates/**", "!templates/keep.md", "/README.md"])
+    assert set(by_id(items, Record)) == {"a.md", "templates/keep.md", "x/README.md"}
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -327,3 +343,13 @@ def test_globs() -> None:
     assert not GlobSet(["a?c"]).matches("a/c")
     assert GlobSet(["[!a]*.md"]).matches("b.md") and not GlobSet(["[!a]*.md"]).matches("a.md")
     assert not GlobSet([]).matches("anything")
+
+
+def test_globs_follow_gitignore() -> None:
+    assert GlobSet(["drafts"]).matches("a/drafts/b.md") and GlobSet(["drafts/"]).matches("a/drafts/b.md")
+    assert not GlobSet(["drafts/"]).matches("drafts") and GlobSet(["drafts/"]).covers_folder("x/drafts")
+    assert GlobSet(["/README.md"]).matches("README.md") and not GlobSet(["/README.md"]).matches("a/README.md")
+    kept = GlobSet(["templates/**", "!templates/keep.md"])
+    assert kept.matches("templates/a.md") and not kept.matches("templates/keep.md")
+    assert not kept.covers_folder("templates")  # a "!" pattern may take something under it back
+    assert not GlobSet(["# a comment"]).matches("# a comment") and GlobSet(["\\#x.md"]).matches("#x.md")

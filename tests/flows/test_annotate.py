@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from flows.annotate import AnnotateApp, EditScreen, HelpScreen, NoteScreen
+from flows.annotate import AnnotateApp, correction_from_edit
+from flows.annotate_widgets import EditScreen, HelpScreen, NoteScreen
 from pipeline.labels import AnnotationQueue, QueueFilter
 from pipeline.status import status
 from pipeline.workspace import open_workspace
@@ -242,3 +243,9 @@ def test_ctrl_c_quits_and_keeps_what_was_done(corpus: Corpus, fake_editor: Path)
     assert terminal.proc.returncode == 0
     assert b"1 of 1 labelled; this session: good 0, bad 1" in terminal.output
     assert ("chats:c5", None, 0, "bad", None, None, "plora") in labels_in_force(corpus.home)
+
+
+def test_correction_from_edit() -> None:
+    assert correction_from_edit("Use the init script.", "Use the init script.\n") is None
+    assert correction_from_edit("Use the init script.", "  \n") is None
+    assert correction_from_edit("Use the init script.", "\nRun systemctl.\n\n") == "Run systemctl."

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.label_args import correction_argument
+from pipeline.errors import UsageError
 from tests.pipeline.test_labels import Corpus, chat, labels_in_force, make_corpus
 
 pytestmark = pytest.mark.timeout(60)
@@ -124,3 +126,10 @@ def test_label_help_lists_the_options(cli) -> None:
     assert result.code == 0
     for option in ("--message", "--branch", "--note", "--correction", "--home", "--json"):
         assert option in result.stdout
+
+
+def test_correction_file_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"--correction @.*missing\.md: no such file"):
+        correction_argument(f"@{tmp_path / 'missing.md'}")
+    assert correction_argument("@@handle") == "@handle"
+    assert correction_argument("plain") == "plain"

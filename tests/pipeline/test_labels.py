@@ -11,16 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from flows.label_args import correction_argument, parse_since
 from pipeline.errors import UsageError
 from pipeline.ingest import ingest
 from pipeline.labels import (
     AnnotationQueue,
     QueueFilter,
-    correction_argument,
-    correction_from_edit,
     export_labels,
     import_labels,
-    parse_since,
     set_label,
     stale_labels,
     undo_label,
@@ -216,19 +214,6 @@ def test_clear_errors(workspace, args: tuple[Any, ...], message: str) -> None:
     with pytest.raises(UsageError, match=None) as error:
         set_label(workspace, args[0], args[1], **kwargs)
     assert message in str(error.value)
-
-
-def test_correction_file_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"--correction @.*missing\.md: no such file"):
-        correction_argument(f"@{tmp_path / 'missing.md'}")
-    assert correction_argument("@@handle") == "@handle"
-    assert correction_argument("plain") == "plain"
-
-
-def test_correction_from_edit() -> None:
-    assert correction_from_edit("Use the init script.", "Use the init script.\n") is None
-    assert correction_from_edit("Use the init script.", "  \n") is None
-    assert correction_from_edit("Use the init script.", "\nRun systemctl.\n\n") == "Run systemctl."
 
 
 def test_a_note_on_an_imported_label_confirms_it_as_the_persons(workspace, corpus: Corpus) -> None:

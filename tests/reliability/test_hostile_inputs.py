@@ -1073,7 +1073,7 @@ def test_untitled_huge_message_title_costs_no_memory() -> None:
     """The fallback title (first user message, one line) must not split a whole 10 MB message."""
     import tracemalloc
 
-    from connectors._files import fallback_title
+    from connectors.conversation_text import fallback_title
 
     messages = (Message("user", "word " * 2_000_000, position=0),)
     tracemalloc.start()
