@@ -168,7 +168,7 @@ def _clean_profile_dir(folder: Path, registered: set[int]) -> None:
     is between its rename and its commit.
 
     Note: a ``v<N>`` folder without a row is removed even when its manifest is complete (say, the
-    store was replaced by an older copy); see the README's note on the registry."""
+    store was replaced by an older copy); see docs/adapters.md, "Registration is atomic"."""
     if not folder.is_dir():
         return
     host = _host()
