@@ -7,6 +7,7 @@ Each command calls pipeline.registry / pipeline.generate and formats the result.
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -39,23 +40,42 @@ def register(app: typer.Typer) -> None:
     app.command("generate")(generate)
 
 
-def _as_dict(version: AdapterVersion, current: int | None) -> dict[str, Any]:
-    manifest = version.manifest
-    return {
-        "ref": version.ref,
-        "profile": version.profile,
-        "version": version.version,
-        "status": version.status,
-        "current": current == version.version,
-        "parent_version": version.parent_version,
-        "base_model": version.base_model,
-        "base_fingerprint": version.base_fingerprint,
-        "path": str(version.path),
-        "created_at": manifest.get("created_at"),
-        "run_id": manifest.get("run_id"),
-        "metrics": manifest.get("metrics") or {},
-        "gate": manifest.get("gate") or {},
-    }
+@dataclass(frozen=True)
+class VersionRow:
+    """One version as ``plora adapters list --json`` shows it (``asdict`` is the JSON row)."""
+
+    ref: str
+    profile: str
+    version: int
+    status: str
+    current: bool
+    parent_version: int | None
+    base_model: str
+    base_fingerprint: str
+    path: str
+    created_at: str | None
+    run_id: str | None
+    metrics: dict[str, Any]
+    gate: dict[str, Any]
+
+    @classmethod
+    def of(cls, version: AdapterVersion, current: int | None) -> VersionRow:
+        manifest = version.manifest
+        return cls(
+            ref=version.ref,
+            profile=version.profile,
+            version=version.version,
+            status=version.status,
+            current=current == version.version,
+            parent_version=version.parent_version,
+            base_model=version.base_model,
+            base_fingerprint=version.base_fingerprint,
+            path=str(version.path),
+            created_at=manifest.created_at if manifest else None,
+            run_id=manifest.run_id if manifest else None,
+            metrics=dict(manifest.metrics) if manifest else {},
+            gate=manifest.gate.dump() if manifest else {},
+        )
 
 
 def list_(
@@ -70,23 +90,23 @@ def list_(
     with open_workspace(home, check_paths=False) as workspace:
         versions = list_versions(workspace, profile)
         currents = current_versions(workspace)
-    rows = [_as_dict(version, currents.get(version.profile)) for version in versions]
+    rows = [VersionRow.of(version, currents.get(version.profile)) for version in versions]
     if json:
-        print_json({"adapters": rows})
+        print_json({"adapters": [asdict(row) for row in rows]})
         return
     if not rows:
         stdout.print("no adapters registered" + (f" for {escape(profile)}" if profile else ""))
         return
     table = Table("", "ref", "status", "parent", "eval loss", "created", box=None)
     for row in rows:
-        loss = row["metrics"].get("eval_loss")
+        loss = row.metrics.get("eval_loss")
         table.add_row(
-            "*" if row["current"] else "",
-            row["ref"],
-            row["status"],
-            f"v{row['parent_version']}" if row["parent_version"] else "-",
+            "*" if row.current else "",
+            row.ref,
+            row.status,
+            f"v{row.parent_version}" if row.parent_version else "-",
             f"{loss:.4f}" if isinstance(loss, int | float) else "-",
-            (row["created_at"] or "")[:19],
+            (row.created_at or "")[:19],
         )
     stdout.print(table)
 
@@ -99,35 +119,36 @@ def show(ref: RefArgument, home: HomeOption = None, json: JsonOption = False) ->
     with open_workspace(home, check_paths=False) as workspace:
         version = resolve(workspace, ref)
         currents = current_versions(workspace)
-    document = {**_as_dict(version, currents.get(version.profile)), "manifest": version.manifest}
-    if json:
-        print_json(document)
-        return
+    row = VersionRow.of(version, currents.get(version.profile))
     manifest = version.manifest
-    stdout.print(f"[bold]{escape(version.ref)}[/] {version.status}" + (" (current)" if document["current"] else ""))
+    if json:
+        print_json({**asdict(row), "manifest": manifest.dump() if manifest is not None else {}})
+        return
+    stdout.print(f"[bold]{escape(version.ref)}[/] {version.status}" + (" (current)" if row.current else ""))
     stdout.print(f"path      {escape(str(version.path))}")
     stdout.print(f"parent    {'v' + str(version.parent_version) if version.parent_version else '-'}")
     stdout.print(f"base      {escape(version.base_model)} {version.base_fingerprint[:12]}")
-    stdout.print(f"created   {manifest.get('created_at', '?')}, run {manifest.get('run_id') or '-'}")
-    snapshots = manifest.get("snapshots") or {}
+    if manifest is None:
+        stdout.print(f"manifest  unreadable; see `plora adapters verify {escape(version.ref)}`")
+        return
+    stdout.print(f"created   {manifest.created_at}, run {manifest.run_id or '-'}")
+    snapshots = manifest.snapshots
     stdout.print("datasets  " + (", ".join(f"{k} {v[:12]}" for k, v in sorted(snapshots.items())) or "-"))
-    for key in ("lora", "train", "metrics"):
+    for key, recorded in (("lora", manifest.lora), ("train", manifest.train), ("metrics", manifest.metrics)):
         values = {
-            k: v
-            for k, v in (manifest.get(key) or {}).items()
-            if v is not None and not (key == "metrics" and isinstance(v, dict | list))
+            k: v for k, v in recorded.items() if v is not None and not (key == "metrics" and isinstance(v, dict | list))
         }  # nested: see --json
         stdout.print(f"{key:<9} " + (escape(", ".join(f"{k}={v}" for k, v in sorted(values.items()))) or "-"))
-    gate = manifest.get("gate") or {}
-    numbers = ", ".join(f"{k}={v}" for k, v in sorted(gate.items()) if k not in ("accepted", "reasons"))
+    gate = manifest.gate
+    numbers = ", ".join(f"{k}={v}" for k, v in sorted(gate.numbers.items()))
     stdout.print(
-        f"gate      {'accepted' if gate.get('accepted') else 'rejected'}" + (f" ({escape(numbers)})" if numbers else "")
+        f"gate      {'accepted' if gate.accepted else 'rejected'}" + (f" ({escape(numbers)})" if numbers else "")
     )
-    for reason in gate.get("reasons") or []:
+    for reason in gate.reasons:
         stdout.print(f"          - {escape(str(reason))}")
-    if manifest.get("composition"):
-        parts = ", ".join(f"{p['weight']:g} x {p['ref']}" for p in manifest["composition"]["components"])
-        stdout.print(f"combines  {escape(parts)} ({manifest['composition']['combination_type']})")
+    if manifest.composition:
+        parts = ", ".join(f"{p.weight:g} x {p.ref}" for p in manifest.composition.components)
+        stdout.print(f"combines  {escape(parts)} ({manifest.composition.combination_type})")
 
 
 def verify(ref: RefArgument, home: HomeOption = None, json: JsonOption = False) -> None:
@@ -137,7 +158,7 @@ def verify(ref: RefArgument, home: HomeOption = None, json: JsonOption = False) 
 
     with open_workspace(home, check_paths=False) as workspace:
         version = verify_version(workspace, ref)
-    files = sorted(version.manifest["files"])
+    files = list(version.require_manifest().files)
     if json:
         print_json({"ref": version.ref, "ok": True, "files": files})
         return
@@ -235,7 +256,7 @@ def combine(
             workspace, refs, weights, profile=profile, combination_type=combination_type, promote=promote_it
         )
     if json:
-        print_json(_as_dict(version, version.version if promote_it else None))
+        print_json(asdict(VersionRow.of(version, version.version if promote_it else None)))
         return
     stdout.print(f"registered {escape(version.ref)}" + (" (current)" if promote_it else ""))
 

@@ -182,8 +182,7 @@ def check_changes(workspace: Workspace, profile: str) -> ChangeCheck:
     if not versions:
         return ChangeCheck(name, True, "no adapter registered yet", now, None, None)
     last = max(versions, key=lambda version: version.version)
-    trained_on = {str(k): str(v) for k, v in dict(last.manifest.get("snapshots") or {}).items()}
-    if not last.manifest:
+    if last.manifest is None:
         return ChangeCheck(
             name,
             True,
@@ -193,6 +192,7 @@ def check_changes(workspace: Workspace, profile: str) -> ChangeCheck:
             last.ref,
             last.status,
         )
+    trained_on = dict(last.manifest.snapshots)
     if trained_on == now:
         return ChangeCheck(
             name,

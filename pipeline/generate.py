@@ -120,7 +120,7 @@ def load_profiles(workspace: Workspace, profiles: list[str], *, versions: dict[s
     tokenizers: dict[str, Any] = {}
     for profile, version in chosen.items():
         model = attach(model, version, base_fingerprint=base.fingerprint, adapter_name=adapter_name_for(profile))
-        if any(name in TOKENIZER_FILES for name in version.manifest.get("files", {})):
+        if any(name in TOKENIZER_FILES for name in version.require_manifest().files):
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(version.path), trust_remote_code=False)

@@ -3,7 +3,8 @@
 A snapshot folder holds ``data/`` (a ``datasets.DatasetDict`` with ``train`` and ``eval`` splits,
 saved with ``save_to_disk``) and ``plora-snapshot.json`` (what went in: profile, sources, row and
 token counts per split, label and redaction counts, what was cut or dropped, builder version, and
-``files``: every file of ``data/`` with its size and sha256, which ``damage`` checks).
+``files``: every file of ``data/`` with its sha256 and size, a ``pipeline.integrity.FolderManifest``,
+which ``damage`` checks; snapshots written before it say ``bytes`` for ``size`` and read the same).
 Columns per kind, all in TRL's standard formats plus ``source`` and ``ref`` (``source:external_id``):
 
 - ``sft``:  ``messages`` (conversational)
@@ -14,13 +15,13 @@ Columns per kind, all in TRL's standard formats plus ``source`` and ``ref`` (``s
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import DatasetError
+from pipeline.integrity import FolderManifest
 from pipeline.workspace import Workspace
 from storage.snapshots import latest_snapshot
 
@@ -69,14 +70,9 @@ def read_snapshot(path: Path) -> Snapshot:
 
 
 def data_files(path: Path) -> dict[str, dict[str, Any]]:
-    """Every file under the snapshot folder's ``data/``: path relative to the folder -> bytes, sha256."""
-    out: dict[str, dict[str, Any]] = {}
-    for file in sorted((path / DATA_DIR).rglob("*")):
-        if file.is_file():
-            with file.open("rb") as handle:
-                digest = hashlib.file_digest(handle, "sha256").hexdigest()
-            out[file.relative_to(path).as_posix()] = {"bytes": file.stat().st_size, "sha256": digest}
-    return out
+    """Every file under the snapshot folder's ``data/``: path relative to the folder -> sha256, size
+    (a ``pipeline.integrity.FolderManifest`` in its JSON form)."""
+    return FolderManifest.of_folder(path, under=DATA_DIR).dump()
 
 
 def damage(snapshot: Snapshot) -> str | None:
@@ -88,18 +84,15 @@ def damage(snapshot: Snapshot) -> str | None:
     split's state and info, each Arrow file its state names)."""
     files = snapshot.meta.get("files")
     if isinstance(files, dict) and files:
-        for name, expected in files.items():
-            file = snapshot.path / name
-            try:
-                if file.stat().st_size != expected["bytes"]:
-                    return f"{file} changed since it was written"
-                with file.open("rb") as handle:
-                    if hashlib.file_digest(handle, "sha256").hexdigest() != expected["sha256"]:
-                        return f"{file} changed since it was written"
-            except OSError as e:
-                return f"{file}: {e}"
-            except (KeyError, TypeError):
-                return f"{snapshot.path / META_FILE}: unreadable files entry {name!r}"
+        try:
+            manifest = FolderManifest.parse(files)
+        except ValueError as e:
+            return f"{snapshot.path / META_FILE}: unreadable files list ({e})"
+        for mismatch in manifest.mismatches(snapshot.path, first_only=True):
+            file = snapshot.path / mismatch.name
+            if mismatch.problem in ("size", "sha256"):
+                return f"{file} changed since it was written"
+            return f"{file}: {mismatch.error or mismatch.problem}"
         return None
     data = snapshot.path / DATA_DIR
     try:

@@ -7,7 +7,7 @@ The profile is part of it because snapshots are recorded per profile: two profil
 rows get two snapshots. Metadata that only describes the build (counts of what was dropped) is
 not: the same rows are the same dataset.
 
-The metadata file gets ``files`` (every file of ``data/``: bytes and sha256) so a later build can tell
+The metadata file gets ``files`` (every file of ``data/``: sha256 and size) so a later build can tell
 an intact folder from a damaged one without loading it (``pipeline.snapshots.damage``).
 
 Writing is atomic: the splits go to ``datasets/<kind>/.tmp-<fingerprint>-<random>/`` and the

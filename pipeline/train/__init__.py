@@ -320,7 +320,7 @@ def _plan(
 
 def _check_parent_lora(parent: Any, recipe: Recipe) -> None:
     """Continue mode trains the parent's adapter as it is: its shape must be the profile's."""
-    recorded = (parent.manifest or {}).get("lora") or {}
+    recorded = parent.manifest.lora if parent.manifest is not None else {}
     wanted = recipe.lora_dict()
     differs = [
         f"{key} {recorded[key]!r} -> {wanted[key]!r}"

@@ -95,7 +95,7 @@ def replay_sample(
     pool: dict[str, dict[str, Any]] = {}
     read: set[tuple[str, str]] = set()
     for version in _lineage(workspace, parent):
-        snapshots = (version.manifest or {}).get("snapshots") or {}
+        snapshots = version.manifest.snapshots if version.manifest is not None else {}
         if not snapshots:
             report.notes.append(f"v{version.version}'s manifest records no dataset snapshots")
             continue

@@ -29,9 +29,7 @@ never loaded.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -39,7 +37,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from pipeline.errors import TrainingError
+from pipeline.integrity import (
+    FolderManifest,
+    atomic_write,
+    canonical_json,
+    files_under,
+    sha256_bytes,
+    validation_summary,
+)
 
 RUN_FILE = "plora-run.json"
 STATE_FILE = "plora-state.json"
@@ -194,69 +202,50 @@ def check_resumable(saved: RunState, now: RunState) -> None:
 # --- files ----------------------------------------------------------------------------------------
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file + fsync + rename, so a reader sees the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+class CheckpointManifest(BaseModel):
+    """``plora-manifest.json``: whose checkpoint this is, and every other file of the folder."""
 
+    model_config = ConfigDict(frozen=True)
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+    format: int = 1
+    run_id: str
+    stage: str
+    step: int
+    files: FolderManifest
 
 
 def write_manifest(folder: Path, *, run_id: str, stage: str, step: int) -> str:
     """Hash every file of ``folder`` into ``plora-manifest.json`` (written last, atomically); returns
     the manifest's own sha256, which the caller records in the store."""
-    files = {p.relative_to(folder).as_posix(): {"sha256": _sha256(p), "size": p.stat().st_size} for p in _files(folder)}
-    text = (
-        json.dumps(
-            {"format": 1, "run_id": run_id, "stage": stage, "step": step, "files": files}, indent=2, sort_keys=True
-        )
-        + "\n"
-    )
-    atomic_write(folder / MANIFEST_FILE, text)
-    return hashlib.sha256(text.encode()).hexdigest()
+    files = FolderManifest.of_folder(folder, exclude={MANIFEST_FILE})
+    raw = canonical_json(CheckpointManifest(run_id=run_id, stage=stage, step=step, files=files).model_dump())
+    atomic_write(folder / MANIFEST_FILE, raw)
+    return sha256_bytes(raw)
 
 
 def verify_manifest(folder: Path, *, run_id: str, stage: str, step: int | None = None) -> tuple[str | None, str]:
     """(the manifest's sha256, "ok") when ``folder`` is exactly what its manifest lists, else
     (None, why not)."""
-    path = folder / MANIFEST_FILE
     try:
-        raw = path.read_bytes()
-        manifest = json.loads(raw)
+        raw = (folder / MANIFEST_FILE).read_bytes()
+        manifest = CheckpointManifest.model_validate_json(raw)
     except FileNotFoundError:
         return None, "no manifest (the checkpoint was not finished)"
-    except (OSError, ValueError) as e:
+    except OSError as e:
         return None, f"unreadable manifest ({e})"
-    if manifest.get("run_id") != run_id or manifest.get("stage") != stage:
-        return None, f"written by {manifest.get('run_id')}/{manifest.get('stage')}, not {run_id}/{stage}"
-    if step is not None and manifest.get("step") != step:
-        return None, f"manifest says step {manifest.get('step')}, folder says {step}"
-    listed = manifest.get("files")
-    if not isinstance(listed, dict):
-        return None, "manifest has no file list"
-    present = {p.relative_to(folder).as_posix(): p for p in _files(folder)}
-    if set(present) != set(listed):
-        extra, missing = sorted(set(present) - set(listed)), sorted(set(listed) - set(present))
+    except ValidationError as e:
+        return None, f"unreadable manifest ({validation_summary(e)})"
+    if manifest.run_id != run_id or manifest.stage != stage:
+        return None, f"written by {manifest.run_id}/{manifest.stage}, not {run_id}/{stage}"
+    if step is not None and manifest.step != step:
+        return None, f"manifest says step {manifest.step}, folder says {step}"
+    present, listed = set(files_under(folder, exclude={MANIFEST_FILE})), set(manifest.files)
+    if present != listed:
+        extra, missing = sorted(present - listed), sorted(listed - present)
         return None, f"files differ from the manifest (extra {extra}, missing {missing})"
-    for name, p in present.items():
-        entry = listed[name]
-        if not isinstance(entry, dict) or p.stat().st_size != entry.get("size") or _sha256(p) != entry.get("sha256"):
-            return None, f"{name} does not match its sha256 in the manifest"
-    return hashlib.sha256(raw).hexdigest(), "ok"
+    for mismatch in manifest.files.mismatches(folder, first_only=True):
+        return None, f"{mismatch.name} does not match its sha256 in the manifest"
+    return sha256_bytes(raw), "ok"
 
 
 @dataclass(frozen=True)

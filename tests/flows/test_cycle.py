@@ -85,7 +85,7 @@ def test_monthly_cycle_registers_adapters_then_trains_nothing_when_nothing_chang
             assert isinstance(row["eval_loss"]["base"], float) and isinstance(row["eval_loss"]["new"], float)
             assert (row["adapter_status"] in ("accepted", "rejected") and row["why"] is None) or not row["promoted"]
             version = registry.resolve(workspace, f"{name}@v1")  # registered in the store
-            assert version.manifest["snapshots"] == row["snapshots"]  # what change detection compares
+            assert version.manifest.snapshots == row["snapshots"]  # what change detection compares
             assert row["notes"][0] == "no interrupted run to resume: starting a new run"
     assert set(summary["registered"]) | {r["adapter"] for r in summary["rejected"]} == {"work@v1", "creative@v1"}
 

@@ -23,7 +23,7 @@ import pytest
 
 from pipeline import registry
 from pipeline.errors import RegistryError, UsageError
-from pipeline.registry import AdapterVersion
+from pipeline.registry import AdapterVersion, publish
 from pipeline.workspace import Workspace, open_workspace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,7 +186,7 @@ def test_register_writes_a_checksummed_version_with_manifest_and_card(workspace:
     assert [p.name for p in version.path.parent.iterdir()] == ["v1"]  # no staging left
 
     manifest = json.loads((version.path / "plora.json").read_text())
-    assert manifest == version.manifest
+    assert manifest == version.manifest.dump()
     assert {
         "format",
         "profile",
@@ -223,7 +223,7 @@ def test_register_writes_a_checksummed_version_with_manifest_and_card(workspace:
     assert "| chatgpt | conversation | 12 |" in card and "| runbooks | runbook | 3 |" in card
     assert "eval loss 1.25 < 1.5" in card and "| improvement | 0.25 |" in card
 
-    assert registry.verify(workspace, "work").manifest == manifest
+    assert registry.verify(workspace, "work").manifest.dump() == manifest
     assert status(workspace)["adapters"] == {"work": {"current": "v1", "versions": 1}}
 
 
@@ -269,13 +269,13 @@ def test_only_peft_files_are_taken_and_tokenizer_files_only_when_changed(
     (source / "training_args.bin").write_bytes(pickle.dumps({"lr": 1}))
     (source / "trainer_state.json").write_text("{}")
     same = register(workspace, kit, adapter_dir=source)
-    assert sorted(same.manifest["files"]) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(same.manifest.files) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
 
     config = json.loads((source / "tokenizer_config.json").read_text())
     config["model_max_length"] = 512
     (source / "tokenizer_config.json").write_text(json.dumps(config))
     changed = register(workspace, kit, adapter_dir=source)
-    assert {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"} <= changed.manifest["files"].keys()
+    assert {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"} <= changed.manifest.files.entries.keys()
     assert not (changed.path / "training_args.bin").exists()
     registry.verify(workspace, changed.ref)
 
@@ -508,7 +508,7 @@ def test_failure_at_each_step_leaves_no_half_version(
         if at == step:
             raise KeyboardInterrupt(f"interrupted at {at}")
 
-    monkeypatch.setattr(registry, "_checkpoint", fail)
+    monkeypatch.setattr(publish, "_checkpoint", fail)
     with pytest.raises(KeyboardInterrupt):
         register(workspace, kit, adapter="b", parent=1)
     assert sorted(p.name for p in (workspace.home.adapters / "work").iterdir()) == ["v1"]  # cleaned up
@@ -525,7 +525,7 @@ def test_failure_after_commit_keeps_the_version(
         if at == "committed":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(registry, "_checkpoint", fail)
+    monkeypatch.setattr(publish, "_checkpoint", fail)
     with pytest.raises(KeyboardInterrupt):
         register(workspace, kit, adapter="b", parent=1)
     assert registry.current(workspace, "work").ref == "work@v2"
@@ -536,6 +536,7 @@ _KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     from pipeline import registry
+    from pipeline.registry import publish
     from pipeline.workspace import open_workspace
 
     home, adapter, fingerprint, step = sys.argv[1:5]
@@ -544,7 +545,7 @@ _KILL_SCRIPT = textwrap.dedent("""
         if at == step:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    registry._checkpoint = die
+    publish._checkpoint = die
     workspace = open_workspace(Path(home))
     registry.register(
         workspace, profile="work", adapter_dir=Path(adapter), parent_version=1, base_model="builtin:tiny-llama",
@@ -585,7 +586,7 @@ def test_export_plain_folder_loads_in_peft_as_is(workspace: Workspace, kit: Kit,
 
     version = register(workspace, kit)
     dest = registry.export(workspace, "work", tmp_path / "plain", merged=False)
-    assert sorted(p.name for p in dest.iterdir()) == sorted([*version.manifest["files"], "plora.json"])
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*version.manifest.files, "plora.json"])
     base = nf4_base(workspace.home.root)
     batch = chat_batch(base.tokenizer)
     loaded = PeftModel.from_pretrained(base.model, str(dest))
@@ -645,10 +646,10 @@ def test_combine_registers_a_weighted_composition(workspace: Workspace, kit: Kit
     assert (only_work.ref, only_work.status, only_work.parent_version) == ("blend@v1", "accepted", None)
     assert registry.current(workspace, "blend") is None  # not promoted unless asked
     assert not has_lora(base.model)  # the components were taken back off the base
-    composition = only_work.manifest["composition"]
-    assert composition["combination_type"] == "cat"
-    assert [(c["ref"], c["weight"]) for c in composition["components"]] == [("work@v1", 1.0), ("creative@v1", 0.0)]
-    assert only_work.manifest["lora"]["r"] == 8 and only_work.manifest["base_model"]["fingerprint"] == kit.fingerprint
+    composition = only_work.manifest.composition
+    assert composition.combination_type == "cat"
+    assert [(c.ref, c.weight) for c in composition.components] == [("work@v1", 1.0), ("creative@v1", 0.0)]
+    assert only_work.manifest.lora["r"] == 8 and only_work.manifest.base_model.fingerprint == kit.fingerprint
     assert "| work@v1 | 1 |" in (only_work.path / "README.md").read_text()
     registry.verify(workspace, only_work.ref)
 

@@ -298,8 +298,8 @@ def test_scratch_lowers_eval_loss_registers_and_records_the_run(tmp_path: Path, 
         from pipeline import registry
 
         version = registry.current(workspace, "work")
-        assert version.manifest["run_id"] == out["run_id"] and version.manifest["snapshots"] == snapshots
-        assert version.manifest["sources"] == {"chats": {"sft": 30}, "notes": {"text": 8}}
+        assert version.manifest.run_id == out["run_id"] and version.manifest.snapshots == snapshots
+        assert version.manifest.sources == {"chats": {"sft": 30}, "notes": {"text": 8}}
     run_dir = home / "runs" / out["run_id"]
     assert out["run_id"].startswith("work-") and (run_dir / "plora-run.json").is_file()
     assert (run_dir / "sft" / "checkpoint-12" / "plora-manifest.json").is_file()
@@ -470,7 +470,7 @@ def test_dpo_and_kto_stages_run_after_sft(tmp_path: Path, models_dir: Path) -> N
     with open_workspace(home, check_paths=False) as workspace:
         from pipeline import registry
 
-        files = set(registry.resolve(workspace, dpo["adapter"]).manifest["files"])
+        files = set(registry.resolve(workspace, dpo["adapter"]).manifest.files)
     assert "ref" not in files and all(not name.startswith("ref") for name in files)
 
     write_config(home, stages='["sft", "kto"]', max_steps=3, lr=5e-3)

@@ -221,9 +221,9 @@ def test_a_crashed_worker_leaves_no_half_adapter_and_a_rerun_completes(
             rows = runs.list_runs(session, "creative")
             assert [(row.id, row.status) for row in rows] == [(run_id, RunStatus.completed)]  # no second run
             resumed_from = rows[0].metrics["stages"]["sft"]["resumed_from_step"]
-    assert current is not None and current.ref == "creative@v1" and current.manifest["run_id"] == run_id
+    assert current is not None and current.ref == "creative@v1" and current.manifest.run_id == run_id
     assert resumed_from is not None and SAVE_STEPS <= resumed_from < MAX_STEPS
-    assert current.manifest["metrics"]["steps"] == {"sft": MAX_STEPS}
+    assert current.manifest.metrics["steps"] == {"sft": MAX_STEPS}
     # the train-adapter sub-flow's artifact (there is one: the killed run never got that far) says so too
     (artifact,) = httpx.post(
         f"{prefect_server.api_url}/artifacts/filter",

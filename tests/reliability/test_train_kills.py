@@ -94,9 +94,9 @@ DRIVER = textwrap.dedent(f"""
 
         runs.add_checkpoint = add_checkpoint
     elif point.startswith("registration-"):
-        from pipeline import registry
+        from pipeline.registry import publish
         step = point.removeprefix("registration-")
-        registry._checkpoint = lambda at: die() if at == step else None
+        publish._checkpoint = lambda at: die() if at == step else None
 
     from pipeline.train import train_profile
     from pipeline.workspace import open_workspace

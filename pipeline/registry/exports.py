@@ -1,0 +1,125 @@
+"""Export a version out of the registry: its PEFT folder as it is, or merged into its base.
+
+Every export is written into a temp folder beside the destination and renamed into place
+(``export_folder``), so a failed export leaves nothing behind; other formats plug in the same way.
+The merged export carries ``plora-export.json``: which adapter (and its manifest), on which base.
+
+torch / transformers / peft are imported inside the functions."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.base_model import load_base
+from pipeline.errors import RegistryError, UsageError
+from pipeline.integrity import atomic_write, canonical_json, copy_durably, fsync_dir
+from pipeline.registry.card import model_card
+from pipeline.registry.load import attach
+from pipeline.registry.manifest import MANIFEST, MODEL_CARD, TOKENIZER_FILES, is_pickle_name, plora_version
+from pipeline.registry.verification import verify
+from pipeline.registry.versions import AdapterVersion
+from pipeline.workspace import Workspace
+from storage.models import utcnow
+
+if TYPE_CHECKING:
+    from pipeline.base_model import LoadedBase
+
+EXPORT_MANIFEST = "plora-export.json"
+MERGED_EXPORT_FORMAT = "plora-merged-export/1"
+
+
+@contextlib.contextmanager
+def export_folder(dest: Path) -> Iterator[Path]:
+    """A temp folder to write an export into; on success it is fsynced and renamed to ``dest`` (a new
+    or empty folder), refusing pickle-format files; on failure it is removed."""
+    dest = Path(dest).expanduser().absolute()
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise UsageError(f"export destination {dest} exists and is not a folder")
+    if dest.is_dir() and any(dest.iterdir()):
+        raise UsageError(f"export destination {dest} is not empty; give a new or empty folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.plora-tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        leftovers = [path.name for path in tmp.iterdir() if is_pickle_name(path.name)]
+        if leftovers:
+            raise RegistryError(f"export would contain pickle-format files {leftovers}; refusing")
+        fsync_dir(tmp)
+        try:
+            if dest.is_dir():
+                dest.rmdir()  # empty (checked before); fails if something appeared meanwhile
+            tmp.rename(dest)
+        except OSError as e:
+            raise UsageError(f"can't create {dest}: {e.strerror or e}") from e
+        fsync_dir(dest.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def export(workspace: Workspace, ref: str, dest: Path, *, merged: bool, base: LoadedBase | None = None) -> Path:
+    """Write ``ref`` to the new (or empty) folder ``dest``, atomically; returns ``dest``.
+
+    ``merged=False``: the version's files as they are (a PEFT folder vLLM and PEFT load as is, with
+    the model card and manifest). ``merged=True``: the base in full precision with the adapter merged
+    into its weights (safetensors), plus the tokenizer; ``base`` (full precision) is used when given,
+    and is consumed: its weights are modified. Otherwise the configured base is loaded with
+    quantization "none"."""
+    version = verify(workspace, ref)
+    with export_folder(dest) as tmp:
+        if merged:
+            _write_merged(workspace, version, tmp, base)
+        else:
+            _write_peft_folder(version, tmp)
+    return Path(dest).expanduser().absolute()
+
+
+def _write_peft_folder(version: AdapterVersion, tmp: Path) -> None:
+    """The version's files, each checked against the manifest as it is copied."""
+    manifest = version.require_manifest()
+    for name, entry in manifest.files.entries.items():
+        if copy_durably(version.path / name, tmp / name) != entry:
+            raise RegistryError(f"adapter {version.ref}: {name} changed during export; verify it")
+    shutil.copyfile(version.path / MANIFEST, tmp / MANIFEST)
+
+
+def _full_precision_base(workspace: Workspace) -> LoadedBase:
+    config = workspace.config.base_model
+    return load_base(config.name, home=workspace.home.root, quantization="none", double_quant=False)
+
+
+def _write_merged(workspace: Workspace, version: AdapterVersion, tmp: Path, base: LoadedBase | None) -> None:
+    manifest = version.require_manifest()
+    if base is None:
+        base = _full_precision_base(workspace)
+    if base.quantized:
+        raise RegistryError(
+            f"merged export of {version.ref} needs the base in full precision "
+            "(quantization='none'); merging into NF4 weights would lose the adapter's precision"
+        )
+    model = attach(base.model, version, base_fingerprint=base.fingerprint)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(str(tmp))
+    tokenizer_files = [name for name in manifest.files if name in TOKENIZER_FILES]
+    if tokenizer_files:
+        for name in tokenizer_files:
+            shutil.copyfile(version.path / name, tmp / name)
+    else:
+        base.tokenizer.save_pretrained(str(tmp))
+    (tmp / MODEL_CARD).write_text(model_card(manifest, merged=True), encoding="utf-8")
+    record = {
+        "format": MERGED_EXPORT_FORMAT,
+        "adapter": version.ref,
+        "adapter_manifest_sha256": version.manifest_sha256,
+        "adapter_manifest": manifest.dump(),
+        "base_model": {"name": base.name, "fingerprint": base.fingerprint},
+        "created_at": utcnow().isoformat(),
+        "plora_version": plora_version(),
+    }
+    atomic_write(tmp / EXPORT_MANIFEST, canonical_json(record))
