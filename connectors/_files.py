@@ -535,9 +535,10 @@ def conversation_record(
     """A conversation Record.
 
     ``content_hash`` covers the title, the main path, every branch message and the imported
-    labels: anything storage has to write again when it changes.
+    labels: anything storage has to write again when it changes. An untitled conversation's
+    title is "": ingest derives one (``fallback_title``) after redacting the messages.
     """
-    title = (title or "").strip() or fallback_title(messages)
+    title = (title or "").strip()
     content = render_conversation(messages)
     main = [m for m in messages if m.branch == 0]
     counts = {
