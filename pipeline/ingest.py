@@ -26,7 +26,7 @@ from connectors.records import (
 )
 from connectors.registry import reader_for
 from connectors.settings import SourceSettings
-from pipeline.redaction import Redactor, redact_record, settings_salt
+from pipeline.redaction import Redactor, redact_identifier, redact_record, redact_strings, settings_salt
 from pipeline.workspace import Workspace
 from storage import StorageError
 from storage.documents import (
@@ -96,15 +96,18 @@ def ingest_source(
                 gone = [k.id for ext, k in known.items() if ext not in outcome.seen and not k.deleted]
                 report.deleted = mark_deleted(session, gone)
             save_cursor(
-                session, source, None if outcome.cursor is None else {**outcome.cursor, SALT_KEY: salt}, started
+                session,
+                source,
+                None if outcome.cursor is None else {**redact_strings(outcome.cursor, redactor), SALT_KEY: salt},
+                started,
             )
     except ConnectorError as e:
-        report.error = str(e)
+        report.error = redactor.redact(str(e)).text  # it may name a path, and a path may hold a secret
     except StorageError:
         raise
     except Exception as e:
         log.exception("source %s failed", settings.name)
-        report.error = f"{settings.name}: {type(e).__name__}: {e}"
+        report.error = redactor.redact(f"{settings.name}: {type(e).__name__}: {e}").text
     return report
 
 
@@ -144,7 +147,7 @@ def _consume(
         if isinstance(item, Record):
             # whether it changed needs only its id and hash (storable never alters a hex hash), so a
             # record stored already costs no walk through its messages and metadata
-            external_id = storable(item.external_id)
+            external_id = redact_identifier(storable(item.external_id), redactor)
             outcome.seen.add(external_id)
             stored_hash = content_hash(item.content_hash, salt)
             existing = known.get(external_id)
@@ -162,13 +165,14 @@ def _consume(
                 _write(workspace, settings, batch)
                 batch.clear()
         elif isinstance(item, Unchanged):
-            outcome.seen.add(storable(item.external_id))
+            outcome.seen.add(redact_identifier(storable(item.external_id), redactor))
             report.unchanged += 1
         elif isinstance(item, Skip):
             skip = storable(item)
             if skip.external_id:
-                outcome.seen.add(skip.external_id)
-            report.skipped.append({"item": skip.item, "reason": skip.reason})
+                outcome.seen.add(redact_identifier(skip.external_id, redactor))
+            item_name = redact_identifier(skip.item, redactor)
+            report.skipped.append({"item": item_name, "reason": redactor.redact(skip.reason).text})
         elif isinstance(item, NothingChanged):
             outcome.nothing_changed = True
             report.unchanged += sum(1 for k in known.values() if not k.deleted)

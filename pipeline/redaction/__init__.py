@@ -1,4 +1,4 @@
-"""Secret redaction: every text ingest stores goes through `Redactor.redact` first.
+r"""Secret redaction: every text ingest stores goes through `Redactor.redact` first.
 
 Each secret is replaced by `[REDACTED:<type>]` (the names are `SECRET_TYPES`); a `Finding` says
 where it was (offsets in the original text, 1-based line) and never carries the value.
@@ -27,8 +27,8 @@ record (its fields, then the fields derived from them, then the scrub of copies)
 Only the names in `__all__` are the package's interface; its modules' other names are shared
 between its modules only.
 
-What comes from detect-secrets, and why not more. Its token plugins (AWS, Azure storage, basic
-auth, Cloudant, Discord, GitHub, GitLab, IBM Cloud IAM and COS HMAC, JWT, Mailchimp, OpenAI, PyPI,
+What comes from detect-secrets, and why not more. Its token plugins (AWS, Azure storage,
+Cloudant, Discord, GitHub, GitLab, IBM Cloud IAM and COS HMAC, JWT, Mailchimp, OpenAI, PyPI,
 SendGrid, Slack, SoftLayer, Square, Stripe, Telegram, Twilio) and `PrivateKeyDetector`'s markers
 are used as they are: their `denylist` regexes, run with `finditer` (`tokens`, `private_keys`).
 Not their `analyze_line`, which returns values without positions and reads detect-secrets' global
@@ -45,6 +45,9 @@ tests/pipeline/test_redaction.py (`python -m bench --only redaction` repeats the
   they find 1 of the 2 high-entropy canaries and flag a lockfile's `sha512-` integrity hash and
   an MD5 checksum. `entropy` also asks for a credential context and a random shape (not hex, not
   made of words).
+- `BasicAuthDetector`'s `://[^{}\s]+:([^{}\s]+)@` is greedy: it takes a password up to the last
+  `@` of the line (`mailto://user:pw@example.com?to=x@y`: `pw@example.com?to=x`), and no `#` or
+  `@` inside one: `tokens` has a URL rule of its own.
 - `NpmDetector`'s `//.+/:_authToken=` backtracks over every `//` of a long line: anchored instead.
 - `ArtifactoryDetector`'s `AP[0-9A-F]...` form matches upper-case words (`APACHE2LICENSE`);
   `IPPublicDetector`: a public address is not a secret here.
@@ -52,10 +55,18 @@ tests/pipeline/test_redaction.py (`python -m bench --only redaction` repeats the
 
 from __future__ import annotations
 
+import functools
 import json
+from typing import Protocol
 
 from connectors.records import content_hash
-from pipeline.redaction.records import MIN_SCRUB_LENGTH, SCRUB_VERSION, redact_record
+from pipeline.redaction.records import (
+    MIN_SCRUB_LENGTH,
+    SCRUB_VERSION,
+    redact_identifier,
+    redact_record,
+    redact_strings,
+)
 from pipeline.redaction.redactor import RULES_VERSION, Redactor
 from pipeline.redaction.spans import SECRET_TYPES, Finding, Redacted
 
@@ -67,9 +78,32 @@ __all__ = [
     "Finding",
     "Redacted",
     "Redactor",
+    "redact_identifier",
     "redact_record",
+    "redact_strings",
+    "redact_text",
     "settings_salt",
 ]
+
+
+class RedactionSettings(Protocol):
+    """What `redact_text` needs of the `[redaction]` config (pipeline.config.RedactionConfig)."""
+
+    enabled: bool
+    extra_patterns: list[str]
+
+
+def redact_text(text: str, settings: RedactionSettings | None = None) -> Redacted:
+    """``text`` redacted as ingest redacts every text, under ``settings`` (the `[redaction]` table;
+    None: the defaults). The entry point for text a person types into plora (label notes,
+    corrections, imported labels): it goes through the same rules as ingested text."""
+    enabled, patterns = (True, ()) if settings is None else (settings.enabled, tuple(settings.extra_patterns))
+    return _redactor(enabled, patterns).redact(text)
+
+
+@functools.lru_cache(maxsize=8)
+def _redactor(enabled: bool, patterns: tuple[str, ...]) -> Redactor:
+    return Redactor(patterns, enabled=enabled)
 
 
 def settings_salt(enabled: bool, patterns: list[str]) -> str:

@@ -18,6 +18,7 @@ from pipeline.redaction.values import (
     PASSWORD_SYMBOLS,
     PLAIN_WORD,
     REGEX_OR_TEMPLATE,
+    echoes_key,
     has_letter_and_digit,
     is_placeholder,
     looks_random,
@@ -36,8 +37,9 @@ KEYWORD_LITERALS = (
         for sep in ("_", "-", "")
     ),
 )
-# "token" but not "tokenizer"; "auth", "authorization" but not "author", "authority".
-GUARDED_KEYWORDS = {"token": r"token(?!i[sz])", "auth": r"auth(?!or(?!i[sz]))"}
+# "token" but not "tokenizer"; "auth", "authorization" but not "author", "authority"; "pass" as the
+# end of a word (`DB_PASS`, `dbPass`, `-storepass`), checked again on the whole key (`_is_pass_key`).
+GUARDED_KEYWORDS = {"token": r"token(?!i[sz])", "auth": r"auth(?!or(?!i[sz]))", "pass": r"pass(?![a-z])"}
 # Matched in the lower-cased line.
 SECRET_KEYWORD = re.compile(trie(KEYWORD_LITERALS))
 KEYWORD = re.compile("|".join((SECRET_KEYWORD.pattern, *GUARDED_KEYWORDS.values())))
@@ -159,7 +161,7 @@ _AWS_SECRET_KEY = re.compile(r"(?i)(?:aws_?)?secret_?access_?key|aws_?secret(?:_
 _AWS_SECRET_VALUE = re.compile(r"[A-Za-z0-9/+]{40}")
 _OPERATOR = re.compile(r"""(?x)
     [ \t]*
-    (?: :[ \t]*[A-Za-z_][\w.\[\]|, ]*?[ \t]*=(?!=)    # a type annotation, then `=`
+    (?: :[ \t]*[A-Za-z_][\w.\[\]|, ]*?[ \t]+=(?!=)    # a type annotation, then ` =` (`pw: x=y` is YAML)
       | := | => | =(?![=~]) | :(?!:) )
     [ \t]*""")
 _UPPER_KEY = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -192,9 +194,14 @@ def assigned_credentials(line: str, keywords: list[re.Match[str]]) -> Iterator[t
         flag = len(key) < end - start
         start = end - len(key)
         parts = key_parts(key)
-        if not parts or parts[-1] in _NOT_VALUE_KEY:
+        if not parts or parts[-1] in _NOT_VALUE_KEY or _names_a_secret(parts):
             continue
         low_key = key.lower()
+        pass_key = km.group() == "pass"
+        if pass_key and not _is_pass_key(low_key, parts):
+            continue
+        if "csrf" in low_key or "xsrf" in low_key:
+            continue  # a form's anti-forgery token, not a credential
         if _NLP_TOKEN_KEY.search(low_key) and not KEYWORD.search(_NLP_TOKEN_KEY.sub("", low_key)):
             continue
         found = _assigned_value(line, start, end, key, flag)
@@ -213,10 +220,38 @@ def assigned_credentials(line: str, keywords: list[re.Match[str]]) -> Iterator[t
             and (value.start < 3 or not line[value.start - 3].isalnum())
         ):
             continue  # a raw string: a regex in all but name
-        strength = "strong" if SECRET_KEYWORD.search(low_key) else "token" if "token" in low_key else "auth"
-        if _is_credential(text, value.quoted, context, strength):
+        strength = "strong" if pass_key or SECRET_KEYWORD.search(low_key) else "token" if "token" in low_key else "auth"
+        if _is_credential(text, value.quoted, context, strength) and not echoes_key(text, parts):
             aws = _AWS_SECRET_KEY.search(key) and _AWS_SECRET_VALUE.fullmatch(text)
             yield value.start, value.end, "aws_secret_key" if aws else "env_credential"
+
+
+# Words ending in "pass" that are no password: `bypass: true`, `compass=...`.
+_PASS_WORDS = frozenset(
+    {"bypass", "compass", "surpass", "trespass", "overpass", "underpass", "encompass", "impass", "multipass"}
+)
+
+
+def _is_pass_key(low_key: str, parts: list[str]) -> bool:
+    """`DB_PASS`, `db_pass`, `dbPass`, `smtp-pass`, `pass`, `storepass`, `$dbpass`: a password."""
+    if "pass" in parts:
+        return True
+    word = parts[-1] if parts else low_key
+    return word.endswith("pass") and word not in _PASS_WORDS
+
+
+# Keys that name a secret held elsewhere, as Helm charts do: `existingSecret: db-creds`,
+# `passwordKey: postgres-password`, `existingSecretPasswordKey`, `passwordSecret: pg-auth`.
+_NAMED_KEY_OF = frozenset({"password", "passwords", "pass", "token", "user", "username", "secret"})
+_NAMED_SECRET_OF = frozenset({"password", "passwords", "credentials", "credential", "tls", "cert", "certificate"})
+
+
+def _names_a_secret(parts: list[str]) -> bool:
+    if "existing" in parts:
+        return True
+    if len(parts) >= 2 and parts[-1] == "key" and parts[-2] in _NAMED_KEY_OF and parts[-2] != "secret":
+        return True
+    return len(parts) >= 2 and parts[-1] == "secret" and bool(_NAMED_SECRET_OF.intersection(parts[:-1]))
 
 
 def key_parts(key: str) -> list[str]:

@@ -66,6 +66,8 @@ _HASHISH_KEY = frozenset(
         "branch",
     }
 )
+_ESCAPE_TAIL = re.compile(r"[0-9A-Fa-f]{2}")
+_FLAG = re.compile(r"(?<!\S)-+[A-Za-z](?=[A-Za-z0-9+/_-])")
 _RUN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}")
 
 
@@ -81,9 +83,14 @@ def high_entropy(line: str, keywords: list[re.Match[str]], long_run: bool) -> It
     for km in keywords:
         # "the staging token is 8fKd93...": a random string soon after a credential word.
         for r in _RUN.finditer(line, km.end(), min(len(line), km.end() + 48)):
-            value = r.group().rstrip("=")
+            start = r.start()
+            if line[start - 1] == "%" and _ESCAPE_TAIL.match(line, start):
+                start += 2  # URL-encoded: `%22<value>` is a quote, then the value
+            elif flag := _FLAG.match(line, start):
+                start = flag.end()  # an attached flag: `-p<value>`
+            value = line[start : r.end()].rstrip("=")
             if looks_random(value, 16, 16) and b64_text(value) is None:
-                yield r.start(), r.end(), "high_entropy"
+                yield start, r.end(), "high_entropy"
 
 
 def _key_before(line: str, pos: int) -> str | None:

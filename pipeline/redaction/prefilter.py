@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from pipeline.redaction.commands import LITERALS as COMMAND_LITERALS
+from pipeline.redaction.commands import PGPASS_SHAPE
 from pipeline.redaction.credentials import GUARDED_KEYWORDS, KEYWORD_LITERALS
 from pipeline.redaction.text import lower, trie
 from pipeline.redaction.tokens import RULES
@@ -16,10 +18,12 @@ _GUARDED_LITERALS = {"sk-": r"sk-(?<![a-z0-9_-]sk-)", "sg.": r"sg\.(?<![a-z0-9]s
 _LITERALS = sorted(
     {
         *KEYWORD_LITERALS,
+        *COMMAND_LITERALS,
         "cloudant",
+        "cookie",
         "softlayer",
         *(
-            h
+            h.lower()
             for rule in RULES
             if not rule.run
             for h in rule.hints
@@ -33,7 +37,8 @@ _PREFILTER_SHAPES = (
     re.compile(r"[^A-Za-z0-9+/=_-][A-Za-z0-9+/_-]{32}"),  # a long base64 / token run
     re.compile(r"[\"'][A-Za-z0-9+/=_-]{20}"),  # a long quoted token
     re.compile(r"[MNO][A-Za-z\d_-]{23,25}\.[A-Za-z\d_-]{6}\."),  # a Discord bot token
-    re.compile(r"://[^\s/?#@]*@"),  # userinfo in a URL
+    re.compile(r"://[^\s/@]*@"),  # userinfo in a URL
+    PGPASS_SHAPE,  # a .pgpass line
 )
 _RUN_AT_START = re.compile(r"[A-Za-z0-9+/_-]{32}")
 

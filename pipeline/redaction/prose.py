@@ -1,4 +1,5 @@
-"""Credentials named by the words around them: "the password is ...", `Authorization:` headers."""
+"""Credentials named by the words around them: "the password is ...", `Authorization:` headers,
+session cookies."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pipeline.redaction.values import (
     PASSWORD_SYMBOLS,
     has_letter_and_digit,
     is_placeholder,
+    looks_random,
 )
 
 _PROSE_PASSWORD = re.compile(
@@ -45,3 +47,25 @@ def auth_headers(line: str) -> Iterator[tuple[int, int, str]]:
     for m in _HEADER.finditer(line):
         if not is_placeholder(m.group(1)):
             yield m.start(1), m.end(1), "auth_header"
+
+
+# A session cookie is a credential: whoever holds it is logged in. `Cookie:` / `Set-Cookie:`
+# headers, `curl -b` / `--cookie`, `document.cookie = "..."`, a `"cookie": "..."` field.
+_COOKIE_CONTEXT = re.compile(r"(?i)\bcookie\b|(?<!\S)(?:-b|--cookie)(?=[ =])")
+_COOKIE_PAIR = re.compile(r"(?<![\w.%-])([A-Za-z0-9_.-]{2,64})=([^;\s\"',\\]{16,})")
+_SESSION_NAME = re.compile(r"(?i)sess|sid|auth|token|jwt|remember|identity|login|user_?id\b")
+_NOT_SESSION_NAME = re.compile(r"(?i)csrf|xsrf|consent|locale|lang|theme|tz|_ga|_gid|utm")
+
+
+def session_cookies(line: str) -> Iterator[tuple[int, int, str]]:
+    """The value of a session-like cookie (`session=`, `sessionid=`, `connect.sid=`, `auth_token=`)
+    after a cookie context on the line; a base64 one that holds a named secret is named by it."""
+    context = _COOKIE_CONTEXT.search(line)
+    if context is None:
+        return
+    for m in _COOKIE_PAIR.finditer(line, context.start()):
+        name, value = m.group(1), m.group(2)
+        if not _SESSION_NAME.search(name) or _NOT_SESSION_NAME.search(name) or is_placeholder(value):
+            continue
+        if has_letter_and_digit(value) or looks_random(value, 16):
+            yield m.start(2), m.end(2), "session_cookie"

@@ -14,15 +14,19 @@ of them, so the cost is linear in the record's size whatever the number of secre
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, overload
 
 import ahocorasick
 
 from connectors._files import fallback_title
-from connectors.records import Record, render_conversation
+from connectors.records import Message, Record, render_conversation
+from pipeline.redaction.private_keys import leading_key_body
 from pipeline.redaction.redactor import Redactor
+from pipeline.redaction.spans import Finding
 from storage.documents import RedactionSpan
 
 MIN_SCRUB_LENGTH = 6  # shorter matches are too likely to occur by chance elsewhere
@@ -31,51 +35,128 @@ MIN_SCRUB_LENGTH = 6  # shorter matches are too likely to occur by chance elsewh
 # document again. 2: copies cut short or with their whitespace changed were scrubbed too; 3: titles
 # and conversation content derived after redaction, so only exact copies are scrubbed.
 SCRUB_VERSION = 3
+ID_DIGEST_LENGTH = 10  # hex digits of a redacted identifier's digest: 40 bits, no collision in one store
 
 Clean = Callable[[str, str], str]  # (text, location) -> redacted text
 
 
 def redact_record(record: Record, redactor: Redactor) -> tuple[Record, list[RedactionSpan]]:
-    """The record with every text redacted and its derived fields made from the redacted text,
-    and where each secret was (never its value)."""
+    """The record with every text and identifier redacted and its derived fields made from the
+    redacted text, and where each secret was (never its value)."""
     spans: list[RedactionSpan] = []
     secrets: dict[str, str] = {}
 
-    def clean(text: str, location: str) -> str:
-        result = redactor.redact(text)
+    def clean(text: str, location: str, key_tail: bool = False) -> str:
+        head = leading_key_body(text) if key_tail else 0  # the rest of a key from the message before
+        if head:
+            spans.append(RedactionSpan(location, "private_key", 1, 0, head))
+            secrets[text[:head]] = "private_key"
+        result = redactor.redact(text[head:])
         for f in result.findings:
-            spans.append(RedactionSpan(location, f.type, f.line, f.start, f.end))
+            spans.append(RedactionSpan(location, f.type, f.line, head + f.start, head + f.end))
             if f.end - f.start >= MIN_SCRUB_LENGTH:
-                secrets[text[f.start : f.end]] = f.type
-        return result.text
+                secrets[text[head + f.start : head + f.end]] = f.type
+        self_open[0] = _ends_inside_a_key(text[head:], result.findings)
+        return "[REDACTED:private_key]" + result.text if head else result.text
 
-    messages = tuple(
-        replace(
-            m,
-            content=clean(m.content, f"message[{m.position}.{m.branch}]"),
-            metadata=_map_strings(m.metadata, f"message[{m.position}.{m.branch}].metadata", clean),
+    self_open = [False]  # whether the text cleaned last ended inside a private key block
+    messages: list[Message] = []
+    open_key = False
+    for m in record.messages:
+        continues = open_key and m.branch == 0
+        content = clean(m.content, f"message[{m.position}.{m.branch}]", key_tail=continues)
+        if m.branch == 0:
+            open_key = self_open[0]
+        messages.append(
+            replace(
+                m,
+                content=content,
+                metadata=_map_strings(m.metadata, f"message[{m.position}.{m.branch}].metadata", clean),
+                external_id=redact_identifier(m.external_id, redactor),
+                parent_external_id=redact_identifier(m.parent_external_id, redactor),
+            )
         )
-        for m in record.messages
-    )
     content = clean(record.content, "content") if not _rendered(record) else ""
     title = clean(record.title, "title") if record.title.strip() else ""
     metadata = _map_strings(record.metadata, "metadata", clean)
+    if isinstance(record.metadata.get("path"), str):  # a path is an identifier: the record's own, in git
+        metadata = {**metadata, "path": redact_identifier(record.metadata["path"], redactor)}
     labels = tuple(
-        replace(label, note=clean(label.note, "label.note")) if label.note else label for label in record.labels
+        replace(
+            label,
+            note=clean(label.note, "label.note") if label.note else label.note,
+            message_external_id=redact_identifier(label.message_external_id, redactor),
+        )
+        for label in record.labels
     )
     if secrets:
         scrub = _scrubber(secrets)
-        messages = tuple(
+        messages = [
             replace(m, content=scrub(m.content, ""), metadata=_map_strings(m.metadata, "", scrub)) for m in messages
-        )
+        ]
         content, title, metadata = scrub(content, ""), scrub(title, ""), _map_strings(metadata, "", scrub)
         labels = tuple(replace(label, note=scrub(label.note, "")) if label.note else label for label in labels)
     if _rendered(record):
         content = render_conversation(messages)
     if not title and record.kind == "conversation":
         title = fallback_title(messages)
-    redacted = replace(record, title=title, content=content, metadata=metadata, messages=messages, labels=labels)
+    redacted = replace(
+        record,
+        external_id=redact_identifier(record.external_id, redactor),
+        title=title,
+        content=content,
+        metadata=metadata,
+        messages=tuple(messages),
+        labels=labels,
+    )
     return redacted, spans
+
+
+_KEY_END = re.compile(r"-{4,5} ?END |Private-(?:MAC|Hash):")
+
+
+def _ends_inside_a_key(text: str, findings: tuple[Finding, ...]) -> bool:
+    """The text's last finding is a private key block cut short that runs to the text's end."""
+    if not findings or findings[-1].type != "private_key":
+        return False
+    last = findings[-1]
+    return not text[last.end :].strip() and _KEY_END.search(text, last.start, last.end) is None
+
+
+@overload
+def redact_identifier(value: str, redactor: Redactor) -> str: ...
+@overload
+def redact_identifier(value: None, redactor: Redactor) -> None: ...
+def redact_identifier(value: str | None, redactor: Redactor) -> str | None:
+    """An id or a path with each secret in it replaced by ``REDACTED-<type>-<digest>``: the same
+    input gives the same id on every run (so incremental ingest and labels keep finding it), two
+    different secrets give different ids, and the marker needs no quoting in a shell."""
+    if not value:
+        return value
+    result = redactor.redact(value)
+    if not result.findings:
+        return value
+    out: list[str] = []
+    pos = 0
+    for f in result.findings:
+        secret = value[f.start : f.end].encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(b"plora-identifier\0" + secret).hexdigest()[:ID_DIGEST_LENGTH]
+        out += (value[pos : f.start], f"REDACTED-{f.type}-{digest}")
+        pos = f.end
+    return "".join(out) + value[pos:]
+
+
+def redact_strings(value: Any, redactor: Redactor) -> Any:
+    """``value`` (a connector's cursor: JSON) with every string in it, keys too, redacted as an
+    identifier. A key changed this way no longer matches what the connector finds, so that one
+    item is read again next time (and found unchanged by its hash): slower, never wrong."""
+    if isinstance(value, str):
+        return redact_identifier(value, redactor)
+    if isinstance(value, Mapping):
+        return {redact_identifier(str(k), redactor): redact_strings(v, redactor) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_strings(v, redactor) for v in value]
+    return value
 
 
 def _rendered(record: Record) -> bool:

@@ -5,18 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
-from pipeline.redaction.blobs import BLOB, b64_text
+from pipeline.redaction.blobs import BLOB, PERCENT_RUN, b64_text, percent_decoded
+from pipeline.redaction.commands import command_credentials
 from pipeline.redaction.credentials import KEYWORD, assigned_credentials
 from pipeline.redaction.entropy import high_entropy
 from pipeline.redaction.prefilter import candidate_lines
-from pipeline.redaction.private_keys import find_private_keys
-from pipeline.redaction.prose import auth_headers, prose_passwords
-from pipeline.redaction.spans import MARKER, Finding, Redacted, Span, merge, priority
+from pipeline.redaction.private_keys import PUBLIC_KEY, find_private_keys
+from pipeline.redaction.prose import auth_headers, prose_passwords, session_cookies
+from pipeline.redaction.spans import MARKER, SPECIFIC, Finding, Redacted, Span, merge, priority
 from pipeline.redaction.text import lower
 from pipeline.redaction.tokens import RUN20, token_findings
 
 # Bump when the detection rules change: stored hashes include it, so the next ingest re-redacts.
-RULES_VERSION = "2"  # 2: PuTTY keys cut short before their Private-MAC
+RULES_VERSION = "3"  # 2: PuTTY keys cut short before their Private-MAC; 3: issue 18 formats, ids
 
 
 class Redactor:
@@ -69,14 +70,27 @@ class Redactor:
         return found
 
     def _scan_line(self, line: str, depth: int) -> Iterator[tuple[int, int, str]]:
+        found = self._scan(line, depth)
+        if "AAAA" not in line:
+            yield from found
+            return
+        public = [m.span() for m in PUBLIC_KEY.finditer(line)]  # a public key, even cut short, is none
+        for s, e, kind in found:
+            if priority(kind) == SPECIFIC or not any(a <= s and e <= b for a, b in public):
+                yield s, e, kind
+
+    def _scan(self, line: str, depth: int) -> Iterator[tuple[int, int, str]]:
         low = lower(line)
         keywords = list(KEYWORD.finditer(low))
         long_run = RUN20.search(line) is not None
         yield from token_findings(line, low, long_run)
         if keywords:
             yield from assigned_credentials(line, keywords)
+        yield from command_credentials(line, low)
         if "auth" in low:
             yield from auth_headers(line)
+        if "cookie" in low or "-b" in low:
+            yield from session_cookies(line)
         if "pass" in low or "pwd" in low:
             yield from prose_passwords(line, low)
         if long_run or keywords:
@@ -87,3 +101,11 @@ class Redactor:
                 inner = self._detect(decoded, depth + 1) if decoded else None
                 if inner:
                     yield m.start(), m.end(), max(inner, key=lambda s: priority(s.type)).type
+        if "%" in line and depth < 2:
+            for m in PERCENT_RUN.finditer(line):
+                found = percent_decoded(m.group())
+                if found is None:
+                    continue
+                decoded, starts = found  # each secret in the decoded text, where it was encoded
+                for span in self._detect(decoded, depth + 1):
+                    yield m.start() + starts[span.start], m.start() + starts[span.end], span.type

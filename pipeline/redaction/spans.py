@@ -63,6 +63,15 @@ SECRET_TYPES: frozenset[str] = frozenset(
         "ibm_cos_hmac_key",
         "softlayer_key",
         "cloudant_key",
+        "azure_sas_token",
+        "mailgun_key",
+        "age_secret_key",
+        "vault_token",
+        "sentry_dsn",
+        "shopify_token",
+        "digitalocean_token",
+        "databricks_token",
+        "session_cookie",
     }
 )
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from detect_secrets.plugins.aws import AWSKeyDetector
 from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
-from detect_secrets.plugins.basic_auth import BasicAuthDetector
 from detect_secrets.plugins.cloudant import CloudantDetector
 from detect_secrets.plugins.discord import DiscordBotTokenDetector
 from detect_secrets.plugins.github_token import GitHubTokenDetector
@@ -29,7 +28,7 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
-from pipeline.redaction.values import has_letter_and_digit, mixed, not_placeholder
+from pipeline.redaction.values import IDENTIFIER_WORDS, has_letter_and_digit, mixed, not_placeholder
 
 _TOKEN_TAIL = re.compile(r"[A-Za-z0-9_-]*")
 _JWT_TAIL = re.compile(r"(?:[A-Za-z0-9_=-]|\.(?=[A-Za-z0-9_-]))*")
@@ -78,6 +77,24 @@ def _own(kind: str, pattern: str, **options: object) -> Rule:
     return Rule(kind, re.compile(pattern), **options)  # type: ignore[arg-type]
 
 
+def _url_password(value: str) -> bool:
+    """Not a placeholder, nor a port followed by a query or fragment (`host:8080?to=a@b`). Letters
+    only is a documentation's placeholder when short (`user:pass`, `key:seed`), made of words
+    (`ApiKey:ApiSecret`, `mySendingPassword`) or naming a credential (`userid:mypass`)."""
+    value = value.strip("<>")
+    if not not_placeholder(value) or _PORT_THEN_QUERY.match(value) is not None:
+        return False
+    if value.isalpha() and value.isascii():
+        low = value.lower()
+        if len(value) <= 8 or IDENTIFIER_WORDS.fullmatch(value) or any(w in low for w in _CREDENTIAL_WORDS):
+            return False
+    return True
+
+
+_CREDENTIAL_WORDS = ("pass", "pwd", "secret", "token", "key", "seed", "auth", "cred")
+
+
+_PORT_THEN_QUERY = re.compile(r"\d{1,5}[?#][\w.%-]*[=&/]")
 _GITLAB_PREFIXES = (
     "glpat-",
     "gldt-",
@@ -95,14 +112,14 @@ RULES: tuple[Rule, ...] = (
     _plugin(AWSKeyDetector, 0, "aws_access_key", hints=("akia", "asia", "abia", "acca", "a3t")),
     _plugin(AWSKeyDetector, 1, "aws_secret_key", group=1, hints=("aws",), run=True),
     _plugin(AzureStorageKeyDetector, 0, "azure_storage_key", hints=("accountkey=",), strip="AccountKey=", tail=None),
-    _plugin(BasicAuthDetector, 0, "url_credentials", group=1, hints=("://",), check=not_placeholder),
     _own(
         "url_credentials",
-        r"(?i)\b[a-z][a-z0-9+.-]{0,20}://[^\s:/?#@\"'<>]*:([^\s/?#@\"'<>]+)@(?=[\w\[])",
+        r"(?i)\b[a-z][a-z0-9+.-]{0,20}://[^\s:/?#@\"'<>]*:([^\s/\"'<>]+?)@(?=[\w\[][\w.\[\]:-]*(?:[/?#\s\"'<>;,)]|$))",
         group=1,
         hints=("://",),
-        check=not_placeholder,
-    ),  # also `redis://:pw@`, `$` and `!` in passwords
+        check=_url_password,
+    ),  # also `redis://:pw@`; `$`, `!`, `#`, `?` and `@` in passwords (unencoded, as people paste them):
+    # the first `@` that a host and the end of the authority follow
     _plugin(DiscordBotTokenDetector, 0, "discord_token", hints=(".",), run=True, check=mixed),
     _plugin(GitHubTokenDetector, 0, "github_token", hints=("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
     _own("github_token", r"github_pat_[A-Za-z0-9_]{22,}", hints=("github_pat_",)),
@@ -140,7 +157,59 @@ RULES: tuple[Rule, ...] = (
         _plugin(TwilioKeyDetector, i, "twilio_key", hints=(prefix,), run=True, check=has_letter_and_digit)
         for i, prefix in enumerate(("AC", "SK"))
     ),
+    # The auth token beside its account SID, as a positional argument: Client("AC...", "<token>"),
+    # curl -u AC...:<token>. Alone, 32 hex digits are a checksum.
+    _own(
+        "twilio_key",
+        r"(?:(?<=[\"':])|(?<=,\s))[0-9a-f]{32}(?![0-9A-Za-z])",
+        run=True,
+        gate=re.compile(r"twilio|account_?sid|(?<![0-9a-z])ac[0-9a-f]{32}(?![0-9a-z])"),
+        check=has_letter_and_digit,
+        tail=None,
+        bounded=False,
+    ),
     _plugin(SquareOAuthDetector, 0, "square_token", hints=("sq0csp-",)),
+    _own(
+        "azure_sas_token",
+        r"(?i)(?:[?&;]|\bSharedAccessSignature=)sig=([A-Za-z0-9%+/=]{30,})",
+        group=1,
+        hints=("sig=",),
+        check=has_letter_and_digit,
+    ),
+    _own(
+        "azure_storage_key", r"(?i)\bSharedAccessKey=([A-Za-z0-9+/]{30,}={0,2})", group=1, hints=("sharedaccesskey=",)
+    ),
+    _own("mailgun_key", r"key-[0-9a-f]{32}", hints=("key-",), check=has_letter_and_digit, tail=None),
+    _own(
+        "mailgun_key",
+        r"(?<![0-9a-zA-Z])[0-9a-f]{32}-[0-9a-f]{8}-[0-9a-f]{8}(?![0-9a-zA-Z-])",
+        run=True,
+        gate=re.compile(r"mailgun|\bmg[_-]"),
+        tail=None,
+    ),
+    _own("age_secret_key", r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}", hints=("AGE-SECRET-KEY-1",)),
+    _own(
+        "age_secret_key",
+        r"AGE-PLUGIN-[A-Z0-9]+-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{20,}",
+        hints=("AGE-PLUGIN-",),
+    ),
+    _own(
+        "vault_token",
+        r"hv[sbr]\.[A-Za-z0-9_-]{24,}",
+        hints=("hvs.", "hvb.", "hvr."),
+        check=has_letter_and_digit,
+    ),
+    # A DSN's key (and the secret of an old-style one): https://<key>@o1.ingest.sentry.io/2
+    _own(
+        "sentry_dsn",
+        r"(?i)\bhttps?://([0-9a-f]{32}(?::[0-9a-f]{32})?)@[A-Za-z0-9.-]+(?::\d+)?/(?:[\w.-]+/)*\d+\b",
+        group=1,
+        hints=("://",),
+    ),
+    _own("sentry_dsn", r"(?i)\bsentry_(?:key|secret)=([0-9a-f]{32})\b", group=1, hints=("sentry_",)),
+    _own("shopify_token", r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}", hints=("shpat_", "shpca_", "shppa_", "shpss_")),
+    _own("digitalocean_token", r"do[por]_v1_[a-f0-9]{64}", hints=("dop_v1_", "doo_v1_", "dor_v1_")),
+    _own("databricks_token", r"dapi[a-f0-9]{32}(?:-\d)?", hints=("dapi",), tail=None, check=has_letter_and_digit),
     _plugin(
         TelegramBotTokenDetector, 0, "telegram_token", hints=(":",), run=True, check=mixed, bounded=False
     ),  # api.telegram.org/bot<token>
@@ -194,15 +263,23 @@ HINTED_RULES: tuple[tuple[str, bool, tuple[Rule, ...]], ...] = tuple(
 )
 GATED_RULES = tuple(rule for rule in RULES if rule.gate is not None)
 RUN20 = re.compile(r"[A-Za-z0-9+/_-]{20}")
+# Which hints a line holds, in one pass: the lower-case ones over the lower-cased line, the rest
+# (case matters: "AC", "SK", "AGE-SECRET-KEY-1") over the line itself.
+_BY_HINT = {hint: (any_case, hinted) for hint, any_case, hinted in HINTED_RULES}
+_ANY_CASE = sorted((h for h in _BY_HINT if h == h.lower()), key=len, reverse=True)
+_ANY_CASE_HINTS = re.compile("(" + "|".join(map(re.escape, _ANY_CASE)) + ")")  # longest first
+_WITHIN = {h: [other for other in _ANY_CASE if other in h] for h in _ANY_CASE}  # "sk-" in "sk-ant-"
+_CASED_HINTS = tuple(h for h in _BY_HINT if h != h.lower())
 
 
 def token_findings(line: str, low: str, long_run: bool) -> Iterator[tuple[int, int, str]]:
     """(start, end, type) of every token on ``line`` (``low`` is it lower-cased; ``long_run``:
     whether it holds a 20-character token run, which some rules need)."""
     rules: dict[Rule, None] = {}
-    for hint, any_case, hinted in HINTED_RULES:
-        if hint in (low if any_case else line):
-            rules.update(dict.fromkeys(r for r in hinted if long_run or not r.run))
+    present = {h for m in _ANY_CASE_HINTS.finditer(low) for h in _WITHIN[m.group(1)]}
+    present.update(h for h in _CASED_HINTS if h in line)
+    for hint in present:
+        rules.update(dict.fromkeys(r for r in _BY_HINT[hint][1] if long_run or not r.run))
     if long_run:
         rules.update(dict.fromkeys(r for r in GATED_RULES if r.gate and r.gate.search(low)))
     for rule in rules:

@@ -48,12 +48,12 @@ def has_letter_and_digit(value: str) -> bool:
 # Values that are not secrets whatever they are assigned to.
 _NOT_SECRET = re.compile(
     r"""(?ix)
-    (?: changeme | change[_-]me | none | null | nil | true | false | yes | no | on | off
+    (?: changeme | change[_-]?(?:me|this|it) | none | null | nil | true | false | yes | no | on | off
       | undefined | redacted | hidden | secret | secrets | password | passwd | token | example
       | dummy | test | testing | todo | tbd | tba | fixme | placeholder | required | optional
       | string | str | bytes | bool | boolean | int | integer | float | number | any | object
       | dict | list | env | default | empty | unset | notset | not[_-]set | n/?a | sample
-      | foo | bar | foobar | bearer | basic
+      | foo | bar | foobar | foobared | bearer | basic | pass | my[_-]?pass | hunter2   # documentation's own
       | x+ | \*+ | \.{2,} | … | -+ | _+ | \#+ | •+ | 0+ )$
     | \$\{ | \$\( | \$[A-Za-z_]\w*$ | \{\{ | \{% | <[^<>]*>$ | %\(?\w+\)?s?%?$        # references, templates
     | \[REDACTED: | ENC\[ | !\w | @Microsoft\.KeyVault\(
@@ -85,7 +85,21 @@ REGEX_OR_TEMPLATE = re.compile(r"""(?x)
 
 
 def is_placeholder(value: str) -> bool:
-    return len(value) < 4 or bool(_NOT_SECRET.match(value))
+    return len(value) < 4 or bool(_NOT_SECRET.match(value)) or is_prose_name(value)
+
+
+# Words a made-up sentence has and a passphrase rarely does: `this-will-be-detected-by-a-plugin`.
+_STOPWORDS = frozenset({"the", "a", "an", "be", "by", "will", "this", "is", "to", "of", "here", "your", "my", "not"})
+_DASHED_WORDS = re.compile(r"[a-z]+(?:[-_][a-z]+){3,}")
+_CAMEL_WORDS = re.compile(r"(?:[A-Z][a-z]+){3,}")
+
+
+def is_prose_name(value: str) -> bool:
+    """A sentence written as a name: `this-will-ordinarily-be-detected-by-a-plugin` (two stopwords
+    or more), `WillAlsoBeIgnored` (three capitalised words, nothing else)."""
+    if _DASHED_WORDS.fullmatch(value):
+        return len(_STOPWORDS.intersection(re.split(r"[-_]", value))) >= 2
+    return _CAMEL_WORDS.fullmatch(value) is not None and len(value) <= 40
 
 
 def not_placeholder(value: str) -> bool:
@@ -96,3 +110,32 @@ def mixed(value: str) -> bool:
     """Upper, lower and digits: every real token of these shapes has all three."""
     body = value.split("-", 1)[-1] if value.startswith("sk-") else value
     return any(c.isupper() for c in body) and any(c.islower() for c in body) and any(c.isdigit() for c in body)
+
+
+# Words a placeholder pads its key's words with: `SECRET_KEY=mysecretkey`, `JWT_SECRET=supersecret`.
+_FILLER = (
+    "my", "your", "our", "some", "super", "very", "top", "the", "a", "not", "so", "change", "this", "me",
+    "here", "dummy", "fake", "sample", "example", "test", "dev", "local", "default", "value", "insecure",
+    "please", "replace", "put", "set",
+)  # fmt: skip
+_SEPARATOR = re.compile(r"[-_. ]")
+
+
+def echoes_key(value: str, parts: list[str]) -> bool:
+    """A placeholder made of its key's own words and filler: `SECRET_KEY=mysecretkey`,
+    `api_key: my-api-key`, `SESSION_SECRET=some_session_secret`. One real word more is a
+    password (`POSTGRES_PASSWORD=mysecretpassword`), and so are digits (`mytoken123`)."""
+    text = _SEPARATOR.sub("", value.lower())
+    words = {p for p in parts if len(p) >= 3}
+    if not text.isalpha() or len(text) > 64 or not words:
+        return False
+    vocabulary = sorted(words.union(_FILLER), key=len, reverse=True)
+    reach = {0: False}  # position -> whether a key word was used to get there
+    for pos in range(len(text)):
+        if pos not in reach:
+            continue
+        for word in vocabulary:
+            if text.startswith(word, pos):
+                nxt = pos + len(word)
+                reach[nxt] = reach.get(nxt, False) or reach[pos] or word in words
+    return reach.get(len(text), False)
