@@ -6,6 +6,15 @@ empty title, and a conversation's content is its messages' text. Here every fiel
 first, and only then are the derived fields made, from the redacted text, so no derived field
 ever holds a piece of a secret (a title cut at 80 characters used to keep the start of one).
 
+A private key pasted across messages: when a message of the main path ends inside a key block
+(BEGIN and body, no END), the key body lines (and END) that open the next message go too.
+
+Identifiers (the record's, its messages' and parents', its labels' message ids, a git file's
+`path`) are redacted too, as `REDACTED-<type>-<digest>`: a digest of the secret, so the same id
+comes out on every run (incremental ingest and labels keep finding the document) and two
+secrets never share one. The digest is unsalted and 40 bits: it tells nothing about a token, but
+a guessable password in a file name could be confirmed by someone holding the store.
+
 Then the scrub: a secret found in one field is replaced in every field of the record, so a copy
 of it outside the context its detector needs (a heading copied into metadata, a password
 repeated in prose) doesn't survive. Copies are exact; one Aho-Corasick pass per field finds all
@@ -59,7 +68,7 @@ def redact_record(record: Record, redactor: Redactor) -> tuple[Record, list[Reda
         self_open[0] = _ends_inside_a_key(text[head:], result.findings)
         return "[REDACTED:private_key]" + result.text if head else result.text
 
-    self_open = [False]  # whether the text cleaned last ended inside a private key block
+    self_open = [False]  # whether the text cleaned last ended inside a private key block (set by clean)
     messages: list[Message] = []
     open_key = False
     for m in record.messages:
