@@ -121,6 +121,7 @@ def redact_record(record: Record, redactor: Redactor) -> tuple[Record, list[Reda
     return redacted, spans
 
 
+_HASH_OR_NUMBER = re.compile(r"[0-9a-fA-F]+|[0-9.:+-]+")
 _KEY_END = re.compile(r"-{4,5} ?END |Private-(?:MAC|Hash):")
 
 
@@ -140,8 +141,8 @@ def redact_identifier(value: str | None, redactor: Redactor) -> str | None:
     """An id or a path with each secret in it replaced by ``REDACTED-<type>-<digest>``: the same
     input gives the same id on every run (so incremental ingest and labels keep finding it), two
     different secrets give different ids, and the marker needs no quoting in a shell."""
-    if not value:
-        return value
+    if not value or len(value) < 8 or _HASH_OR_NUMBER.fullmatch(value):
+        return value  # too short to hold a secret; a hex hash, a sha, a number: cursors are full of them
     result = redactor.redact(value)
     if not result.findings:
         return value

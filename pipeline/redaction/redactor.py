@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator, Sequence
 
@@ -38,8 +39,9 @@ class Redactor:
             return Redacted(text, ())
         spans = merge(self._detect(text, depth=0))
         if spans and "[REDACTED:" in text:  # never redact a marker of an earlier pass
-            markers = [m.span() for m in MARKER.finditer(text)]
-            spans = [s for s in spans if not any(a <= s.start and s.end <= b for a, b in markers)]
+            markers = [m.span() for m in MARKER.finditer(text)]  # in order, not overlapping
+            starts = [a for a, _ in markers]
+            spans = [s for s in spans if not _inside(s, markers, starts)]
         if not spans:
             return Redacted(text, ())
         out: list[str] = []
@@ -109,3 +111,9 @@ class Redactor:
                 decoded, starts = found  # each secret in the decoded text, where it was encoded
                 for span in self._detect(decoded, depth + 1):
                     yield m.start() + starts[span.start], m.start() + starts[span.end], span.type
+
+
+def _inside(span: Span, markers: list[tuple[int, int]], starts: list[int]) -> bool:
+    """Whether ``span`` lies within one of ``markers`` (sorted, disjoint; ``starts`` their starts)."""
+    i = bisect.bisect_right(starts, span.start) - 1
+    return i >= 0 and span.end <= markers[i][1]
