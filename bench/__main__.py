@@ -28,6 +28,7 @@ from bench.common import REPO, Settings, machine_info, markdown_report, write_js
 BENCHMARKS = {
     "ingest": "bench.ingest:run",
     "datasets": "bench.ingest:run_datasets",
+    "redaction": "bench.redaction:run",
     "training": "bench.training:run",
     "memory": "bench.memory:run",
     "lora_rank": "bench.lora_rank:run",

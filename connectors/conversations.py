@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from connectors.conversation_text import fallback_title, render_conversation
+from connectors.conversation_text import render_conversation
 from connectors.records import ImportedLabel, Message, Record, Skip, content_hash
 
 
@@ -22,9 +22,10 @@ def conversation_record(
     """A conversation Record.
 
     ``content_hash`` covers the title, the main path, every branch message and the imported
-    labels: anything storage has to write again when it changes.
+    labels: anything storage has to write again when it changes. An untitled conversation's
+    title is "": ingest derives one (``fallback_title``) after redacting the messages.
     """
-    title = (title or "").strip() or fallback_title(messages)
+    title = (title or "").strip()
     content = render_conversation(messages)
     main = [m for m in messages if m.branch == 0]
     counts = {

@@ -9,18 +9,15 @@ documents already written unchanged by their hashes.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
-from connectors.conversation_text import render_conversation
 from connectors.records import (
     ConnectorError,
     Cursor,
-    Message,
     NothingChanged,
     Record,
     Skip,
@@ -29,12 +26,11 @@ from connectors.records import (
 )
 from connectors.registry import reader_for
 from connectors.settings import SourceSettings
-from pipeline.redaction import RULES_VERSION, Redactor
+from pipeline.redaction import Redactor, redact_identifier, redact_record, redact_strings, settings_salt
 from pipeline.workspace import Workspace
 from storage import StorageError
 from storage.documents import (
     Known,
-    RedactionSpan,
     Upsert,
     ensure_source,
     mark_deleted,
@@ -46,11 +42,6 @@ from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 200
-MIN_SCRUB_LENGTH = 6  # shorter matches are too likely to occur by chance elsewhere
-# Bump when what ingest does to a record after redaction changes (the scrub of derived fields): like
-# redaction.RULES_VERSION it is part of every stored hash, so the next ingest processes every document
-# again. 2: copies of a secret cut short or with their whitespace changed are scrubbed too.
-SCRUB_VERSION = 2
 SALT_KEY = "plora_redaction"  # kept in each source's cursor: the redaction settings it was made under
 
 Progress = Callable[[str, int], None]  # (source name, items seen so far)
@@ -85,7 +76,7 @@ def ingest(
     config = workspace.config
     selected = [config.source(name) for name in names] if names else list(config.sources)
     redactor = Redactor(config.redaction.extra_patterns, enabled=config.redaction.enabled)
-    salt = _redaction_salt(config.redaction.enabled, config.redaction.extra_patterns)
+    salt = settings_salt(config.redaction.enabled, config.redaction.extra_patterns)
     return {source.name: ingest_source(workspace, source, redactor, salt, progress) for source in selected}
 
 
@@ -105,15 +96,18 @@ def ingest_source(
                 gone = [k.id for ext, k in known.items() if ext not in outcome.seen and not k.deleted]
                 report.deleted = mark_deleted(session, gone)
             save_cursor(
-                session, source, None if outcome.cursor is None else {**outcome.cursor, SALT_KEY: salt}, started
+                session,
+                source,
+                None if outcome.cursor is None else {**redact_strings(outcome.cursor, redactor), SALT_KEY: salt},
+                started,
             )
     except ConnectorError as e:
-        report.error = str(e)
+        report.error = redactor.redact(str(e)).text  # it may name a path, and a path may hold a secret
     except StorageError:
         raise
     except Exception as e:
         log.exception("source %s failed", settings.name)
-        report.error = f"{settings.name}: {type(e).__name__}: {e}"
+        report.error = redactor.redact(f"{settings.name}: {type(e).__name__}: {e}").text
     return report
 
 
@@ -153,7 +147,7 @@ def _consume(
         if isinstance(item, Record):
             # whether it changed needs only its id and hash (storable never alters a hex hash), so a
             # record stored already costs no walk through its messages and metadata
-            external_id = storable(item.external_id)
+            external_id = redact_identifier(storable(item.external_id), redactor)
             outcome.seen.add(external_id)
             stored_hash = content_hash(item.content_hash, salt)
             existing = known.get(external_id)
@@ -171,13 +165,14 @@ def _consume(
                 _write(workspace, settings, batch)
                 batch.clear()
         elif isinstance(item, Unchanged):
-            outcome.seen.add(storable(item.external_id))
+            outcome.seen.add(redact_identifier(storable(item.external_id), redactor))
             report.unchanged += 1
         elif isinstance(item, Skip):
             skip = storable(item)
             if skip.external_id:
-                outcome.seen.add(skip.external_id)
-            report.skipped.append({"item": skip.item, "reason": skip.reason})
+                outcome.seen.add(redact_identifier(skip.external_id, redactor))
+            item_name = redact_identifier(skip.item, redactor)
+            report.skipped.append({"item": item_name, "reason": redactor.redact(skip.reason).text})
         elif isinstance(item, NothingChanged):
             outcome.nothing_changed = True
             report.unchanged += sum(1 for k in known.values() if not k.deleted)
@@ -222,117 +217,3 @@ def storable(value: Any) -> Any:
         changes = {f.name: new for f in fields(value) if (new := storable(old := getattr(value, f.name))) is not old}
         return replace(value, **changes) if changes else value
     return value
-
-
-def redact_record(record: Record, redactor: Redactor) -> tuple[Record, list[RedactionSpan]]:
-    """The record with every text redacted, and where each secret was (never its value).
-
-    A secret found in one field is also scrubbed from every other field of the record, so text
-    derived from it by the connector (a title made of the first message, headings copied into
-    metadata) can't carry it out of its context, where the detector might not recognise it.
-    """
-    spans: list[RedactionSpan] = []
-    secrets: dict[str, str] = {}
-
-    def clean(text: str, location: str) -> str:
-        result = redactor.redact(text)
-        for f in result.findings:
-            spans.append(RedactionSpan(location, f.type, f.line, f.start, f.end))
-            if f.end - f.start >= MIN_SCRUB_LENGTH:
-                secrets[text[f.start : f.end]] = f.type
-        return result.text
-
-    messages = tuple(
-        replace(
-            m,
-            content=clean(m.content, f"message[{m.position}.{m.branch}]"),
-            metadata=_map_strings(m.metadata, f"message[{m.position}.{m.branch}].metadata", clean),
-        )
-        for m in record.messages
-    )
-    content = _content(record, messages, clean)
-    title = clean(record.title, "title")
-    metadata = _map_strings(record.metadata, "metadata", clean)
-    labels = tuple(
-        replace(label, note=clean(label.note, "label.note")) if label.note else label for label in record.labels
-    )
-    if secrets:
-
-        def scrub(text: str, _location: str = "") -> str:
-            for value in sorted(secrets, key=len, reverse=True):
-                text = _scrub_copies(text, value, f"[REDACTED:{secrets[value]}]")
-            return text
-
-        messages = tuple(
-            replace(m, content=scrub(m.content), metadata=_map_strings(m.metadata, "", scrub)) for m in messages
-        )
-        content, title, metadata = scrub(content), scrub(title), _map_strings(metadata, "", scrub)
-        labels = tuple(replace(label, note=scrub(label.note)) if label.note else label for label in labels)
-    redacted = replace(record, title=title, content=content, metadata=metadata, messages=messages, labels=labels)
-    return redacted, spans
-
-
-_ELLIPSES = ("…", "...")
-
-
-def _scrub_copies(text: str, secret: str, marker: str) -> str:
-    """``text`` with every copy of ``secret`` replaced by ``marker``: exact copies, copies with their
-    whitespace changed (a title joins lines with spaces), and copies cut short: at least
-    MIN_SCRUB_LENGTH characters of the secret's start running into the end of the text or an
-    ellipsis, as a connector leaves them when it shortens a message into a title."""
-    if secret in text:
-        text = text.replace(secret, marker)
-    head = secret[:MIN_SCRUB_LENGTH]
-    out: list[str] = []
-    pos = 0
-    start = text.find(head)
-    while start >= 0:
-        end = _copy_end(text, start, secret)
-        if end is None:
-            start = text.find(head, start + 1)
-            continue
-        out += (text[pos:start], marker)
-        pos = end
-        start = text.find(head, end)
-    return "".join(out) + text[pos:] if out else text
-
-
-def _copy_end(text: str, start: int, secret: str) -> int | None:
-    """Where the copy of ``secret`` at ``start`` ends (any whitespace run matching any other), or
-    None when what is there is not the whole secret nor a long enough start of it cut off."""
-    i, k, matched = start, 0, 0
-    while i < len(text) and k < len(secret):
-        if secret[k].isspace() and text[i].isspace():
-            while i < len(text) and text[i].isspace():
-                i += 1
-            while k < len(secret) and secret[k].isspace():
-                k += 1
-        elif secret[k] == text[i]:
-            i, k, matched = i + 1, k + 1, matched + 1
-        else:
-            break
-    if k == len(secret) or (matched >= MIN_SCRUB_LENGTH and (i == len(text) or text.startswith(_ELLIPSES, i))):
-        return i
-    return None
-
-
-def _content(record: Record, messages: tuple[Message, ...], clean: Callable[[str, str], str]) -> str:
-    """A conversation's content is its messages' text: reuse their redaction instead of scanning twice."""
-    if record.messages and record.content == render_conversation(record.messages):
-        return render_conversation(messages)
-    return clean(record.content, "content")
-
-
-def _map_strings(value: Any, location: str, clean: Callable[[str, str], str]) -> Any:
-    if isinstance(value, str):
-        return clean(value, location)
-    if isinstance(value, Mapping):
-        return {k: _map_strings(v, f"{location}.{k}"[:64], clean) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_map_strings(v, location, clean) for v in value]
-    return value
-
-
-def _redaction_salt(enabled: bool, patterns: list[str]) -> str:
-    """Part of every stored hash: changing the redaction settings re-processes every document."""
-    return content_hash(RULES_VERSION, json.dumps({"enabled": enabled, "patterns": patterns, "scrub": SCRUB_VERSION}))

@@ -39,6 +39,16 @@ EXPECTED = {
         "SFT token utilisation: packed (BFD) vs unpacked (pad to max_length)",
         "build (datasets_build.py): rows/s",
     ],
+    "redaction": [
+        "generated secret families: recall",
+        "generated lookalike families: variants damaged",
+        "public docs corpus (installed packages' docs): false positives",
+        "credential canaries found: detect-secrets KeywordDetector (as .yaml) vs pipeline.redaction",
+        "ingest of one 0.05 MB note with a distinct secret per KB: seconds",
+        "ingest of one 0.25 MB note with a distinct secret per KB: seconds",
+        "ingest of one 1 MB note with a distinct secret per KB: seconds",
+        "ingest seconds per MB: 1 MB note vs 0.05 MB note",
+    ],
     "training": [
         "tokens/s: plora train (packing on) vs reference QLoRA script",
         "tokens/s: plora train (packing off) vs reference QLoRA script",

@@ -289,3 +289,47 @@ def test_new_redaction_patterns_reach_documents_already_stored(home: Path, corpu
         assert "7731-ALPHA" not in badge.content and "[REDACTED:custom]" in badge.content
     again = _ingest(home)  # the new rules are now the cursor's: back to incremental
     assert again["vault"].updated == 0 and again["vault"].unchanged == 4
+
+
+def test_an_untitled_chat_gets_its_title_from_the_redacted_first_message(home: Path, tmp_path: Path) -> None:
+    """The connector yields no title; ingest makes it from the first message after redacting it, so
+    a title cut at 80 characters can't keep the start of a secret (the token starts at 60 here)."""
+    from connectors.conversation_text import fallback_title
+    from connectors.records import Message
+
+    chats = tmp_path / "untitled.jsonl"
+    first = "why does the runner still get a 401 from the API when I set " + GITHUB_TOKEN + " in CI?"
+    messages = [{"role": "user", "content": first}, {"role": "assistant", "content": "Rotate it."}]
+    line = {"id": "u1", "messages": messages}
+    chats.write_text(json.dumps(line) + "\n", encoding="utf-8")
+    write_config(home, f'[[sources]]\nname = "chats"\ntype = "jsonl"\npath = "{chats}"\n')
+    assert _ingest(home)["chats"].redactions == 1  # the message only: the title holds no secret to find
+    with open_workspace(home) as workspace, workspace.store.read() as session:
+        document = session.scalars(select(Document).where(Document.external_id == "u1")).one()
+        stored_first = document.messages[0].content
+        assert stored_first == first.replace(GITHUB_TOKEN, "[REDACTED:github_token]")
+        assert document.title == fallback_title((Message("user", stored_first, 0),))
+        assert document.title.startswith("why does the runner") and document.title.endswith("…")
+        assert GITHUB_TOKEN[:6] not in document.title and "[REDACTED:" in document.title
+        assert document.content.startswith(f"user: {stored_first}")
+
+
+def test_a_secret_found_in_one_field_is_scrubbed_from_every_field() -> None:
+    """A password only recognisable in its `.env` line, copied into a heading and the metadata."""
+    from connectors.records import Record
+    from pipeline.redaction import Redactor, redact_record
+
+    record = Record(
+        external_id="notes/db.md",
+        kind="note",
+        title=f"{PASSWORD} rotation",
+        content=f"# {PASSWORD} rotation\n\nexport DB_PASSWORD={PASSWORD}\n",
+        content_hash="h",
+        metadata={"sections": [{"title": f"{PASSWORD} rotation"}], "aliases": [PASSWORD]},
+    )
+    redacted, spans = redact_record(record, Redactor())
+    assert [(s.location, s.secret_type) for s in spans] == [("content", "env_credential")]
+    marker = "[REDACTED:env_credential]"
+    assert redacted.title == f"{marker} rotation"
+    assert redacted.content == f"# {marker} rotation\n\nexport DB_PASSWORD={marker}\n"
+    assert redacted.metadata == {"sections": [{"title": f"{marker} rotation"}], "aliases": [marker]}

@@ -366,6 +366,72 @@ CANARIES = [
     # High entropy, only in an assignment or right after a credential word.
     Canary("quoted-assignment", "high_entropy", chars(40, B64, 62), 'SIGNING_MATERIAL = "', '"\n'),
     Canary("after-keyword", "high_entropy", chars(22, seed=63), "the staging token is ", ", don't share it."),
+    # Issue 18: formats that were missed, one canary each (tests/pipeline/test_redaction_families.py
+    # tests each as a family of variants).
+    Canary(
+        "azure-sas",
+        "azure_sas_token",
+        chars(43, B64, 100).replace("+", "%2B").replace("/", "%2F") + "%3D",
+        "https://edgelogs.blob.core.windows.net/exports/day.csv?sv=2022-11-02&ss=b&srt=o&sp=r"
+        "&se=2026-01-01T00:00:00Z&spr=https&sig=",
+        "",
+    ),
+    Canary(
+        "twilio-auth-token",
+        "twilio_key",
+        chars(32, LOWER_HEX, 101),
+        "client = Client(account_sid, '",
+        "')  # twilio",
+    ),
+    Canary(
+        "mailgun",
+        "mailgun_key",
+        "key-" + chars(32, LOWER_HEX, 102),
+        "curl -s --user 'api:",
+        "' https://api.mailgun.net/v3",
+    ),
+    Canary("url-password-hash", "url_credentials", "Xq7#pL2m!vR9", "postgres://app:", "@db.internal:5432/app"),
+    Canary(
+        "age",
+        "age_secret_key",
+        "AGE-SECRET-KEY-1" + chars(58, "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L", 103),
+        "# created: 2026-01-01T10:00:00Z\n",
+        "\n",
+    ),
+    Canary("vault", "vault_token", "hvs." + chars(90, URLSAFE, 104), "export VAULT_TOKEN=", "\n"),
+    Canary(
+        "sentry-dsn", "sentry_dsn", chars(32, LOWER_HEX, 105), "SENTRY_DSN=https://", "@o4505.ingest.sentry.io/4506\n"
+    ),
+    Canary("shopify", "shopify_token", "shpat_" + chars(32, LOWER_HEX, 106), "X-Shopify-Access-Token: ", "\r\n"),
+    Canary("digitalocean", "digitalocean_token", "dop_v1_" + chars(64, LOWER_HEX, 107), "doctl auth init -t ", ""),
+    Canary("databricks", "databricks_token", "dapi" + chars(32, LOWER_HEX, 108), "DATABRICKS_TOKEN=", "\n"),
+    Canary("curl-user", "env_credential", "Kp4!vT9qWz2", "curl -u deploy:", " https://api.example.com/v1/items"),
+    Canary("mysql-p", "env_credential", "Rt5#mQ8zLp1", "mysqldump -uroot -p'", "' shop > shop.sql"),
+    Canary("sshpass", "env_credential", "Vb3!nX7kPq", "sshpass -p '", "' ssh deploy@10.0.0.5 uptime"),
+    Canary("smtp-login", "env_credential", "Mz6$wE2rTy", 'server.login("alerts@example.com", "', '")'),
+    Canary("redis-requirepass", "env_credential", "Hq9^sD4fGj", "bind 127.0.0.1\nrequirepass ", "\n"),
+    Canary("pgpass", "env_credential", "Lw2*cV8bNm", "db.internal:5432:app:alex:", "\n"),
+    Canary("db-pass", "env_credential", "Jn7+kR3tYu", "database:\n  db_pass: ", "\n"),
+    Canary(
+        "url-encoded-json",
+        "env_credential",
+        "Gh5%21pZ9xCv",
+        "POST /login data=%7B%22username%22%3A%22alex%22%2C%22password%22%3A%22",
+        "%22%7D",
+    ),
+    Canary(
+        "session-cookie",
+        "session_cookie",
+        base64.urlsafe_b64encode(json.dumps({"user": 7, "api_token": "ghp_" + chars(36, seed=109)}).encode())
+        .decode()
+        .rstrip("=")
+        + "."
+        + chars(6, seed=110)
+        + "."
+        + chars(27, URLSAFE, 111),
+        "Cookie: _ga=GA1.2.1234.1700000000; session=",
+        "; theme=dark",
+    ),
     # Base64-wrapped secrets: the whole blob, named after what it hides.
     Canary(
         "kubeconfig-client-key-data",
@@ -495,6 +561,12 @@ LOOKALIKES = {
     "def _format(tokens: _AccessPath) -> str:\nRSAPrivateKeyWithSerialization = RSAPrivateKey\n",
     "prose-password-words": "the password is expired\npassword was reset yesterday\nreset your password today\n"
     "password hashing uses sha256 and bcrypt\nuse the --password flag, not the URL\n",
+    # Issue 18's false positives.
+    "ssh-public-key-cut": "authorized_keys: ssh-ed25519 "
+    + base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00 " + bytes(range(40, 72))).decode()[:40],
+    "helm-secret-names": "auth:\n  existingSecret: pg-credentials\n  secretKeys:\n"
+    "    adminPasswordKey: postgres-password\n    userPasswordKey: password\npasswordKey: redis-password\n",
+    "key-echo-placeholders": "SECRET_KEY=mysecretkey\nJWT_SECRET=supersecret\nAPI_KEY=my-api-key\n",
     "oauth-config": "token_endpoint_auth_method: client_secret_basic\n"
     'token_url: "https://idp.example.com/oauth/token"\n'
     'auth_method: oidc\n"token_type": "Bearer"\n',

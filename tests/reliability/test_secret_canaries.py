@@ -2,7 +2,9 @@
 
 One canary of every supported secret type (``CANARIES`` of tests/pipeline/test_redaction.py, planted
 by ``_plant`` of tests/pipeline/test_ingest_canaries.py) sits in a chat (JSONL), a note (Markdown), a
-code file and a commit message (a real git repository). The real CLI runs as a person would run it:
+code file and a commit message (a real git repository); a token is a git file's name and another a
+note's file name, and a private key is pasted across two chat messages (``NAME_CANARIES``). The
+real CLI runs as a person would run it:
 ``plora ingest``, ``status``, ``datasets build``, ``datasets show`` (an example of each kind),
 ``train``, ``adapters export`` and ``adapters export --merged``, each a subprocess whose stdout and
 stderr are kept. Then no piece of any secret may appear in:
@@ -51,6 +53,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
+from tests.pipeline.test_ingest_canaries import NAME_CANARIES, SPLIT_KEY
 from tests.pipeline.test_ingest_canaries import _plant as plant_canaries
 from tests.pipeline.test_redaction import CANARIES, LOOKALIKES, Canary
 from tests.pipeline.test_train import offline  # noqa: F401 - an autouse fixture
@@ -184,8 +187,10 @@ def _public_text(paths: dict[str, Path]) -> str:
 
 
 def _without_secrets(text: str) -> str:
-    for canary in sorted(CANARIES, key=lambda c: len(c.secret), reverse=True):
+    for canary in sorted([*CANARIES, *NAME_CANARIES], key=lambda c: len(c.secret), reverse=True):
         text = text.replace(canary.secret, "\x00").replace(json.dumps(canary.secret)[1:-1], "\x00")
+    for line in SPLIT_KEY.splitlines():  # pasted across two messages: never whole in the text
+        text = text.replace(line, "\x00")
     return text
 
 
@@ -266,7 +271,8 @@ def test_a_title_cut_from_the_first_message_holds_no_piece_of_a_secret(home: Pat
     with open_workspace(home, check_paths=False) as workspace:
         report = ingest(workspace)["chats"]
     assert report.error is None and report.added == len(lines)
-    needles = [n for canary in CANARIES for n in needles_of(canary, _without_secrets(chats.read_text()))]
+    public = _without_secrets(chats.read_text())  # once: it is the same text for every canary
+    needles = [n for canary in CANARIES for n in needles_of(canary, public)]
     with sqlite3.connect(home / "plora.db") as conn:
         titles = [title for (title,) in conn.execute("SELECT title FROM documents")]
         dump = "\n".join(conn.iterdump())
@@ -327,7 +333,8 @@ def test_a_tool_output_cut_at_the_chatgpt_limit_holds_no_piece_of_a_secret(home:
     with open_workspace(home, check_paths=False) as workspace:
         report = ingest(workspace)["gpt"]
     assert report.error is None and report.added == len(conversations)
-    needles = [n for canary in CANARIES for n in needles_of(canary, _without_secrets(export.read_text()))]
+    public = _without_secrets(export.read_text())  # once: it is the same text for every canary
+    needles = [n for canary in CANARIES for n in needles_of(canary, public)]
     with sqlite3.connect(home / "plora.db") as conn:
         cut = conn.execute("SELECT count(*) FROM messages WHERE content LIKE '%more characters]'").fetchone()[0]
         dump = "\n".join(conn.iterdump())
@@ -337,7 +344,7 @@ def test_a_tool_output_cut_at_the_chatgpt_limit_holds_no_piece_of_a_secret(home:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # 94 canaries x 4 places, trained on and probed, on a busy machine
 def test_no_planted_secret_leaks_anywhere_end_to_end(tmp_path: Path, models_dir: Path) -> None:
     paths = plant_canaries(tmp_path)
     home = tmp_path / "home"
@@ -347,6 +354,9 @@ def test_no_planted_secret_leaks_anywhere_end_to_end(tmp_path: Path, models_dir:
     public = _public_text(paths)
     needles = [n for canary in CANARIES for n in needles_of(canary, public)]
     assert {n.canary for n in needles if n.what == "secret"} == {c.id for c in CANARIES}
+    named = [n for canary in NAME_CANARIES for n in needles_of(canary, public)]
+    assert {n.canary for n in named if n.what in ("secret", "line")} == {c.id for c in NAME_CANARIES}
+    needles += named
 
     # --- the CLI, as a person runs it; everything it prints is kept -----------------------------------
     outputs: list[tuple[str, str]] = []
