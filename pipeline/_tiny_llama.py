@@ -15,14 +15,14 @@ ids 264..319 never come out of the tokenizer and generation suppresses them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
+
+from pipeline.base.fingerprint import FINGERPRINT_FILE, fingerprint_folder, recorded_fingerprint
+from pipeline.base.folders import staging_folder, swap_into_place
 
 log = logging.getLogger(__name__)
 
@@ -63,59 +63,9 @@ CHAT_TEMPLATE = (
 
 DEFAULT_SEED = 1234
 WEIGHTS_FILE = "model.safetensors"
-FINGERPRINT_FILE = "fingerprint.txt"
 BUILD_FILE = "plora-build.json"  # the builder's arguments, to tell a cached variant apart
 _VOCAB_MULTIPLE = 64
 _INIT_STD = 0.02
-
-# Files that define a base model: weights, architecture and tokenizer. Everything else in a folder
-# (README, generation_config.json, fingerprint.txt, subfolders) is left out of the fingerprint.
-_FINGERPRINT_NAMES = frozenset(
-    {
-        "config.json",
-        "model.safetensors.index.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "added_tokens.json",
-        "chat_template.jinja",
-        "chat_template.json",
-        "tokenizer.model",
-        "vocab.json",
-        "vocab.txt",
-        "merges.txt",
-    }
-)
-_FINGERPRINT_HEADER = b"plora-base-fingerprint-v1\n"
-
-
-def fingerprint_files(folder: Path) -> list[Path]:
-    """The files of ``folder`` that the fingerprint covers, sorted by name (top level only)."""
-    return sorted(
-        (
-            path
-            for path in folder.iterdir()
-            if path.is_file() and (path.name in _FINGERPRINT_NAMES or path.name.endswith(".safetensors"))
-        ),
-        key=lambda path: path.name,
-    )
-
-
-def fingerprint_folder(folder: Path) -> str:
-    """sha256 over ``name NUL size NUL sha256(bytes) LF`` for each file of ``fingerprint_files``.
-
-    Names are part of it, so a renamed or missing file changes the fingerprint too.
-    """
-    outer = hashlib.sha256(_FINGERPRINT_HEADER)
-    for path in fingerprint_files(folder):
-        inner = hashlib.sha256()
-        size = 0
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                inner.update(chunk)
-                size += len(chunk)
-        outer.update(f"{path.name}\0{size}\0{inner.hexdigest()}\n".encode())
-    return outer.hexdigest()
 
 
 def _canonical_json(data: Any) -> str:
@@ -366,9 +316,7 @@ def build_tiny_llama(
         max_position_embeddings=max_position_embeddings,
     )
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = staging_folder(dest)
     try:
         _write_weights(tmp, config, seed)
         _write_configs(tmp, config)
@@ -378,34 +326,11 @@ def build_tiny_llama(
         (tmp / BUILD_FILE).write_text(build_record(config, seed), encoding="utf-8", newline="\n")
         fingerprint = fingerprint_folder(tmp)
         (tmp / FINGERPRINT_FILE).write_text(fingerprint + "\n", encoding="ascii", newline="\n")
-        _swap_into_place(tmp, dest)
+        swap_into_place(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return fingerprint
-
-
-def _swap_into_place(tmp: Path, dest: Path) -> None:
-    old = None
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        dest.rename(old)
-    try:
-        tmp.rename(dest)
-    except OSError:
-        # Another process put a model there between our two renames: keep theirs.
-        if not dest.is_dir():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def recorded_fingerprint(folder: Path) -> str | None:
-    try:
-        return (folder / FINGERPRINT_FILE).read_text(encoding="ascii").strip() or None
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def build_record(config: dict[str, Any], seed: int) -> str:

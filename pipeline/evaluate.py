@@ -2,11 +2,9 @@
 
 Pure functions over a model, a tokenizer and dataset rows; nothing here reads the store or files.
 
-- ``tokenize_lm_row`` turns an ``sft`` row (``messages``) or a ``text`` row (``text``) into
-  ``input_ids`` + ``labels``: chat rows are masked to the assistant tokens (the chat template's
-  ``{% generation %}`` spans: the assistant's content and its end-of-turn token), text rows learn every
-  token and end with the tokenizer's eos token (as TRL does for plain text). Training uses the same
-  function, so eval loss and training loss count exactly the same tokens.
+- Rows are tokenized by ``pipeline.tokenization`` (chat rows labelled on the assistant's replies and
+  their end-of-turn tokens, text rows on every token), as training tokenizes them, so eval loss and
+  training loss count exactly the same tokens.
 - ``eval_loss``: the token-weighted mean negative log-likelihood over the labelled tokens, overall and
   per ``source``.
 - ``preference_accuracy``: on ``dpo`` rows, how often the chosen reply is more likely (summed
@@ -23,89 +21,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.tokenization import (
+    IGNORE_INDEX,
+    NO_SOURCE,
+    ChatTemplate,
+    chat_template,
+    has_labels,
+    tokenize_completion,
+    tokenize_rows,
+)
+
 if TYPE_CHECKING:
     import torch
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
-
-IGNORE_INDEX = -100
-NO_SOURCE = "(none)"
-
-
-# --- tokenization shared with training -----------------------------------------------------------
-
-
-def tokenize_chat(
-    messages: Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int
-) -> dict[str, list[int]]:
-    """A conversation as ``input_ids`` with ``labels`` set to ``IGNORE_INDEX`` outside assistant turns.
-
-    Needs a chat template with ``{% generation %}`` markers (the builtin's has them); without them the
-    assistant mask is all zeros and the row has nothing to learn (it is dropped by the caller)."""
-    out = tokenizer.apply_chat_template(
-        [dict(m) for m in messages], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    ids = list(out["input_ids"])[:max_length]
-    mask = list(out["assistant_masks"])[:max_length]
-    return {"input_ids": ids, "labels": [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]}
-
-
-def tokenize_text(text: str, tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict[str, list[int]]:
-    """A plain document: every token is learned; the eos token is appended (as TRL does)."""
-    ids = list(tokenizer(text)["input_ids"])
-    if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
-        ids.append(tokenizer.eos_token_id)
-    ids = ids[:max_length]
-    return {"input_ids": ids, "labels": list(ids)}
-
-
-def tokenize_lm_row(
-    row: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, max_length: int
-) -> dict[str, list[int]]:
-    """An ``sft`` row (``messages``) or a ``text`` row (``text``) as ``input_ids`` + ``labels``."""
-    if row.get("messages") is not None:
-        return tokenize_chat(row["messages"], tokenizer, max_length)
-    if row.get("text") is not None:
-        return tokenize_text(row["text"], tokenizer, max_length)
-    raise ValueError(f"row {row.get('ref', '?')}: neither 'messages' nor 'text'")
-
-
-def tokenize_completion(
-    prompt: Sequence[Mapping[str, Any]],
-    completion: Sequence[Mapping[str, Any]],
-    tokenizer: PreTrainedTokenizerBase,
-    max_length: int,
-) -> dict[str, list[int]]:
-    """``prompt`` + ``completion`` messages with only the completion's assistant tokens labelled.
-
-    Too long: the start of the prompt is cut (keep the end), so the completion is always scored."""
-    full = tokenizer.apply_chat_template(
-        [dict(m) for m in (*prompt, *completion)], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
-    )
-    head = tokenizer.apply_chat_template(
-        [dict(m) for m in prompt], tokenize=True, return_dict=True, add_generation_prompt=True
-    )
-    ids, mask = list(full["input_ids"]), list(full["assistant_masks"])
-    start = _common_prefix(list(head["input_ids"]), ids)
-    labels = [t if (m and i >= start) else IGNORE_INDEX for i, (t, m) in enumerate(zip(ids, mask, strict=True))]
-    if len(ids) > max_length:
-        ids, labels = ids[-max_length:], labels[-max_length:]
-    return {"input_ids": ids, "labels": labels}
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def has_labels(example: Mapping[str, Any]) -> bool:
-    """At least one token to predict: the first token is never predicted, so labels[1:] counts."""
-    return any(label != IGNORE_INDEX for label in example["labels"][1:])
-
 
 # --- losses --------------------------------------------------------------------------------------
 
@@ -189,14 +118,12 @@ def _tokenized(
     dataset: Dataset | Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> list[dict[str, Any]]:
     rows = [dict(row) for row in dataset]
-    out = []
-    for raw_row in rows:
-        row = raw_row
-        if "input_ids" not in row or "labels" not in row:
-            row = {**row, **tokenize_lm_row(row, tokenizer, max_length)}
-        if has_labels(row):
-            out.append(row)
-    return out
+    raw = [i for i, row in enumerate(rows) if "input_ids" not in row or "labels" not in row]
+    if raw:
+        examples = tokenize_rows([rows[i] for i in raw], ChatTemplate(tokenizer), max_length)
+        for i, example in zip(raw, examples, strict=True):
+            rows[i] = {**rows[i], **example}
+    return [row for row in rows if has_labels(row)]
 
 
 def eval_loss(
@@ -256,9 +183,10 @@ def preference_accuracy(
     share of pairs where the chosen reply's summed log-probability beats the rejected one's (ties
     count as misses), and the mean margin."""
     chosen, rejected = [], []
+    template = chat_template(tokenizer)
     for row in dataset:
-        c = tokenize_completion(row["prompt"], row["chosen"], tokenizer, max_length)
-        r = tokenize_completion(row["prompt"], row["rejected"], tokenizer, max_length)
+        c = tokenize_completion(row["prompt"], row["chosen"], template, max_length)
+        r = tokenize_completion(row["prompt"], row["rejected"], template, max_length)
         if has_labels(c) and has_labels(r):
             chosen.append(c)
             rejected.append(r)

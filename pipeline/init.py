@@ -17,7 +17,7 @@ DEFAULT_CONFIG = """\
 url = "sqlite:///plora.db"          # any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/plora
 
 [base_model]
-name = "builtin:tiny-llama"         # or a hub id / local path of a causal LM
+name = "builtin:tiny-llama"         # or "smollm2-135m", a .gguf file, a model folder or a hub id
 quantization = "nf4"                # "nf4" (QLoRA) | "none" (full-precision LoRA)
 double_quant = true
 

@@ -28,8 +28,9 @@ Metadata (``plora-snapshot.json``, also the store row's ``meta``):
   rows (other inputs can give the same rows), and that is the one compared;
 - ``files``: every file of ``data/`` with its size and sha256 (``pipeline.snapshots.damage``);
 - ``settings``: ``eval_percent``, ``max_length``, ``base_model``, ``tokenizer_fingerprint``,
-  ``split_salt``, ``dedup`` (and ``include_unlabelled`` for sft): everything the fingerprint
-  covers besides the rows;
+  ``split_salt``, ``dedup`` (and for sft ``include_unlabelled`` and ``assistant_mask``: how the
+  assistant tokens were found, ``method`` generation / trl / prefix and the ``template_sha256`` it
+  renders with): everything the fingerprint covers besides the rows;
 - ``rows``, ``tokens``, ``documents`` (distinct documents): ``{"train": n, "eval": n}``;
   ``trained_tokens`` (sft: tokens carrying loss, as verified; text: all); ``max_example_tokens``
   (longest sequence; a DPO row counts chosen and rejected separately); ``rows_by_source``;
@@ -101,8 +102,11 @@ class BuildResult:
 
 def load_tokens(workspace: Workspace) -> Tokens:
     """The base model's tokenizer (loaded once per build; no weights) and its fingerprint."""
-    tokenizer = load_tokenizer(workspace.config.base_model.name, home=workspace.home.root)
-    return Tokens(tokenizer, fingerprint=tokenizer_fingerprint(Path(tokenizer.name_or_path)))
+    name = workspace.config.base_model.name
+    tokenizer = load_tokenizer(name, home=workspace.home.root)
+    return Tokens(
+        tokenizer, fingerprint=tokenizer_fingerprint(Path(tokenizer.name_or_path)), model=f"base model {name!r}"
+    )
 
 
 def build_datasets(

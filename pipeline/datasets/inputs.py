@@ -7,7 +7,8 @@
   tokenizer libraries, so an edited builder never reuses an old build;
 - the profile's name, its sources, the kinds it builds (its ``stages``) and, per kind, the settings
   its fingerprint covers (``settings_for``: eval percent, max length, unlabelled policy, base model
-  and tokenizer fingerprint, split salt, dedup settings);
+  and tokenizer fingerprint, how the assistant mask is found, split salt, dedup settings), so a
+  change of masking method (a TRL release that learns the template, say) builds anew;
 - the store's content for those sources as ``storage.corpus.corpus_digest`` sees it (live documents'
   ids, content hashes and write times, label events), which reads no document text.
 
@@ -52,6 +53,7 @@ def settings_for(workspace: Workspace, profile: ProfileConfig, kind: str, tokens
     }
     if kind == "sft":
         settings["include_unlabelled"] = profile.include_unlabelled
+        settings["assistant_mask"] = tokens.template.describe()
     return settings
 
 

@@ -1,14 +1,14 @@
-"""The loss-mask verifier: every SFT example is tokenized with the base model's chat template the
-way TRL's ``assistant_only_loss`` does it, and the build fails unless exactly the assistant tokens
-carry loss.
+"""The loss-mask verifier: every SFT example is tokenized with the base model's chat template exactly
+as training tokenizes it (``pipeline.tokenization``), and the build fails unless exactly the
+assistant tokens carry loss.
 
-For each example, the tokens the template marks (``return_assistant_tokens_mask``, i.e. its
-``{% generation %}`` blocks) must form one span per assistant turn, in order, and each span must be
-that turn's content (compared without whitespace) followed by the end-of-turn special token (and
-nothing else but whitespace). So no prompt, header or system token is trained, no reply is left
-fully masked, and the model learns to end its turn. A template without generation blocks marks
-nothing and fails on the first example. Errors name the example as ``plora datasets show`` counts
-it (``sft <split> example <N>``) with its ref and window.
+For each example, the tokens the assistant mask marks (whichever way it was found: the template's
+``{% generation %}`` blocks, TRL's training template or growing-prefix rendering, see
+``pipeline.tokenization.template``) must form one span per assistant turn, in order, and each span
+must be that turn's content (compared without whitespace) followed by the end-of-turn special token
+(and nothing else but whitespace). So no prompt, header or system token is trained, no reply is left
+fully masked, and the model learns to end its turn. Errors name the example as ``plora datasets
+show`` counts it (``sft <split> example <N>``) with its ref and window.
 """
 
 from __future__ import annotations
@@ -49,15 +49,11 @@ def verify_example(turns: list[Turn], tokens: Tokens, name: str) -> tuple[int, i
     except TemplateError as e:
         raise DatasetError(f"{name}: the base model's chat template can't render it ({e})") from e
     if not mask or not any(mask):
-        why = (
-            "its chat template has no {% generation %} block, so it can't mark assistant tokens"
-            if not tokens.supports_assistant_mask
-            else "the chat template marked none of its tokens"
-        )
         raise DatasetError(
-            f"{name}: no token carries loss: {why}. Assistant-only loss needs a template that "
-            "wraps each assistant reply and its end-of-turn token in {% generation %}...{% "
-            "endgeneration %}; set [base_model] to such a model (builtin:tiny-llama has one)"
+            f"{name}: no token carries loss: the chat template's assistant mask "
+            f"({tokens.mask_method.value}) marked none of its tokens. Assistant-only loss needs a template "
+            "whose {% generation %}...{% endgeneration %} blocks wrap each assistant reply and its "
+            "end-of-turn token"
         )
     spans = _spans(mask)
     replies = [turn["content"] for turn in turns if turn["role"] == "assistant"]

@@ -1,5 +1,6 @@
 """The base tokenizer as the builders use it: lengths in tokens, chat-template encodings with the
-assistant mask, and neutralising special-token text inside content.
+assistant mask (``pipeline.tokenization.ChatTemplate``: the same encodings training and evaluation
+use), and neutralising special-token text inside content.
 
 Special-token text written inside a message or a note (``<|end|>`` pasted from a log, a template
 discussed in a chat) is tokenized as the special token itself: a literal ``<|end|>`` in a reply
@@ -11,25 +12,24 @@ text readable and makes it plain characters to the tokenizer; the builders count
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.datasets.common import Turn
 from pipeline.errors import DatasetError
+from pipeline.tokenization import ChatTemplate, MaskMethod, TemplateError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 ZWSP = "\u200b"
-_GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 class Tokens:
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, *, fingerprint: str = "") -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, *, fingerprint: str = "", model: str | None = None) -> None:
         self.tokenizer = tokenizer
         self.fingerprint = fingerprint
-        specials = set(tokenizer.all_special_tokens)
-        specials |= {token.content for token in tokenizer.added_tokens_decoder.values() if token.special}
-        self.special_tokens = sorted((s for s in specials if len(s) > 1), key=lambda s: (-len(s), s))
+        self.template = ChatTemplate(tokenizer, model=model)
+        self.special_tokens = [s for s in self.template.special_tokens if len(s) > 1]
         self._pattern = re.compile("|".join(map(re.escape, self.special_tokens))) if self.special_tokens else None
         self.eos = tokenizer.eos_token or ""
         # Whole documents are measured before they are cut to max_length: the tokenizer's "longer
@@ -66,26 +66,15 @@ class Tokens:
 
     def encode_chat(self, turns: list[Turn], *, masks: bool = True) -> tuple[list[int], list[int] | None]:
         """Token ids of ``turns`` through the chat template, and the assistant mask when asked."""
-        try:
-            out: Any = self.tokenizer.apply_chat_template(
-                turns, tokenize=True, return_dict=True, return_assistant_tokens_mask=masks
-            )
-        except Exception as e:
-            raise TemplateError(f"{type(e).__name__}: {e}") from e
-        ids = list(out["input_ids"])
-        return ids, (list(out["assistant_masks"]) if masks and "assistant_masks" in out else None)
+        return self.template.encode(turns, masks=masks)
 
     @property
-    def supports_assistant_mask(self) -> bool:
-        template = self.tokenizer.chat_template
-        return isinstance(template, str) and _GENERATION.search(template) is not None
+    def mask_method(self) -> MaskMethod:
+        """How the assistant mask is found (raises AssistantMaskError when it can't be)."""
+        return self.template.method
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-
-class TemplateError(Exception):
-    """The chat template refused a conversation; the builder turns it into a DatasetError naming it."""
 
 
 def template_error(ref: str, error: Exception) -> DatasetError:

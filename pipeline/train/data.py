@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -133,23 +134,15 @@ def load_run_data(
     return RunData(snapshots, lm_train, lm_eval, preference_train, preference_eval), run_stages, skipped
 
 
-def tokenize_lm(rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int) -> tuple[Dataset, int]:
-    """SFT rows (chat or text) as a Dataset of ``input_ids`` / ``labels`` / ``source``, and how many
-    rows were dropped because nothing was left to learn after truncation to ``max_length``."""
-    from datasets import Dataset
+def tokenize_lm(
+    rows: Dataset | Sequence[Mapping[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> tuple[Dataset, int]:
+    """SFT rows (chat or text; a Dataset or a list) as a Dataset of ``input_ids`` / ``labels`` / ``source``,
+    and how many rows were dropped because nothing was left to learn after truncation to ``max_length``
+    (``pipeline.tokenization.tokenize_dataset``: Arrow in, Arrow out, in batches)."""
+    from pipeline.tokenization import tokenize_dataset
 
-    from pipeline.evaluate import has_labels, tokenize_lm_row
-
-    out, dropped = [], 0
-    for row in rows:
-        example = tokenize_lm_row(row, tokenizer, max_length)
-        if has_labels(example):
-            out.append({**example, "source": str(row.get("source") or "(none)")})
-        else:
-            dropped += 1
-    if not out:
-        return Dataset.from_dict({"input_ids": [], "labels": [], "source": []}), dropped
-    return Dataset.from_list(out), dropped
+    return tokenize_dataset(rows, tokenizer, max_length)
 
 
 def preference_dataset(rows: list[dict[str, Any]], kind: str) -> Dataset:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from pipeline.datasets import build_datasets, find_snapshot, list_snapshots, show_example
 from pipeline.datasets.split import side
 from pipeline.datasets.tokens import ZWSP
-from pipeline.errors import DatasetError, UsageError
+from pipeline.errors import UsageError
 from pipeline.examples import create_example_repo
 from pipeline.ingest import ingest
 from pipeline.labels import set_label
@@ -473,21 +473,66 @@ def test_empty_kinds_are_still_snapshots(tmp_path: Path, model_cache: Path, clea
         assert sum(result.snapshots["text"].rows.values()) > 0
 
 
-def test_a_template_without_assistant_masks_fails_the_build_naming_the_example(
-    tmp_path: Path, model_cache: Path, clean_env: None
-) -> None:
+def _home_with_template(tmp_path: Path, model_cache: Path, change: Any) -> Path:
     home = _make_home(tmp_path, model_cache, model="no-masks")
     model = home / "no-masks"
     shutil.copytree(model_cache, model)
     template = (model / "chat_template.jinja").read_text(encoding="utf-8")
-    stripped = template.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", "")
-    assert stripped != template
-    (model / "chat_template.jinja").write_text(stripped, encoding="utf-8")
-    with open_workspace(home) as workspace, pytest.raises(DatasetError) as error:
+    changed = change(template)
+    assert changed != template
+    (model / "chat_template.jinja").write_text(changed, encoding="utf-8")
+    return home
+
+
+def test_a_template_without_generation_blocks_builds_with_masks_from_growing_prefixes(
+    tmp_path: Path, model_cache: Path, clean_env: None
+) -> None:
+    home = _home_with_template(
+        tmp_path, model_cache, lambda t: t.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", "")
+    )
+    with open_workspace(home) as workspace:
+        sft = build_datasets(workspace, "work").snapshots["sft"]
+    assert sft.meta["settings"]["assistant_mask"]["method"] == "prefix"
+    assert sft.rows["train"] > 0 and sft.meta["trained_tokens"]["train"] > 0
+
+
+def test_a_template_nothing_can_mask_fails_the_build_naming_the_model(
+    tmp_path: Path, model_cache: Path, clean_env: None
+) -> None:
+    from pipeline.tokenization import AssistantMaskError
+
+    home = _home_with_template(  # no generation blocks, and replies end with plain newlines, no special token
+        tmp_path,
+        model_cache,
+        lambda t: t.replace(
+            "{%- generation -%}{{- message['content'] + '<|end|>' -}}{%- endgeneration -%}",
+            "{{- message['content'] + '\\n\\n' -}}",
+        ),
+    )
+    with open_workspace(home) as workspace, pytest.raises(AssistantMaskError) as error:
         build_datasets(workspace, "work")
     message = str(error.value)
-    assert "sft train example 0 (" in message and "{% generation %}" in message
+    assert message.startswith("base model 'no-masks': can't tell which tokens")
+    assert "not ended by a special token" in message and "{% generation %}" in message
     assert not (home / "datasets" / "sft").exists() or not any((home / "datasets" / "sft").iterdir())
+
+
+def test_a_new_masking_method_builds_anew_and_is_recorded(
+    tmp_path: Path, model_cache: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.tokenization import ChatTemplate
+
+    home = _make_home(tmp_path, model_cache)
+    with open_workspace(home) as workspace:
+        first = build_datasets(workspace, "work")
+        assert first.snapshots["sft"].meta["settings"]["assistant_mask"]["method"] == "generation"
+        assert not build_datasets(workspace, "work").new["sft"]  # unchanged: reused
+        real = ChatTemplate.describe
+        monkeypatch.setattr(ChatTemplate, "describe", lambda self: {**real(self), "method": "prefix"})
+        second = build_datasets(workspace, "work")
+    assert second.new["sft"] and second.snapshots["sft"].fingerprint != first.snapshots["sft"].fingerprint
+    assert second.snapshots["sft"].meta["settings"]["assistant_mask"]["method"] == "prefix"
+    assert second.snapshots["sft"].meta["inputs_key"] != first.snapshots["sft"].meta["inputs_key"]
 
 
 def test_trl_trainers_accept_each_snapshot(built, tmp_path: Path) -> None:

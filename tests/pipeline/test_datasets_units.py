@@ -149,7 +149,13 @@ def test_verifier_accepts_the_builtin_template_and_render_marks_replies(tokens: 
 @pytest.mark.parametrize(
     "template_change, message",
     [
-        (lambda t: t.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", ""), "no token carries loss"),
+        (
+            lambda t: t.replace(
+                "{%- generation -%}{{- message['content'] + '<|end|>' -}}{%- endgeneration -%}",
+                "{{- message['content'] + '<|end|>' -}}{%- generation -%}{%- endgeneration -%}",
+            ),
+            "no token carries loss",
+        ),
         (
             lambda t: t.replace(
                 "message['content'] + '<|end|>' -}}{%- endgeneration -%}",
@@ -176,6 +182,19 @@ def test_verifier_fails_naming_the_example(tokens: Tokens, template_change, mess
         assert "sft train example 4 (t:9)" in str(error.value)
     finally:
         tokens.tokenizer.chat_template = template
+
+
+def test_without_generation_blocks_the_mask_is_derived_from_growing_prefixes(tokens: Tokens) -> None:
+    template = tokens.tokenizer.chat_template
+    tokens.tokenizer.chat_template = template.replace("{%- generation -%}", "").replace("{%- endgeneration -%}", "")
+    try:
+        turns = [_turn("user", "hi"), _turn("assistant", "hello"), _turn("user", "and?"), _turn("assistant", "bye")]
+        assert tokens.mask_method.value == "prefix"
+        assert verify_example(turns, tokens, "sft train example 0 (t:1)")[1] == len("hello") + len("bye") + 2
+        assert [s.text for s in render(turns, tokens) if s.trained] == ["hello<|end|>", "bye<|end|>"]
+    finally:
+        tokens.tokenizer.chat_template = template
+    assert tokens.mask_method.value == "generation"
 
 
 def test_tokenizer_fingerprint_covers_the_chat_template(tmp_path: Path, tokens: Tokens) -> None:

@@ -1,5 +1,6 @@
-"""pipeline.evaluate: assistant-only masking, eval loss (overall, per source), preference accuracy and
-the promotion gate. Models: the builtin tiny-llama (full precision) and a tiny stub."""
+"""pipeline.evaluate: eval loss (overall, per source), preference accuracy and the promotion gate
+(tokenization itself: tests/pipeline/test_tokenization.py). Models: the builtin tiny-llama (full
+precision) and a tiny stub."""
 
 from __future__ import annotations
 
@@ -9,15 +10,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.evaluate import (
-    IGNORE_INDEX,
-    eval_loss,
-    gate_decision,
-    preference_accuracy,
-    tokenize_chat,
-    tokenize_completion,
-    tokenize_text,
-)
+from pipeline.evaluate import eval_loss, gate_decision, preference_accuracy
+from pipeline.tokenization import IGNORE_INDEX, tokenize_chat, tokenize_text
 from tests.pipeline.test_train import offline  # noqa: F401 - an autouse fixture
 
 CHAT = [
@@ -34,31 +28,6 @@ def base(models_dir: Path):
     from pipeline.base_model import load_base
 
     return load_base("builtin:tiny-llama", home=models_dir.parent, quantization="none", double_quant=False)
-
-
-def _decode_labelled(tokenizer: Any, example: dict[str, list[int]]) -> str:
-    return tokenizer.decode([t for t in example["labels"] if t != IGNORE_INDEX], skip_special_tokens=False)
-
-
-def test_chat_rows_learn_only_the_assistant_turns(base) -> None:
-    example = tokenize_chat(CHAT, base.tokenizer, 1024)
-    assert len(example["input_ids"]) == len(example["labels"])
-    assert _decode_labelled(base.tokenizer, example) == "Hello!<|end|>Ciao<|end|>"
-    truncated = tokenize_chat(CHAT, base.tokenizer, 20)
-    assert len(truncated["input_ids"]) == 20 and truncated["input_ids"] == example["input_ids"][:20]
-
-
-def test_text_rows_learn_every_token_and_end_with_eos(base) -> None:
-    example = tokenize_text("a note", base.tokenizer, 1024)
-    assert example["labels"] == example["input_ids"]
-    assert base.tokenizer.decode(example["input_ids"], skip_special_tokens=False) == "a note<|end|>"
-
-
-def test_completion_scoring_masks_the_prompt_and_earlier_replies(base) -> None:
-    example = tokenize_completion(CHAT[:4], [{"role": "assistant", "content": "Ciao"}], base.tokenizer, 1024)
-    assert _decode_labelled(base.tokenizer, example) == "Ciao<|end|>"
-    short = tokenize_completion(CHAT[:4], [{"role": "assistant", "content": "Ciao"}], base.tokenizer, 12)
-    assert len(short["input_ids"]) == 12 and _decode_labelled(base.tokenizer, short) == "Ciao<|end|>"
 
 
 def test_eval_loss_is_the_token_weighted_nll_per_source(base) -> None:
