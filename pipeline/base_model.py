@@ -11,23 +11,6 @@ Importing this module imports no torch / transformers / numpy (the CLI imports i
 
 from __future__ import annotations
 
-from pipeline._tiny_llama import (
-    ASSISTANT,
-    BOS,
-    CHAT_TEMPLATE,
-    DEFAULT_SEED,
-    END,
-    EOS,
-    EOS_TEXT,
-    PAD,
-    SPECIAL_TOKEN_IDS,
-    SPECIAL_TOKENS,
-    SYSTEM,
-    UNK,
-    USER,
-    build_tiny_llama,
-    ensure_tiny_llama,
-)
 from pipeline.base.fingerprint import (
     fingerprint_files,
     fingerprint_folder,
@@ -51,6 +34,23 @@ from pipeline.base.load import (
     resolve_device,
 )
 from pipeline.base.names import BUILTIN_TINY_LLAMA, PACKAGED, BaseNameError, base_name_problem
+from pipeline.base.tiny_llama import (
+    ASSISTANT,
+    BOS,
+    CHAT_TEMPLATE,
+    DEFAULT_SEED,
+    END,
+    EOS,
+    EOS_TEXT,
+    PAD,
+    SPECIAL_TOKEN_IDS,
+    SPECIAL_TOKENS,
+    SYSTEM,
+    UNK,
+    USER,
+    build_tiny_llama,
+    ensure_tiny_llama,
+)
 
 __all__ = [
     "ASSISTANT",

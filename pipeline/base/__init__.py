@@ -4,7 +4,8 @@
   and the error naming the key when it means nothing;
 - ``gguf``: a GGUF file converted once into a safetensors folder under ``<home>/models/``;
 - ``fingerprint``: folder, GGUF and tokenizer fingerprints, and the GGUF hash index;
-- ``load``: the loaded model + tokenizer (NF4 for QLoRA, or full precision).
+- ``load``: the loaded model + tokenizer (NF4 for QLoRA, or full precision);
+- ``tiny_llama``: ``builtin:tiny-llama``, built locally from a fixed config and seed.
 
-This file imports nothing, so ``pipeline._tiny_llama`` can use ``fingerprint`` without a cycle.
+This file imports nothing, so its modules import each other without a cycle.
 """

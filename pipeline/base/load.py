@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pipeline._tiny_llama import ensure_tiny_llama
 from pipeline.base.fingerprint import fingerprint_folder
 from pipeline.base.gguf import ensure_gguf
 from pipeline.base.names import BaseKind, BaseNameError, classify, first_line, hub_snapshot
+from pipeline.base.tiny_llama import ensure_tiny_llama
 from pipeline.errors import TrainingError
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """What ``base_model.name`` means, decided without loading anything:
 
-- ``builtin:tiny-llama``: the built-in model (``pipeline._tiny_llama``);
+- ``builtin:tiny-llama``: the built-in model (``pipeline.base.tiny_llama``);
 - a short name of a packaged real base (``PACKAGED``): a GGUF file shipped in a PyPI package, found
   through the package's installed file list (``importlib.metadata``; the package is never imported);
 - a path ending in ``.gguf``: a GGUF model file (Ollama, LM Studio, llama.cpp);

@@ -61,7 +61,7 @@ def test_builds_are_byte_identical_here_and_in_a_fresh_interpreter(tmp_path: Pat
     code = textwrap.dedent(
         f"""
         from pathlib import Path
-        from pipeline._tiny_llama import build_tiny_llama
+        from pipeline.base.tiny_llama import build_tiny_llama
         print(build_tiny_llama(Path({str(tmp_path / "c")!r})))
         """
     )

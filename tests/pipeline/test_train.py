@@ -508,7 +508,7 @@ def test_continue_with_changed_lora_shape_is_a_clear_error(tmp_path: Path, model
 
 def test_a_current_adapter_on_another_base_is_not_compared(tmp_path: Path, models_dir: Path) -> None:
     """After switching base models the current adapter can't be measured: the gate uses the base."""
-    from pipeline._tiny_llama import build_tiny_llama
+    from pipeline.base.tiny_llama import build_tiny_llama
 
     home = new_home(tmp_path / "home", models_dir, max_steps=3)
     with open_workspace(home, check_paths=False) as workspace:

@@ -200,7 +200,7 @@ def test_resume_with_a_changed_config_base_or_dataset_is_a_clear_error(tmp_path:
         run(home, resume=True)
     config_path.write_text(changed)
 
-    from pipeline._tiny_llama import build_tiny_llama
+    from pipeline.base.tiny_llama import build_tiny_llama
 
     saved_base = tmp_path / "saved-base"
     shutil.copytree(home / "mybase", saved_base)
