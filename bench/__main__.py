@@ -30,6 +30,7 @@ BENCHMARKS = {
     "datasets": "bench.ingest:run_datasets",
     "redaction": "bench.redaction:run",
     "training": "bench.training:run",
+    "real_training": "bench.real_training:run",
     "memory": "bench.memory:run",
     "lora_rank": "bench.lora_rank:run",
     "inference": "bench.inference:run",
