@@ -7,7 +7,10 @@ from pathlib import Path
 
 from pipeline.config import Config, load_config
 from pipeline.home import Home
+from pipeline.locks import hold
 from storage import Store
+
+STORE_LOCK_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -27,9 +30,17 @@ class Workspace:
 
 
 def open_workspace(home: Path | str | None = None, *, check_paths: bool = True) -> Workspace:
-    """Load the config and open the store, applying any pending migration (first use included)."""
-    resolved = Home.resolve(home)
+    """Load the config and open the store, applying any pending migration (first use included).
+
+    The home must exist (``Home.require``: only ``plora init`` creates one). Opening and migrating
+    hold the home's ``store`` lock, so processes starting together on a fresh home migrate it once."""
+    resolved = Home.resolve(home).require()
     config = load_config(resolved.root, check_paths=check_paths)
     store = Store(config.store_url)
-    store.upgrade()
+    try:
+        with hold(resolved.root, "store", what="the store's migration", timeout=STORE_LOCK_TIMEOUT_S):
+            store.upgrade()
+    except BaseException:
+        store.dispose()
+        raise
     return Workspace(resolved, config, store)

@@ -7,6 +7,7 @@ imports storage.engine, so the two don't form an import circle (checked in tests
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -62,9 +63,19 @@ def check_sqlite_file(engine: Engine) -> None:
     SQLite file that isn't a plora store into one: a 0-byte file (a failed copy, a ``touch``) or
     another application's database. A file that doesn't exist yet becomes a new store."""
     file = _sqlite_file(engine)
-    if file is None or not file.is_file():
+    if file is None:
         return
     shown = engine.url.render_as_string(hide_password=True)
+    for path in (file.parent, file):
+        if path.exists() and not os.access(path, os.W_OK):
+            read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+            raise StorageError(
+                f"{shown}: {path} is {'read-only' if read_only else 'not writable'}: SQLite writes the store "
+                f"and its journal ({file.name}-wal, -shm) there; make it writable, or move the store",
+                url=shown,
+            )
+    if not file.is_file():
+        return
     if file.stat().st_size == 0:
         raise StorageError(
             f"{shown}: {file} is an empty file (0 bytes), not a plora store: if it should hold your store, "

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from pydantic import ValidationError
 from pipeline.base_model import BUILTIN_TINY_LLAMA, builtin_model_dir
 from pipeline.errors import RegistryError
 from pipeline.integrity import FileEntry, FolderManifest, atomic_write, copy_durably, fsync_dir, validation_summary
+from pipeline.locks import left_by_dead_process, owner
 from pipeline.registry.card import model_card
 from pipeline.registry.manifest import (
     CONFIG_FILE,
@@ -139,25 +138,12 @@ def _check_sources(sources: dict[str, dict[str, int]] | None) -> dict[str, dict[
 # --- staging and leftovers ------------------------------------------------------------------------
 
 
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
-
-
 def _staging_name() -> str:
-    return f"{_STAGING}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    return f"{_STAGING}{owner()}-{uuid.uuid4().hex[:12]}"
 
 
 def _pending_name(number: int) -> str:
-    return f"{_PENDING}v{number}-{_host()}-{os.getpid()}"
-
-
-def _dead_here(owner: str) -> bool:
-    """``owner`` is ``<host>-<pid>-...`` or ``<host>-<pid>`` of a process on this host that is gone."""
-    host = _host()
-    if not owner.startswith(host + "-"):
-        return False
-    pid = owner[len(host) + 1 :].split("-", 1)[0]
-    return pid.isdigit() and not _pid_alive(int(pid))
+    return f"{_PENDING}v{number}-{owner()}"
 
 
 def _pending_markers(folder: Path) -> dict[int, list[Path]]:
@@ -167,7 +153,7 @@ def _pending_markers(folder: Path) -> dict[int, list[Path]]:
         if entry.name.startswith(_PENDING):
             number, _, owner = entry.name[len(_PENDING) :].partition("-")
             version = version_of_folder(number)
-            if version is not None and _dead_here(owner):
+            if version is not None and left_by_dead_process(owner):
                 found.setdefault(version, []).append(entry)
     return found
 
@@ -181,16 +167,6 @@ def unregistered_folders(folder: Path, registered: set[int]) -> list[tuple[int, 
         for entry in folder.iterdir()
         if (number := version_of_folder(entry.name)) is not None and number not in registered and entry.is_dir()
     )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 def remove_folder(path: Path) -> None:
@@ -227,7 +203,7 @@ def _clean_profile_dir(folder: Path, registered: set[int]) -> list[int]:
         name = entry.name
         if name.startswith(_TRASH):
             shutil.rmtree(entry, ignore_errors=True)
-        elif name.startswith(_STAGING) and _dead_here(name[len(_STAGING) :]):
+        elif name.startswith(_STAGING) and left_by_dead_process(name[len(_STAGING) :]):
             remove_folder(entry)
     return kept
 
