@@ -55,7 +55,12 @@ def test_a_killed_build_s_temp_folder_is_removed_by_the_next_build(home: Path, c
     assert cli("init", "--example", "--home", home).code == 0
     assert cli("ingest", "--home", home).code == 0
     killed = subprocess.run(
-        [sys.executable, "-c", _KILLED_BUILD, str(home)], cwd=REPO, capture_output=True, text=True, timeout=240
+        [sys.executable, "-c", _KILLED_BUILD, str(home)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     datasets = home / "datasets"
@@ -92,9 +97,10 @@ def _read_only(path: Path, *plora: str | Path) -> subprocess.CompletedProcess[st
     """Run plora with ``path`` bind-mounted read-only (a private mount namespace): EROFS for real,
     which file modes can't give when the tests run as root."""
     args = " ".join(f"'{a}'" for a in plora)
-    script = f"mount --bind '{path}' '{path}' && mount -o remount,bind,ro '{path}' && exec {sys.executable} -m flows.cli {args}"
+    mount = f"mount --bind '{path}' '{path}' && mount -o remount,bind,ro '{path}'"
+    script = f"{mount} && exec {sys.executable} -m flows.cli {args}"
     return subprocess.run(
-        ["unshare", "--mount", "sh", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+        ["unshare", "--mount", "sh", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120, check=False
     )
 
 
