@@ -178,7 +178,7 @@ def target_modules_problem(name: str, home: Path, modules: list[str] | str) -> s
         return None
     return (
         f"{', '.join(map(repr, unknown))}: not a layer of {name!r} (a Llama model); "
-        f"use some of {', '.join(LLAMA_MODULES)}, or \"all-linear\""
+        f'use some of {", ".join(LLAMA_MODULES)}, or "all-linear"'
     )
 
 
