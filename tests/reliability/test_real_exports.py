@@ -78,3 +78,21 @@ def test_tool_and_plugin_calls_are_tool_turns_not_reply_text(tmp_path: Path) -> 
     assert "tool" not in ROLES
     targets = [m.content for m in record.messages if m.role == "assistant"]
     assert targets == ["The upstream timed out; raise proxy_read_timeout.", "The site is up."]
+
+
+def test_notes_of_a_source_that_is_a_runbooks_folder_are_runbooks(tmp_path: Path) -> None:
+    from connectors import markdown
+    from connectors.settings import MarkdownSource
+
+    for root in (tmp_path / "Runbooks", tmp_path / "vault"):
+        (root / "deep").mkdir(parents=True)
+        (root / "restart.md").write_text("# Restart nginx\n\n1. systemctl restart nginx\n", encoding="utf-8")
+        (root / "deep" / "dns.md").write_text("# Flush DNS\n\nresolvectl flush-caches\n", encoding="utf-8")
+    kinds = {}
+    for root in (tmp_path / "Runbooks", tmp_path / "vault"):
+        settings = MarkdownSource(name="notes", type="markdown", path=root)
+        kinds[root.name] = {
+            item.external_id: item.kind for item in markdown.read(settings, None) if isinstance(item, Record)
+        }
+    assert kinds["Runbooks"] == {"restart.md": "runbook", "deep/dns.md": "runbook"}
+    assert kinds["vault"] == {"restart.md": "note", "deep/dns.md": "note"}
