@@ -96,3 +96,20 @@ def test_notes_of_a_source_that_is_a_runbooks_folder_are_runbooks(tmp_path: Path
         }
     assert kinds["Runbooks"] == {"restart.md": "runbook", "deep/dns.md": "runbook"}
     assert kinds["vault"] == {"restart.md": "note", "deep/dns.md": "note"}
+
+
+def test_the_build_summary_says_what_max_length_cost_and_the_fix(tmp_path: Path, cli) -> None:
+    home = tmp_path / "home"
+    assert cli("init", "--example", "--home", home).code == 0
+    assert cli("ingest", "--home", home).code == 0
+    built = cli("datasets", "build", "--home", home, "--json")
+    assert built.code == 0, built.stderr
+    warnings = built.json()["warnings"]
+    assert [line.split(":")[0] for line in warnings] == ["sft", "dpo"]
+    assert "conversations dropped and 5 exchanges cut as longer than 1024 tokens" in warnings[0]
+    assert "1 labelled reply (a thumb or a correction) lost" in warnings[1]
+    assert all("raise profiles.work.train.max_length (now 1024)" in line for line in warnings)
+    human = cli("datasets", "build", "--home", home)  # unchanged snapshots: still said
+    assert [line for line in human.stderr.splitlines() if line.startswith("warning: ")] == [
+        f"warning: {line}" for line in warnings
+    ]
