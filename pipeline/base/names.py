@@ -127,13 +127,6 @@ def classify(name: str, home: Path) -> BaseRef:
             return BaseRef(name, BaseKind.GGUF, path)
         raise BaseNameError(home, name, f"{path} is a folder, not a .gguf file" if path.is_dir() else f"no file {path}")
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise BaseNameError(
-                home,
-                name,
-                f"{path} is a folder without config.json, not a Hugging Face model folder "
-                "(empty, or an unfinished download?)",
-            )
         return BaseRef(name, BaseKind.FOLDER, path)
     if path.exists():
         raise BaseNameError(home, name, f"{path} is neither a .gguf file nor a model folder")
@@ -152,9 +145,11 @@ def base_name_problem(name: str, home: Path) -> str | None:
     """Why ``name`` can't be a base model (the message without the file and key), or None. For config
     validation: cheap, no hashing, no network."""
     try:
-        classify(name, home)
+        ref = classify(name, home)
     except BaseNameError as e:
         return str(e).split(f"{KEY}: ", 1)[-1]
+    if ref.kind is BaseKind.FOLDER and ref.path is not None and not any(ref.path.iterdir()):
+        return f"{name!r}: {ref.path} is an empty folder, not a model (an unfinished download or copy?)"
     return None
 
 
