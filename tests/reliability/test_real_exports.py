@@ -113,3 +113,37 @@ def test_the_build_summary_says_what_max_length_cost_and_the_fix(tmp_path: Path,
     assert [line for line in human.stderr.splitlines() if line.startswith("warning: ")] == [
         f"warning: {line}" for line in warnings
     ]
+
+
+def test_a_second_ingest_reports_the_same_skips_for_markdown_and_git(tmp_path: Path, cli) -> None:
+    import subprocess
+
+    home = tmp_path / "home"
+    vault, repo = tmp_path / "vault", tmp_path / "repo"
+    vault.mkdir()
+    (vault / "ok.md").write_text("# OK\n\ntext\n", encoding="utf-8")
+    (vault / "blob.md").write_bytes(b"\x00\x01\x02binary\xff" * 50)
+    repo.mkdir()
+    (repo / "app.py").write_text("print('hi')\n", encoding="utf-8")
+    (repo / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" * 20)
+    (repo / "empty.py").write_text("", encoding="utf-8")
+    for args in (
+        ["init", "-q"],
+        ["add", "."],
+        ["-c", "user.email=me@example.com", "-c", "user.name=Me", "commit", "-qm", "x"],
+    ):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    home.mkdir()
+    (home / "plora.toml").write_text(
+        f'[[sources]]\nname = "notes"\ntype = "markdown"\npath = "{vault}"\n\n'
+        f'[[sources]]\nname = "code"\ntype = "git"\npath = "{repo}"\ninclude = ["**/*"]\n',
+        encoding="utf-8",
+    )
+    reports = []
+    for _ in range(2):
+        result = cli("ingest", "--home", home, "--json")
+        assert result.code == 0, result.stderr
+        reports.append(result.json()["sources"])
+    for source in ("notes", "code"):
+        first, second = (sorted(map(str, report[source]["skipped"])) for report in reports)
+        assert first and first == second, (source, first, second)
