@@ -106,8 +106,8 @@ class BuildResult:
         }
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
 def length_warnings(profile: str, snapshots: dict[str, Snapshot]) -> list[str]:
@@ -130,9 +130,10 @@ def length_warnings(profile: str, snapshots: dict[str, Snapshot]) -> list[str]:
                 f"{fix}"
             )
         elif kind in ("dpo", "kto") and dropped.get("too_long"):
+            lost = _plural(dropped["too_long"], "labelled reply", "labelled replies")
             found.append(
-                f"{kind}: {_plural(dropped['too_long'], 'labelled reply')} (a thumb or a correction) lost as "
-                f"longer than {max_length} tokens with its prompt; {fix}"
+                f"{kind}: {lost} (a thumb or a correction) lost as longer than {max_length} tokens "
+                f"with its prompt; {fix}"
             )
     return found
 

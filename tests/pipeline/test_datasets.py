@@ -660,6 +660,7 @@ def test_an_unchanged_store_is_not_rebuilt(
     assert again.snapshots == first.snapshots
     assert again.as_dict() == {
         "profile": "prefs",
+        "warnings": first.as_dict()["warnings"],  # what max_length cost, said again
         "snapshots": {  # the --json document: same keys
             kind: {**row, "new": False} for kind, row in first.as_dict()["snapshots"].items()
         },
@@ -776,8 +777,7 @@ def test_the_base_tokenizer_and_the_builder_are_inputs(
 ) -> None:
     from pipeline.datasets import inputs
 
-    home = _make_home(tmp_path, model_cache, model="my-model")
-    shutil.copytree(model_cache, home / "my-model")
+    home = _make_home(tmp_path, model_cache, model="my-model")  # with its copy of the model in home/my-model
     reads = _Reads(monkeypatch)
     first = _build(home)
     assert reads.take() == 1 and not any(_build(home).new.values()) and reads.take() == 0
