@@ -3,14 +3,20 @@
 Each conversation is a tree of messages (``mapping``); the path from the root to
 ``current_node`` is what the person kept (branch 0), every regenerated or edited reply and its
 subtree becomes a branch (1, 2, ...). Thumbs up/down from ``message_feedback.json`` become
-message-level ImportedLabels. conversations.json is streamed, one conversation at a time.
+message-level ImportedLabels; ids are matched in either form exports use (a UUID with dashes, or
+its 32 hex digits without, as older exports write ``conversation_id``), and a thumb that matches no
+message of the export is reported as a Skip. An assistant message addressed to a tool or plugin
+(``recipient`` other than ``all``: the call's JSON) is a tool turn, not reply text.
+conversations.json is streamed, one conversation at a time.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from connectors.conversations import conversation_record, is_empty, without_duplicates
@@ -62,10 +68,33 @@ def read(settings: ChatGPTSource, cursor: Mapping[str, Any] | None, *, chunk_siz
     yield Cursor(cursor_state(files))
 
 
+def id_key(value: str) -> str:
+    """The form ids are matched in: a UUID as 32 lower-case hex digits (with or without its dashes,
+    any case); any other id as it is."""
+    try:
+        return uuid.UUID(value).hex
+    except ValueError:
+        return value
+
+
 def _conversations(export: Export, feedback: Feedback, chunk_size: int) -> Iterator[tuple[str, Record | Skip]]:
+    matched: set[tuple[str, str]] = set()
     for index, element in enumerate(export.stream_array(chunk_size)):
         where = f"{export.where}[{index}]"
-        yield where, conversation_item(element, where, feedback)
+        item = conversation_item(element, where, feedback)
+        if isinstance(item, Record):
+            key = id_key(item.external_id)
+            matched.update((key, id_key(label.message_external_id or "")) for label in item.labels)
+        yield where, item
+    where = export.sibling_where(FEEDBACK)
+    for conversation, rated in feedback.items():
+        for message, label in rated.items():
+            if (conversation, message) not in matched:
+                reason = (
+                    f"a thumbs {'up' if label.value == 'good' else 'down'} for a message that is not in "
+                    f"{CONVERSATIONS} (conversation {conversation}, message {message}); not imported"
+                )
+                yield where, Skip(f"{where}: {conversation}/{message}", reason)
 
 
 def conversation_item(element: Any, item: str, feedback: Feedback) -> Record | Skip:
@@ -85,8 +114,12 @@ def conversation_item(element: Any, item: str, feedback: Feedback) -> Record | S
     messages = arrange(nodes, as_str(element.get("current_node")))
     if is_empty(messages):
         return Skip(conversation_id, "empty conversation", external_id=conversation_id)
-    rated = feedback.get(conversation_id, {})
-    labels = tuple(rated[m.external_id] for m in messages if m.external_id is not None and m.external_id in rated)
+    rated = feedback.get(id_key(conversation_id), {})
+    labels = tuple(  # each on the message's id as this export writes it
+        replace(rated[id_key(m.external_id)], message_external_id=m.external_id)
+        for m in messages
+        if m.external_id is not None and id_key(m.external_id) in rated
+    )
     details = {
         "create_time": iso(from_epoch(element.get("create_time"))),
         "model": as_str(element.get("default_model_slug")),
@@ -114,6 +147,9 @@ def _turn(message: dict[str, Any]) -> Turn | None:
     meta = as_object(message.get("metadata"))
     if not isinstance(role, str) or role not in _ROLES:
         return None
+    recipient = as_str(message.get("recipient"))
+    if role == "assistant" and recipient not in (None, "all"):
+        role = "tool"  # a call to a tool or plugin (its JSON), not a reply to the person
     if meta.get("is_visually_hidden_from_conversation"):
         return None
     content = as_object(message.get("content"))
@@ -131,7 +167,8 @@ def _turn(message: dict[str, Any]) -> Turn | None:
         "content_type": content_type if content_type != "text" else None,
         "model": meta.get("model_slug"),
         "recipient": message.get("recipient") if message.get("recipient") != "all" else None,
-        "tool": author.get("name") if role == "tool" else None,
+        "tool": author.get("name") if role == "tool" and author.get("role") == "tool" else None,
+        "tool_call": "true" if author.get("role") == "assistant" and role == "tool" else None,
     }
     return Turn(
         role=role,
@@ -174,7 +211,7 @@ def _part_text(part: Any) -> str:
 def read_feedback(
     export: Export, chunk_size: int = CHUNK_SIZE
 ) -> tuple[dict[str, dict[str, ImportedLabel]], list[Skip]]:
-    """Thumbs from message_feedback.json by conversation id, then message id.
+    """Thumbs from message_feedback.json by conversation id, then message id (both as ``id_key``).
 
     The file is streamed one entry at a time like conversations.json, so its size costs no memory
     beyond the labels. A missing file means no labels; a file that is not a valid JSON list is one
@@ -196,7 +233,7 @@ def read_feedback(
                     problems.append(Skip(f"{where}[{index}]", parsed))
                 else:
                     conversation_id, label = parsed
-                    labels.setdefault(conversation_id, {})[label.message_external_id or ""] = label
+                    labels.setdefault(id_key(conversation_id), {})[id_key(label.message_external_id or "")] = label
         except JsonStreamError as e:
             return {}, [Skip(where, f"not a valid list of feedback entries: {e}; thumbs up/down were not imported")]
     return labels, problems

@@ -169,16 +169,35 @@ def _read(repo: Repository, settings: GitSource, cursor: dict[str, Any]) -> Iter
     same_settings = cursor.get("settings") == settings_key and cursor.get("shallow") == shallow_key
     if same_settings and cursor.get("head") == head:
         yield NothingChanged()
+        yield from _reported_skips(cursor)  # reported on every ingest, as the markdown connector does
         yield Cursor(cursor)
         return
 
     if settings.code:
-        yield from _files(repo, settings, head, cursor, state)
+        yield from _noting_skips(_files(repo, settings, head, cursor, state), state)
     if settings.commits:
         seen = cursor.get("commits_seen_head") if same_settings else None
         yield from _commits(repo, settings, head, seen if isinstance(seen, str) else None, shallow)
         state["commits_seen_head"] = head
     yield Cursor(state)
+
+
+def _noting_skips(items: Iterator[Item], state: dict[str, Any]) -> Iterator[Item]:
+    """Pass the file items on, keeping each Skip in the cursor (``reported``) for the next read."""
+    reported: list[list[str]] = state.setdefault("reported", [])
+    for item in items:
+        if isinstance(item, Skip):
+            reported.append([item.item, item.reason, item.external_id or ""])
+        yield item
+
+
+def _reported_skips(cursor: Mapping[str, Any]) -> Iterator[Skip]:
+    """The file skips of the read the cursor comes from: with HEAD and the settings unchanged they
+    still hold, and are reported again."""
+    reported = cursor.get("reported")
+    for entry in reported if isinstance(reported, list) else []:
+        if isinstance(entry, list) and len(entry) == 3 and all(isinstance(part, str) for part in entry):
+            yield Skip(entry[0], entry[1], entry[2] or None)
 
 
 def _head(repo: Repository, source: str) -> str | None:

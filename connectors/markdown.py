@@ -6,7 +6,8 @@
   (``daily/2024-01-02.md``). A file name that is not valid UTF-8 keeps its odd bytes as
   ``\\xNN`` escapes.
 - ``kind`` is ``"runbook"`` when the front matter says ``type: runbook``, its tags contain
-  ``runbook``, or a folder on the note's path is named ``runbooks`` (any case); else ``"note"``.
+  ``runbook``, or a folder on the note's path is named ``runbooks`` (any case; the source's own
+  folder too, when the source points at a ``runbooks`` folder); else ``"note"``.
 - ``content`` is the markdown body without its front matter, with wiki links made readable
   (:mod:`connectors.wikilinks`):
   ``[[target]]`` -> ``target``, ``[[target|alias]]`` -> ``alias``, ``[[note#heading]]`` ->
@@ -60,6 +61,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -106,6 +108,7 @@ def read(settings: MarkdownSource, cursor: Mapping[str, Any] | None) -> Iterator
         ) from error
 
     previous = _previous_state(cursor)
+    runbooks_root = root.resolve().name.lower() == "runbooks"
     state: dict[str, list[Any]] = {}
     parser = MarkdownIt("commonmark").use(front_matter_plugin)
     include = GlobSet(settings.include)
@@ -146,6 +149,8 @@ def read(settings: MarkdownSource, cursor: Mapping[str, Any] | None) -> Iterator
             yield Skip(external_id, _too_large(len(data)), external_id)
             continue
         item = _parse_note(parser, external_id, data, info.st_mtime_ns)
+        if isinstance(item, Record) and item.kind == "note" and runbooks_root:
+            item = replace(item, kind="runbook", content_hash=content_hash(item.content_hash, "runbooks root"))
         if isinstance(item, Record):
             state[external_id] = [info.st_size, info.st_mtime_ns, item.content_hash]
         else:

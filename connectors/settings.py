@@ -27,6 +27,8 @@ class SourceSettings(BaseModel):
             return value
         if "\x00" in str(value):
             raise ValueError("path contains a NUL byte")
+        if not str(value).strip():
+            raise ValueError("empty; give the source's file or folder (an empty path would mean the home itself)")
         path = Path(value).expanduser()
         home = (info.context or {}).get("home")
         if not path.is_absolute() and home is not None:

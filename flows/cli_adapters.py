@@ -26,7 +26,7 @@ RefArgument = Annotated[str, typer.Argument(help="PROFILE (its current version) 
 
 def register(app: typer.Typer) -> None:
     adapters_app = typer.Typer(
-        help="Registered adapter versions: list, show, verify, promote, roll back, export, combine.",
+        help="Registered adapter versions: list, show, verify, promote, roll back, export, combine, adopt.",
         no_args_is_help=True,
     )
     adapters_app.command("list")(list_)
@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
     adapters_app.command("rollback")(rollback)
     adapters_app.command("export")(export)
     adapters_app.command("combine")(combine)
+    adapters_app.command("adopt")(adopt)
     app.add_typer(adapters_app, name="adapters")
     app.command("generate")(generate)
 
@@ -83,14 +84,17 @@ def list_(
     home: HomeOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Every registered version, oldest first; * marks each profile's current one."""
-    from pipeline.registry import current_versions, list_versions
+    """Every registered version, oldest first; * marks each profile's current one. Version folders
+    the store doesn't know are listed on stderr (``plora adapters adopt`` imports them)."""
+    from pipeline.registry import current_versions, list_versions, unregistered
     from pipeline.workspace import open_workspace
 
     with open_workspace(home, check_paths=False) as workspace:
         versions = list_versions(workspace, profile)
         currents = current_versions(workspace)
+        unknown = unregistered(workspace, profile)
     rows = [VersionRow.of(version, currents.get(version.profile)) for version in versions]
+    _report_unregistered(unknown)
     if json:
         print_json({"adapters": [asdict(row) for row in rows]})
         return
@@ -109,6 +113,45 @@ def list_(
             (row.created_at or "")[:19],
         )
     stdout.print(table)
+
+
+def _report_unregistered(unknown: list[Any]) -> None:
+    from flows.output import warn
+
+    for folder in unknown:
+        profile = folder.ref.split("@", 1)[0]
+        what = (
+            f"`plora adapters adopt {profile}` imports it"
+            if not folder.problems
+            else f"it can't be adopted: {'; '.join(folder.problems)}"
+        )
+        warn(f"{escape(str(folder.path))} is not in this store (kept); {escape(what)}")
+
+
+def adopt(
+    profile: Annotated[
+        str | None, typer.Argument(help="Only this profile's folders (default: every profile).", show_default=False)
+    ] = None,
+    home: HomeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Import version folders the store doesn't know (another or a restored store) back into it."""
+    from pipeline.registry import adopt as adopt_folders
+    from pipeline.workspace import open_workspace
+
+    with open_workspace(home, check_paths=False) as workspace:
+        report = adopt_folders(workspace, profile)
+    if json:
+        print_json(asdict(report))
+    else:
+        adopted = ", ".join(report.adopted) or "nothing"
+        stdout.print(f"adopted {escape(adopted)}")
+        for profile_, ref in report.current.items():
+            stdout.print(f"{escape(profile_)}: current is now {escape(ref)}")
+        for refused in report.refused:
+            stdout.print(f"  [yellow]not adopted[/] {escape(refused['ref'])}: {escape(refused['reason'])}")
+    if report.refused:
+        raise typer.Exit(1)
 
 
 def show(ref: RefArgument, home: HomeOption = None, json: JsonOption = False) -> None:

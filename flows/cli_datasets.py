@@ -69,6 +69,8 @@ def build(
         )
     stdout.print(f"profile {escape(result.profile)}")
     stdout.print(table)
+    for line in result.warnings:
+        warn(escape(line))
 
 
 def list_(profile: ProfileOption = None, home: HomeOption = None, json: JsonOption = False) -> None:

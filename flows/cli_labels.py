@@ -91,7 +91,8 @@ def label(
         else state.value
         + "".join(f", {part}" for part, present in (("note", state.note), ("correction", state.correction)) if present)
     )
-    stdout.print(f"{where}: {what}" + ("" if result.changed else " (unchanged)"))
+    redacted = f" ({result.redactions} secret(s) redacted from what you typed)" if result.redactions else ""
+    stdout.print(f"{where}: {what}" + ("" if result.changed else " (unchanged)") + redacted)
 
 
 def export(
@@ -134,6 +135,7 @@ def import_(
     stdout.print(
         f"added {report.added}, unchanged {report.unchanged}, overwritten {report.overwritten}, "
         f"conflicts {len(report.conflicts)}, missing {len(report.missing)}"
+        + (f", {report.redactions} secret(s) redacted from notes and corrections" if report.redactions else "")
     )
     for conflict in report.conflicts[:20]:
         stdout.print(

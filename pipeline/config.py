@@ -28,6 +28,8 @@ from storage.engine import resolve_url
 
 CONFIG_FILE = "plora.toml"
 ProfileName = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=64)]
+ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$", max_length=200)]
+MAX_LENGTH = 1 << 20  # tokens per example: far beyond any base's context, far below an out-of-memory surprise
 
 
 class ConfigError(UsageError):
@@ -39,11 +41,29 @@ class ConfigError(UsageError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf and nan are no setting
 
 
 class StoreConfig(_Strict):
     url: str = "sqlite:///plora.db"
+
+    @field_validator("url")
+    @classmethod
+    def _a_database_url(cls, url: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            make_url(url).get_dialect()
+        except ArgumentError:
+            raise ValueError(
+                f"{url!r} is not a database URL; write e.g. 'sqlite:///plora.db' or 'postgresql+psycopg://user@host/db'"
+            ) from None
+        except NoSuchModuleError:
+            raise ValueError(
+                f"{url.split(':', 1)[0]!r} is not a database SQLAlchemy knows; use sqlite:/// or postgresql+psycopg://"
+            ) from None
+        return url
 
 
 class BaseModelConfig(_Strict):
@@ -71,7 +91,7 @@ class LoraConfig(_Strict):
     r: int = Field(default=16, gt=0, le=1024)
     alpha: float = Field(default=32, gt=0)
     dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = ["q_proj", "v_proj"]
+    target_modules: Annotated[list[ModuleName], Field(min_length=1)] | Literal["all-linear"] = ["q_proj", "v_proj"]
 
 
 class TrainConfig(_Strict):
@@ -79,7 +99,7 @@ class TrainConfig(_Strict):
     learning_rate: float = Field(default=2e-4, gt=0)
     batch_size: int = Field(default=4, gt=0)
     gradient_accumulation_steps: int = Field(default=1, gt=0)
-    max_length: int = Field(default=1024, ge=32)
+    max_length: int = Field(default=1024, ge=32, le=MAX_LENGTH)
     packing: bool = True
     seed: int = 42
     save_steps: int = Field(default=50, gt=0)
@@ -254,6 +274,7 @@ def _to_config_error(error: ValidationError, file: Path) -> ConfigError:
     loc = list(first["loc"])
     if len(loc) >= 3 and loc[0] == "sources" and loc[2] in SOURCE_TYPES:
         del loc[2]  # the discriminator's tag is not a key the person wrote
+    loc = [part for part in loc if not (isinstance(part, str) and "[" in part)]  # a union member's tag, neither
     key = _format_loc(loc)
     if first["type"] == "extra_forbidden":
         return ConfigError(file, key, "unknown key (check the spelling; see README, 'Config')")

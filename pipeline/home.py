@@ -9,6 +9,9 @@ from pathlib import Path
 from pipeline.config import CONFIG_FILE
 from pipeline.errors import UsageError
 
+STORE_FILE = "plora.db"
+"""The default store (``store.url = "sqlite:///plora.db"``)."""
+
 
 class UnsafeNameError(UsageError, ValueError):
     """A name from config or the command line would leave the home folder (a usage error: exit 2)."""
@@ -23,6 +26,19 @@ class Home:
         """``--home``, else ``$PLORA_HOME``, else the current directory."""
         chosen = home if home not in (None, "") else os.environ.get("PLORA_HOME") or Path.cwd()
         return cls(Path(chosen).expanduser().resolve())
+
+    def require(self) -> Home:
+        """This home, when it is one (a folder holding plora.toml or a store, plora.db); else the
+        UsageError saying there is no plora home there. Only ``plora init`` makes a home, so a typo
+        in --home or PLORA_HOME never creates folders and an empty store."""
+        if (self.root / CONFIG_FILE).is_file() or (self.root / STORE_FILE).is_file():
+            return self
+        shown = os.fsencode(self.root).decode("utf-8", "backslashreplace")
+        why = "no such folder" if not self.root.exists() else f"no {CONFIG_FILE} in it"
+        raise UsageError(
+            f"there is no plora home at {shown} ({why}): check --home or PLORA_HOME, "
+            f"or create one with `plora init --home {shown}`"
+        )
 
     @property
     def config_path(self) -> Path:

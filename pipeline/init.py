@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipeline.config import ConfigError
 from pipeline.home import Home
+from pipeline.locks import read_only_error
 from pipeline.workspace import open_workspace
 
 DEFAULT_CONFIG = """\
@@ -68,7 +69,12 @@ class InitResult:
 def init_home(home: Home, *, example: bool = False, force: bool = False) -> InitResult:
     if home.config_path.exists() and not force:
         raise ConfigError(home.config_path, None, "already exists (use --force to overwrite it)")
-    home.root.mkdir(parents=True, exist_ok=True)
+    try:
+        home.root.mkdir(parents=True, exist_ok=True)
+        probe = home.config_path.with_suffix(".toml.tmp")
+        probe.touch()
+    except OSError as e:
+        raise read_only_error(home.root if home.root.exists() else home.root.parent, e) from e
     example_repo = None
     if example:
         from pipeline.examples import create_example_repo, example_config_text

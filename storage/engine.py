@@ -13,10 +13,10 @@ from typing import Any
 
 from sqlalchemy import Engine, TextClause, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.errors import StorageError
+from storage.errors import StorageError, describe_database_error
 
 BUSY_TIMEOUT_MS = 60_000
 _IMMEDIATE = "plora_immediate"
@@ -126,8 +126,17 @@ class Store:
     def _guard(self) -> Iterator[None]:
         try:
             yield
-        except OperationalError as e:
-            raise StorageError(f"{self.display_url}: {e.orig}", url=self.display_url) from e
+        except DatabaseError as e:
+            if isinstance(e, IntegrityError | ProgrammingError):
+                raise  # a constraint or the SQL itself: a bug, keeps its traceback
+            # locked, damaged, unreadable: one line, never the SQL and its parameters
+            raise describe_database_error(e, self.display_url, self.sqlite_file) from e
+
+    @property
+    def sqlite_file(self) -> str | None:
+        """The SQLite file of the store; None for another database (or an in-memory one)."""
+        database = self.engine.url.database
+        return database if _is_sqlite(self.engine) and database not in (None, "", ":memory:") else None
 
     def upgrade(self) -> str:
         """Apply pending migrations; returns the revision the store is at.

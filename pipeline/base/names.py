@@ -145,10 +145,36 @@ def base_name_problem(name: str, home: Path) -> str | None:
     """Why ``name`` can't be a base model (the message without the file and key), or None. For config
     validation: cheap, no hashing, no network."""
     try:
-        classify(name, home)
+        ref = classify(name, home)
     except BaseNameError as e:
         return str(e).split(f"{KEY}: ", 1)[-1]
+    if ref.kind is BaseKind.FOLDER and ref.path is not None and not any(ref.path.iterdir()):
+        return f"{name!r}: {ref.path} is an empty folder, not a model (an unfinished download or copy?)"
     return None
+
+
+# The linear layers of a Llama-architecture model: the builtin and every packaged base are one.
+LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def target_modules_problem(name: str, home: Path, modules: list[str] | str) -> str | None:
+    """Why ``lora.target_modules`` can't be adapted on base ``name``, or None. Known for the builtin
+    and the packaged bases (Llama: ``LLAMA_MODULES``); other bases are checked when they load."""
+    if isinstance(modules, str):  # "all-linear"
+        return None
+    try:
+        kind = classify(name, home).kind
+    except BaseNameError:
+        return None  # base_model.name is the error to report
+    if kind not in (BaseKind.BUILTIN, BaseKind.PACKAGED):
+        return None
+    unknown = [module for module in modules if module.rsplit(".", 1)[-1] not in LLAMA_MODULES]
+    if not unknown:
+        return None
+    return (
+        f"{', '.join(map(repr, unknown))}: not a layer of {name!r} (a Llama model); "
+        f'use some of {", ".join(LLAMA_MODULES)}, or "all-linear"'
+    )
 
 
 def first_line(error: BaseException) -> str:
@@ -178,6 +204,7 @@ def hub_snapshot(ref: BaseRef, home: Path) -> Path:
 __all__ = [
     "BUILTIN_TINY_LLAMA",
     "KEY",
+    "LLAMA_MODULES",
     "PACKAGED",
     "BaseKind",
     "BaseNameError",
@@ -188,4 +215,5 @@ __all__ = [
     "first_line",
     "hub_snapshot",
     "packaged_file",
+    "target_modules_problem",
 ]

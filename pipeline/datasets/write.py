@@ -10,10 +10,12 @@ not: the same rows are the same dataset.
 The metadata file gets ``files`` (every file of ``data/``: sha256 and size) so a later build can tell
 an intact folder from a damaged one without loading it (``pipeline.snapshots.damage``).
 
-Writing is atomic: the splits go to ``datasets/<kind>/.tmp-<fingerprint>-<random>/`` and the
-folder is renamed to ``datasets/<kind>/<fingerprint>/``. When that folder already holds the snapshot
-intact, nothing is written (a concurrent build that lost the race discards its copy); a damaged one
-is replaced. Data files are Arrow (``save_to_disk``), never pickle.
+Writing is atomic: the splits go to ``datasets/<kind>/.tmp-<fingerprint>-<host>-<pid>-<random>/``
+and the folder is renamed to ``datasets/<kind>/<fingerprint>/``. A build killed meanwhile leaves its
+temp folder; the next build of that kind removes those of dead processes on this host (and, from
+before the host and pid were in the name, ones untouched for a day), never a live build's. When
+the target folder already holds the snapshot intact, nothing is written (a concurrent build that
+lost the race discards its copy); a damaged one is replaced. Data files are Arrow (``save_to_disk``), never pickle.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from typing import Any
 from pipeline.datasets.common import BUILDER_VERSION
 from pipeline.datasets.split import SPLITS
 from pipeline.errors import DatasetError
+from pipeline.locks import left_by_dead_process, owner
 from pipeline.snapshots import DATA_DIR, META_FILE, Snapshot, damage, data_files, read_snapshot, snapshot_dir
 from pipeline.workspace import Workspace
 from storage.snapshots import latest_snapshot, record_snapshot, renew_snapshot, update_meta
@@ -71,11 +75,13 @@ def save(
     from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
 
     target = snapshot_dir(workspace, kind, fingerprint_)
+    parent = target.parent
+    if parent.is_dir():
+        remove_stale_temp(parent)
     if (existing := intact(target)) is not None:
         return existing, False
-    parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
-    temp = parent / f".tmp-{fingerprint_[:16]}-{uuid.uuid4().hex[:8]}"
+    temp = parent / f"{_TEMP}{fingerprint_[:16]}-{owner()}-{uuid.uuid4().hex[:8]}"
     try:
         schema = features(kind)
         columns = {split: {column: [row[column] for row in splits[split]] for column in schema} for split in SPLITS}
@@ -108,6 +114,30 @@ def save(
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)
     return read_snapshot(target), True
+
+
+_TEMP = ".tmp-"
+_LEGACY_TEMP_AGE_S = 24 * 3600
+
+
+def _stale(entry: Path) -> bool:
+    rest = entry.name[len(_TEMP) :]
+    fingerprint_part, _, tag = rest.partition("-")
+    if len(fingerprint_part) != 16 or not entry.is_dir() or entry.is_symlink():
+        return False
+    if len(tag) == 8 and tag.isalnum():  # ".tmp-<fp>-<random>": written before the owner was in the name
+        return time.time() - entry.stat().st_mtime > _LEGACY_TEMP_AGE_S
+    return left_by_dead_process(tag)
+
+
+def remove_stale_temp(folder: Path) -> list[str]:
+    """Remove the temp folders of builds that died (see the module docstring); their names."""
+    removed = []
+    for entry in folder.iterdir():
+        if entry.name.startswith(_TEMP) and _stale(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
 
 
 def intact(folder: Path) -> Snapshot | None:

@@ -11,6 +11,11 @@ transaction; nothing is ever deleted or updated in place:
 
 A message label remembers the message's content hash; when the message's text changes (or it
 disappears) the label is kept where it was and counted as stale (``stale_labels``), never moved.
+
+A note and a correction are text the person typed; corrections become training rows. Both go
+through the same redaction as ingested text (``typed_text``: ``pipeline.redaction.redact_text``
+under the config's ``[redaction]``) and are capped in size (``MAX_NOTE_CHARS``,
+``MAX_CORRECTION_CHARS``) before anything is stored.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from typing import Final
 
 from sqlalchemy.orm import Session
 
+from pipeline.config import RedactionConfig
 from pipeline.errors import UsageError
 from pipeline.labels.refs import Ref, parse_ref
+from pipeline.redaction import redact_text
 from pipeline.workspace import Workspace
 from storage import labels as store
 from storage.models import Document, Label, LabelOrigin, LabelValue, Message, Role
@@ -49,6 +56,35 @@ def clean_correction(text: str) -> str:
 
 def clean_note(text: str | None) -> str | None:
     return text.strip() or None if text is not None else None
+
+
+MAX_NOTE_CHARS: Final = 10_000
+"""A note is a remark on a label, not a document."""
+MAX_CORRECTION_CHARS: Final = 200_000
+"""A correction is one reply: far above any training max_length, far below a whole export."""
+
+
+@dataclass(frozen=True)
+class Typed:
+    """A note or correction as it is stored: checked for size, then redacted."""
+
+    text: str | None
+    redactions: int
+
+
+def typed_text(text: str | None, what: str, settings: RedactionConfig, where: str = "") -> Typed:
+    """``text`` (a ``note`` or ``correction``, already cleaned) checked against its size cap and
+    redacted as ingest redacts; a UsageError naming ``what`` (and ``where``) when it is too long."""
+    if text is None:
+        return Typed(None, 0)
+    limit = MAX_NOTE_CHARS if what == "note" else MAX_CORRECTION_CHARS
+    if len(text) > limit:
+        raise UsageError(
+            f"{where}{what} is {len(text):,} characters; the limit is {limit:,} "
+            f"(a {what} is {'a remark on a label' if what == 'note' else 'one reply'}; shorten it)"
+        )
+    redacted = redact_text(text, settings)
+    return Typed(redacted.text, len(redacted.findings))
 
 
 @dataclass(frozen=True)
@@ -81,6 +117,7 @@ class LabelResult:
     changed: bool
     label_id: int | None  # the event written; None when nothing changed
     previous: LabelState | None
+    redactions: int = 0  # secrets replaced in the note and correction given
 
     @classmethod
     def of(
@@ -92,9 +129,12 @@ class LabelResult:
         previous: LabelState | None,
         changed: bool,
         label_id: int | None,
+        redactions: int = 0,
     ) -> LabelResult:
         held = state or LabelState(LabelValue.clear.value, None, None)
-        return cls(ref, position, branch, held.value, held.note, held.correction, changed, label_id, previous)
+        return cls(
+            ref, position, branch, held.value, held.note, held.correction, changed, label_id, previous, redactions
+        )
 
     @property
     def state(self) -> LabelState | None:
@@ -154,22 +194,34 @@ def _where(target: _Target) -> str:
     return f"{target.document.ref} message {target.position}{branch}"
 
 
+def _typed(
+    note: str | Keep | None, correction: str | Keep | None, settings: RedactionConfig
+) -> tuple[str | Keep | None, str | Keep | None, int]:
+    """The note and correction cleaned, size-checked and redacted (``KEEP`` stays ``KEEP``)."""
+    redactions = 0
+    if isinstance(correction, str):
+        typed = typed_text(clean_correction(correction) or None, "correction", settings, "--correction: ")
+        correction, redactions = typed.text, redactions + typed.redactions
+    if isinstance(note, str):
+        typed = typed_text(clean_note(note), "note", settings, "--note: ")
+        note, redactions = typed.text, redactions + typed.redactions
+    return note, correction, redactions
+
+
 def _set(
     session: Session,
     target: _Target,
     value: LabelValue | None,
     note: str | Keep | None,
     correction: str | Keep | None,
+    settings: RedactionConfig,
 ) -> LabelResult:
     document, position, branch = target.document, target.position, target.branch
     current = store.target_state(session, document.id, position, branch, LabelOrigin.plora)
     imported = store.target_state(session, document.id, position, branch, LabelOrigin.imported)
     mine, theirs = LabelState.of(current), LabelState.of(imported)
     base = mine or theirs  # what "keep" keeps: the person's own state, else the source's
-    if isinstance(correction, str):
-        correction = clean_correction(correction) or None
-    if isinstance(note, str):
-        note = clean_note(note)
+    note, correction, redactions = _typed(note, correction, settings)
     if value is None:
         if isinstance(correction, str):
             value = LabelValue.bad
@@ -203,7 +255,7 @@ def _set(
     else:
         unchanged = wanted == mine and (current is None or current.message_hash == message_hash)
     if unchanged:
-        return LabelResult.of(document.ref, position, branch, mine, mine, False, None)
+        return LabelResult.of(document.ref, position, branch, mine, mine, False, None, redactions)
     event = store.add_event(
         session,
         document.id,
@@ -214,7 +266,7 @@ def _set(
         correction=wanted.correction if wanted else None,
         message_hash=message_hash,
     )
-    return LabelResult.of(document.ref, position, branch, wanted, mine, True, event.id)
+    return LabelResult.of(document.ref, position, branch, wanted, mine, True, event.id, redactions)
 
 
 def set_label(
@@ -236,7 +288,8 @@ def set_label(
     ref = parse_ref(ref) if isinstance(ref, str) else ref
     value = parse_value(value) if isinstance(value, str) else value
     with workspace.store.write() as session:
-        return _set(session, _target(_document(session, ref), position, branch), value, note, correction)
+        target = _target(_document(session, ref), position, branch)
+        return _set(session, target, value, note, correction, workspace.config.redaction)
 
 
 def set_by_id(
@@ -250,7 +303,7 @@ def set_by_id(
 ) -> LabelResult:
     with workspace.store.write() as session:
         document = store.load_document(session, document_id)
-        return _set(session, _target(document, position, branch), value, note, correction)
+        return _set(session, _target(document, position, branch), value, note, correction, workspace.config.redaction)
 
 
 def undo_label(workspace: Workspace, label_id: int) -> LabelResult:

@@ -1,7 +1,9 @@
 """Moving labels between machines: ``export_labels`` / ``import_labels`` as JSONL.
 
 One line per label in force, with portable refs (source, external id, position, branch) rather
-than row ids. Import is idempotent and reports conflicts instead of overwriting.
+than row ids. Import is idempotent and reports conflicts instead of overwriting. An imported note
+or correction is typed text like any other: size-capped and redacted before it is stored
+(``pipeline.labels.events.typed_text``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from pydantic import BaseModel, computed_field, field_serializer
 from sqlalchemy.orm import Session
 
 from pipeline.errors import UsageError
-from pipeline.labels.events import LabelState, clean_note
+from pipeline.labels.events import LabelState, clean_note, typed_text
 from pipeline.labels.refs import Ref, is_utf8
 from pipeline.workspace import Workspace
 from storage import labels as store
@@ -113,6 +115,7 @@ class ImportReport(BaseModel):
     added: int = 0
     unchanged: int = 0
     overwritten: int = 0
+    redactions: int = 0  # secrets replaced in the file's notes and corrections
     conflicts: list[dict[str, Any]] = []
     missing: list[dict[str, Any]] = []
 
@@ -138,8 +141,18 @@ def import_labels(workspace: Workspace, path: Path, *, overwrite: bool = False) 
     same origin) is a conflict, reported and left alone unless ``overwrite``; a document or message
     that isn't in the store is reported as missing. Running it twice changes nothing the second time.
     """
-    lines = _read_export(Path(path).expanduser())
+    path = Path(path).expanduser()
     report = ImportReport()
+    lines = []
+    for line in _read_export(path):
+        where = f"{path}:{line.number}: "
+        try:
+            note = typed_text(line.note, "note", workspace.config.redaction, where)
+            correction = typed_text(line.correction, "correction", workspace.config.redaction, where)
+        except UsageError as e:
+            raise UsageError(f"{e.message}; nothing was imported", file=path) from None
+        report.redactions += note.redactions + correction.redactions
+        lines.append(replace(line, note=note.text, correction=correction.text))
     with workspace.store.write() as session:
         for line in lines:
             _import_line(session, line, overwrite, report)
@@ -225,6 +238,8 @@ def _parse_line(path: Path, number: int, raw: str) -> _Line:
         data = json.loads(raw)
     except json.JSONDecodeError as e:
         raise bad(f"not JSON ({e.msg})") from None
+    except RecursionError:
+        raise bad("nested too deeply to be a label (not a file written by plora labels export)") from None
     if not isinstance(data, dict):
         raise bad("not a JSON object")
 

@@ -19,11 +19,13 @@ load          ``attach``: a verified version onto a model (PEFT)
 compose       ``combine``: weighted composition registered as a new version
 exports       ``export``: PEFT folder or merged safetensors, written atomically
 card          the model card
+adopt         version folders the store doesn't know: ``unregistered``, ``adopt``
 ============  ======================================================================
 
 ``from pipeline import registry`` gives the public API below.
 """
 
+from pipeline.registry.adopt import AdoptReport, Unregistered, adopt, unregistered
 from pipeline.registry.card import model_card
 from pipeline.registry.compose import COMBINATION_TYPES, combine
 from pipeline.registry.exports import EXPORT_MANIFEST, export, export_folder
@@ -60,10 +62,13 @@ __all__ = [
     "WEIGHTS_FILE",
     "AdapterManifest",
     "AdapterVersion",
+    "AdoptReport",
     "BaseModelInfo",
     "Component",
     "Composition",
     "GateRecord",
+    "Unregistered",
+    "adopt",
     "attach",
     "check_profile",
     "combine",
@@ -78,5 +83,6 @@ __all__ = [
     "register",
     "resolve",
     "rollback",
+    "unregistered",
     "verify",
 ]

@@ -3,22 +3,24 @@
 1. The PEFT files are copied into ``adapters/<profile>/.staging-<host>-<pid>-<id>/``, fsynced and
    hashed there.
 2. Holding the store's write lock, the next number is taken, the model card and the manifest are
-   written into the staging folder, the folder is renamed to ``v<N>`` and the row (and pointer) is
-   added.
-3. The transaction commits.
+   written into the staging folder, a marker ``.pending-v<N>-<host>-<pid>`` is written beside it,
+   the folder is renamed to ``v<N>`` and the row (and pointer) is added.
+3. The transaction commits; the marker is removed.
 
-A version exists when its row exists; a crash leaves at most a staging folder or a ``v<N>`` folder
-without a row, which nothing lists or loads and the next registration removes (``_clean_profile_dir``).
+A version exists when its row exists; a crash leaves at most a staging folder, or a ``v<N>`` folder
+without a row *and* its pending marker, which nothing lists or loads and the next registration
+removes (``_clean_profile_dir``). Nothing else is ever removed: a ``v<N>`` folder the store doesn't
+know and no marker of a dead registration claims (the store was replaced, restored from an older
+copy, or store.url points elsewhere) is reported and kept, its number is never reused, and
+``pipeline.registry.adopt`` imports it back into the store.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from pydantic import ValidationError
 from pipeline.base_model import BUILTIN_TINY_LLAMA, builtin_model_dir
 from pipeline.errors import RegistryError
 from pipeline.integrity import FileEntry, FolderManifest, atomic_write, copy_durably, fsync_dir, validation_summary
+from pipeline.locks import left_by_dead_process, owner
 from pipeline.registry.card import model_card
 from pipeline.registry.manifest import (
     CONFIG_FILE,
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 
 _STAGING = ".staging-"
 _TRASH = ".trash-"
+_PENDING = ".pending-"
 
 
 def _checkpoint(step: str) -> None:
@@ -134,22 +138,35 @@ def _check_sources(sources: dict[str, dict[str, int]] | None) -> dict[str, dict[
 # --- staging and leftovers ------------------------------------------------------------------------
 
 
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
-
-
 def _staging_name() -> str:
-    return f"{_STAGING}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    return f"{_STAGING}{owner()}-{uuid.uuid4().hex[:12]}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
+def _pending_name(number: int) -> str:
+    return f"{_PENDING}v{number}-{owner()}"
+
+
+def _pending_markers(folder: Path) -> dict[int, list[Path]]:
+    """Version number -> the markers of registrations of it that died (on this host)."""
+    found: dict[int, list[Path]] = {}
+    for entry in folder.iterdir():
+        if entry.name.startswith(_PENDING):
+            number, _, owner = entry.name[len(_PENDING) :].partition("-")
+            version = version_of_folder(number)
+            if version is not None and left_by_dead_process(owner):
+                found.setdefault(version, []).append(entry)
+    return found
+
+
+def unregistered_folders(folder: Path, registered: set[int]) -> list[tuple[int, Path]]:
+    """(N, folder) for each ``v<N>`` folder of a profile folder that the store has no row for, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (number, entry)
+        for entry in folder.iterdir()
+        if (number := version_of_folder(entry.name)) is not None and number not in registered and entry.is_dir()
+    )
 
 
 def remove_folder(path: Path) -> None:
@@ -162,28 +179,33 @@ def remove_folder(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _clean_profile_dir(folder: Path, registered: set[int]) -> None:
-    """Remove what crashed registrations left: ``v<N>`` folders without a row, staging folders of
-    dead processes on this host and trash. Called holding the store's write lock, so no registration
-    is between its rename and its commit.
-
-    Note: a ``v<N>`` folder without a row is removed even when its manifest is complete (say, the
-    store was replaced by an older copy); see docs/adapters.md, "Registration is atomic"."""
+def _clean_profile_dir(folder: Path, registered: set[int]) -> list[int]:
+    """Remove what crashed registrations of plora left, and only that: a ``v<N>`` folder without a
+    row whose pending marker names a dead process on this host, staging folders of dead processes on
+    this host, and trash. Called holding the store's write lock, so no registration of this store is
+    between its rename and its commit. Returns the ``v<N>`` folders kept although the store has no
+    row for them (their numbers; each logged): never removed, see the module docstring."""
     if not folder.is_dir():
-        return
-    host = _host()
-    for entry in folder.iterdir():
-        name = entry.name
-        number = version_of_folder(name)
-        if number is not None and number not in registered:
+        return []
+    pending = _pending_markers(folder)
+    kept = []
+    for number, entry in unregistered_folders(folder, registered):
+        if number in pending:
             log.warning("removing %s: left by an interrupted registration (no store row)", entry)
             remove_folder(entry)
-        elif name.startswith(_TRASH):
+        else:
+            log.warning("%s is not in this store (kept; `plora adapters adopt %s` imports it)", entry, folder.name)
+            kept.append(number)
+    for markers in pending.values():
+        for marker in markers:
+            marker.unlink(missing_ok=True)
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith(_TRASH):
             shutil.rmtree(entry, ignore_errors=True)
-        elif name.startswith(_STAGING):
-            parts = name[len(_STAGING) :].rsplit("-", 2)
-            if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _pid_alive(int(parts[1])):
-                remove_folder(entry)
+        elif name.startswith(_STAGING) and left_by_dead_process(name[len(_STAGING) :]):
+            remove_folder(entry)
+    return kept
 
 
 # --- register -------------------------------------------------------------------------------------
@@ -240,6 +262,7 @@ def register(
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / _staging_name()
     final: Path | None = None
+    pending: Path | None = None
     renamed = committed = False
     try:
         staging.mkdir()
@@ -251,8 +274,9 @@ def register(
                 raise RegistryError(f"{profile}: parent version v{parent_version} is not registered")
             if run_id is not None and not rows.run_exists(session, run_id):
                 raise RegistryError(f"{profile}: training run {run_id!r} is not in the store")
-            _clean_profile_dir(folder, rows.versions_of(session, profile))
-            number = rows.next_version(session, profile)
+            kept = _clean_profile_dir(folder, rows.versions_of(session, profile))
+            # a folder the store doesn't know keeps its number: the new version comes after it
+            number = max([rows.next_version(session, profile), *(n + 1 for n in kept)])
             final = version_dir(workspace, profile, number)
             if final.exists():
                 raise RegistryError(f"{final} already exists and is not a registered version; remove it")
@@ -285,6 +309,8 @@ def register(
             atomic_write(staging / MANIFEST, raw)
             fsync_dir(staging)
             _checkpoint("manifest")
+            pending = folder / _pending_name(number)
+            atomic_write(pending, b"")
             staging.rename(final)
             renamed = True
             fsync_dir(folder)
@@ -315,6 +341,10 @@ def register(
                 remove_folder(final)
             if staging.exists():
                 remove_folder(staging)
+        if pending is not None:
+            pending.unlink(missing_ok=True)
         raise
+    if pending is not None:
+        pending.unlink(missing_ok=True)
     log.info("registered %s (%s)%s", version.ref, status.value, ", now current" if promote else "")
     return version

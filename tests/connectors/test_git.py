@@ -200,7 +200,10 @@ def test_second_read_and_incremental(project: Path, monkeypatch: pytest.MonkeyPa
     first = run(project)
     cursor = first[-1].state
     second = run(project, cursor)
-    assert second == [NothingChanged(), Cursor(cursor)]
+    file_skips = [s for s in first if isinstance(s, Skip) and s.external_id.startswith("file:")]
+    assert file_skips  # the fixture has some: the same ones are reported again (issue 18)
+    assert second[0] == NothingChanged() and second[-1] == Cursor(cursor)
+    assert sorted((s.item, s.reason) for s in second[1:-1]) == sorted((s.item, s.reason) for s in file_skips)
 
     new_sha = commit(project, "Change the app again", {"src/app.py": "def main():\n    return 3\n"})
     objects_read: list[str] = []

@@ -64,6 +64,7 @@ def test_broken_config_is_one_line_and_exit_2(home: Path, cli) -> None:
 
 
 def test_db_upgrade(home: Path, cli) -> None:
+    write_config(home, "")
     result = cli("db", "upgrade", "--home", home)
     assert result.code == 0 and "latest schema" in result.stdout
 
@@ -78,6 +79,7 @@ def test_unreachable_store_is_exit_1(home: Path, cli) -> None:
 
 
 def test_typer_runner_status_and_help(home: Path) -> None:
+    write_config(home, "")
     runner = CliRunner()
     result = runner.invoke(app, ["status", "--json", "--home", str(home)])
     assert result.exit_code == 0, result.output

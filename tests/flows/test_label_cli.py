@@ -45,6 +45,7 @@ def test_label_in_scripts_shows_up_in_status(corpus: Corpus, cli, tmp_path: Path
         "changed": True,
         "label_id": result.json()["label_id"],
         "previous": None,
+        "redactions": 0,
     }
     (tmp_path / "wanted.md").write_text("# Wanted\n\nRun `systemctl restart nginx`.\n")
     alt = cli(

@@ -173,6 +173,8 @@ def _make_home(root: Path, model_cache: Path, model: str = "builtin:tiny-llama")
     home = root / "home"
     home.mkdir(parents=True)
     shutil.copytree(model_cache, home / "models" / "tiny-llama")
+    if not model.startswith("builtin:"):  # a model folder of the home: there before the config names it
+        shutil.copytree(model_cache, home / model)
     create_example_repo(root / "netops-repo")
     _write_jsonl(root / "chats.jsonl", _chats())
     _write_jsonl(root / "twins.jsonl", _twins())
@@ -476,7 +478,6 @@ def test_empty_kinds_are_still_snapshots(tmp_path: Path, model_cache: Path, clea
 def _home_with_template(tmp_path: Path, model_cache: Path, change: Any) -> Path:
     home = _make_home(tmp_path, model_cache, model="no-masks")
     model = home / "no-masks"
-    shutil.copytree(model_cache, model)
     template = (model / "chat_template.jinja").read_text(encoding="utf-8")
     changed = change(template)
     assert changed != template
@@ -659,6 +660,7 @@ def test_an_unchanged_store_is_not_rebuilt(
     assert again.snapshots == first.snapshots
     assert again.as_dict() == {
         "profile": "prefs",
+        "warnings": first.as_dict()["warnings"],  # what max_length cost, said again
         "snapshots": {  # the --json document: same keys
             kind: {**row, "new": False} for kind, row in first.as_dict()["snapshots"].items()
         },
@@ -775,8 +777,7 @@ def test_the_base_tokenizer_and_the_builder_are_inputs(
 ) -> None:
     from pipeline.datasets import inputs
 
-    home = _make_home(tmp_path, model_cache, model="my-model")
-    shutil.copytree(model_cache, home / "my-model")
+    home = _make_home(tmp_path, model_cache, model="my-model")  # with its copy of the model in home/my-model
     reads = _Reads(monkeypatch)
     first = _build(home)
     assert reads.take() == 1 and not any(_build(home).new.values()) and reads.take() == 0

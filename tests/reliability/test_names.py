@@ -134,6 +134,7 @@ def test_label_files_with_hostile_refs(store_home: Path, tmp_path: Path, cli) ->
 def test_a_home_path_that_is_not_utf8(tmp_path: Path, cli) -> None:
     odd = Path(os.fsdecode(bytes(tmp_path) + b"/h\xff"))
     odd.mkdir()
+    (odd / "plora.toml").write_text("", encoding="utf-8")
     line = _one_error_line(cli("status", "--home", odd), code=1)
     assert "not valid UTF-8" in line and "h\\xff" in line
     nul = cli("status", "--home", f"{tmp_path}/a\x00b")
