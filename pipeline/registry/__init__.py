@@ -17,7 +17,13 @@ publish       ``register``: staging, checksums, fsync, rename, store row
 pointer       ``promote`` / ``rollback`` of the current pointer
 load          ``attach``: a verified version onto a model (PEFT)
 compose       ``combine``: weighted composition registered as a new version
-exports       ``export``: PEFT folder or merged safetensors, written atomically
+exports       ``export``: every format, written atomically (``export_folder``)
+runtime_exports  GGUF and vLLM export folders, ``plora-export.json`` (``ExportRecord``)
+gguf_adapter  a llama.cpp LoRA adapter GGUF, Modelfile and commands
+gguf_merge    base + adapter merged into one GGUF model
+lora_factors  an adapter as (A, B, scale) per module; what A/B pairs can't carry
+architectures base architecture and shape, llama.cpp's q/k layout
+serving      the serving check (vLLM, llama.cpp) recorded at registration
 card          the model card
 adopt         version folders the store doesn't know: ``unregistered``, ``adopt``
 ============  ======================================================================
@@ -28,7 +34,7 @@ adopt         version folders the store doesn't know: ``unregistered``, ``adopt`
 from pipeline.registry.adopt import AdoptReport, Unregistered, adopt, unregistered
 from pipeline.registry.card import model_card
 from pipeline.registry.compose import COMBINATION_TYPES, combine
-from pipeline.registry.exports import EXPORT_MANIFEST, export, export_folder
+from pipeline.registry.exports import export, export_folder, export_record
 from pipeline.registry.load import attach
 from pipeline.registry.manifest import (
     CONFIG_FILE,
@@ -43,10 +49,14 @@ from pipeline.registry.manifest import (
     Component,
     Composition,
     GateRecord,
+    RuntimeCheck,
+    ServingReport,
 )
 from pipeline.registry.pointer import promote, rollback
 from pipeline.registry.publish import register
 from pipeline.registry.refs import check_profile, parse_ref
+from pipeline.registry.runtime_exports import EXPORT_MANIFEST, ExportFormat, ExportRecord, MergeBase
+from pipeline.registry.serving import report_of as serving_report
 from pipeline.registry.verification import verify
 from pipeline.registry.versions import AdapterVersion, current, current_versions, list_versions, resolve
 
@@ -66,7 +76,12 @@ __all__ = [
     "BaseModelInfo",
     "Component",
     "Composition",
+    "ExportFormat",
+    "ExportRecord",
     "GateRecord",
+    "MergeBase",
+    "RuntimeCheck",
+    "ServingReport",
     "Unregistered",
     "adopt",
     "attach",
@@ -76,6 +91,7 @@ __all__ = [
     "current_versions",
     "export",
     "export_folder",
+    "export_record",
     "list_versions",
     "model_card",
     "parse_ref",
@@ -83,6 +99,7 @@ __all__ = [
     "register",
     "resolve",
     "rollback",
+    "serving_report",
     "unregistered",
     "verify",
 ]

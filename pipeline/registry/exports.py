@@ -1,8 +1,10 @@
-"""Export a version out of the registry: its PEFT folder as it is, or merged into its base.
+"""Export a version out of the registry: its PEFT folder as it is, or merged into its base; as GGUF
+for llama.cpp / Ollama (adapter + Modelfile, or merged); or for vLLM (``runtime_exports``).
 
 Every export is written into a temp folder beside the destination and renamed into place
-(``export_folder``), so a failed export leaves nothing behind; other formats plug in the same way.
-The merged export carries ``plora-export.json``: which adapter (and its manifest), on which base.
+(``export_folder``), so a failed export leaves nothing behind; every format plugs in the same way.
+All but the plain PEFT folder carry ``plora-export.json``: which adapter (and its manifest), on
+which base, and for a merge which base weights it was merged into (``MergeBase``).
 
 torch / transformers / peft are imported inside the functions."""
 
@@ -21,6 +23,15 @@ from pipeline.integrity import atomic_write, canonical_json, copy_durably, fsync
 from pipeline.registry.card import model_card
 from pipeline.registry.load import attach
 from pipeline.registry.manifest import MANIFEST, MODEL_CARD, TOKENIZER_FILES, is_pickle_name, plora_version
+from pipeline.registry.runtime_exports import (
+    EXPORT_MANIFEST,
+    ExportFormat,
+    ExportRecord,
+    MergeBase,
+    nf4_weights,
+    write_gguf,
+    write_vllm,
+)
 from pipeline.registry.verification import verify
 from pipeline.registry.versions import AdapterVersion
 from pipeline.workspace import Workspace
@@ -29,7 +40,6 @@ from storage.models import utcnow
 if TYPE_CHECKING:
     from pipeline.base_model import LoadedBase
 
-EXPORT_MANIFEST = "plora-export.json"
 MERGED_EXPORT_FORMAT = "plora-merged-export/1"
 
 
@@ -63,21 +73,49 @@ def export_folder(dest: Path) -> Iterator[Path]:
         raise
 
 
-def export(workspace: Workspace, ref: str, dest: Path, *, merged: bool, base: LoadedBase | None = None) -> Path:
+def export(
+    workspace: Workspace,
+    ref: str,
+    dest: Path,
+    *,
+    merged: bool,
+    base: LoadedBase | None = None,
+    format: ExportFormat = ExportFormat.PEFT,
+    dtype: str = "f16",
+    merge_into: MergeBase = MergeBase.FULL,
+) -> Path:
     """Write ``ref`` to the new (or empty) folder ``dest``, atomically; returns ``dest``.
 
-    ``merged=False``: the version's files as they are (a PEFT folder vLLM and PEFT load as is, with
-    the model card and manifest). ``merged=True``: the base in full precision with the adapter merged
-    into its weights (safetensors), plus the tokenizer; ``base`` (full precision) is used when given,
-    and is consumed: its weights are modified. Otherwise the configured base is loaded with
-    quantization "none"."""
+    ``format="peft"``, ``merged=False``: the version's files as they are (a PEFT folder vLLM and PEFT
+    load as is, with the model card and manifest). ``merged=True``: the base in full precision with
+    the adapter merged into its weights (safetensors), plus the tokenizer; ``base`` (full precision)
+    is used when given, and is consumed: its weights are modified. Otherwise the configured base is
+    loaded with quantization "none". ``merge_into="nf4"`` merges into the NF4 round trip of the
+    base's linear weights instead (what a QLoRA adapter was evaluated on).
+
+    ``format="gguf"``: a llama.cpp LoRA adapter GGUF with an Ollama Modelfile, or with ``merged`` one
+    GGUF model in ``dtype`` (f16, q8_0 or f32). ``format="vllm"``: what vLLM's ``--lora-modules``
+    takes. Both refuse (UsageError) what the runtime can't represent."""
+    format = ExportFormat(format)
+    merge_into = MergeBase(merge_into)
+    if format is ExportFormat.VLLM and merged:
+        raise UsageError("--for vllm exports the adapter itself; vLLM serves the base and applies it (drop --merged)")
     version = verify(workspace, ref)
     with export_folder(dest) as tmp:
-        if merged:
-            _write_merged(workspace, version, tmp, base)
+        if format is ExportFormat.GGUF:
+            write_gguf(workspace, version, tmp, merged=merged, dtype=dtype, merge_into=merge_into).write(tmp)
+        elif format is ExportFormat.VLLM:
+            write_vllm(workspace, version, tmp).write(tmp)
+        elif merged:
+            _write_merged(workspace, version, tmp, base, merge_into)
         else:
             _write_peft_folder(version, tmp)
     return Path(dest).expanduser().absolute()
+
+
+def export_record(folder: Path) -> ExportRecord | None:
+    """The ``plora-export.json`` of an export folder, or None for a plain PEFT folder."""
+    return ExportRecord.read(folder) if (Path(folder) / EXPORT_MANIFEST).is_file() else None
 
 
 def _write_peft_folder(version: AdapterVersion, tmp: Path) -> None:
@@ -94,8 +132,11 @@ def _full_precision_base(workspace: Workspace) -> LoadedBase:
     return load_base(config.name, home=workspace.home.root, quantization="none", double_quant=False)
 
 
-def _write_merged(workspace: Workspace, version: AdapterVersion, tmp: Path, base: LoadedBase | None) -> None:
+def _write_merged(
+    workspace: Workspace, version: AdapterVersion, tmp: Path, base: LoadedBase | None, merge_into: MergeBase
+) -> None:
     manifest = version.require_manifest()
+    replaced = nf4_weights(workspace, version) if merge_into is MergeBase.NF4 else {}
     if base is None:
         base = _full_precision_base(workspace)
     if base.quantized:
@@ -103,6 +144,9 @@ def _write_merged(workspace: Workspace, version: AdapterVersion, tmp: Path, base
             f"merged export of {version.ref} needs the base in full precision "
             "(quantization='none'); merging into NF4 weights would lose the adapter's precision"
         )
+    for name, weight in replaced.items():  # the NF4 round trip, in the base's own dtype
+        parameter = base.model.get_submodule(name).weight
+        parameter.data.copy_(weight.to(device=parameter.device, dtype=parameter.dtype))
     model = attach(base.model, version, base_fingerprint=base.fingerprint)
     merged = model.merge_and_unload()
     merged.save_pretrained(str(tmp))
@@ -119,6 +163,7 @@ def _write_merged(workspace: Workspace, version: AdapterVersion, tmp: Path, base
         "adapter_manifest_sha256": version.manifest_sha256,
         "adapter_manifest": manifest.dump(),
         "base_model": {"name": base.name, "fingerprint": base.fingerprint},
+        "merged_into": merge_into.value,
         "created_at": utcnow().isoformat(),
         "plora_version": plora_version(),
     }

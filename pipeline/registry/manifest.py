@@ -97,6 +97,27 @@ class Composition(BaseModel):
     components: list[Component]
 
 
+class RuntimeCheck(BaseModel):
+    """Whether one serving runtime loads a version as it is, and why not (``problems``)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    ok: StrictBool
+    problems: list[str] = Field(default_factory=list)
+
+
+class ServingReport(BaseModel):
+    """The serving check recorded at registration (``pipeline.registry.serving``): vLLM and llama.cpp."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    vllm: RuntimeCheck
+    llama_cpp: RuntimeCheck
+
+    def servable_on(self) -> list[str]:
+        return [name for name, check in (("vllm", self.vllm), ("llama.cpp", self.llama_cpp)) if check.ok]
+
+
 class AdapterManifest(BaseModel):
     """The typed ``plora.json``; ``from_bytes`` / ``read`` and ``to_bytes`` are its one reader and writer."""
 
@@ -116,6 +137,7 @@ class AdapterManifest(BaseModel):
     gate: GateRecord
     run_id: str | None = None
     composition: Composition | None = None
+    serving: ServingReport | None = None  # absent in manifests written before the serving check
     files: FolderManifest
     created_at: str  # ISO-8601
     plora_version: str
@@ -153,7 +175,10 @@ class AdapterManifest(BaseModel):
 
     def to_bytes(self) -> bytes:
         """The canonical JSON written to ``plora.json`` (its sha256 is what the store records)."""
-        return canonical_json(self.model_dump(mode="json"))
+        data = self.model_dump(mode="json")
+        if data.get("serving") is None:
+            data.pop("serving", None)  # a manifest without the check reads and writes back as it was
+        return canonical_json(data)
 
     def dump(self) -> dict[str, Any]:
         """The manifest as plain JSON data, keys sorted as in the file."""

@@ -47,6 +47,7 @@ from pipeline.registry.manifest import (
     plora_version,
 )
 from pipeline.registry.refs import check_profile, profile_dir, relative, version_dir, version_of_folder
+from pipeline.registry.serving import check_folder
 from pipeline.registry.verification import safetensors_problem
 from pipeline.registry.versions import AdapterVersion, to_version
 from pipeline.workspace import Workspace
@@ -257,6 +258,7 @@ def register(
     checked_sources = _check_sources(sources)
     to_copy = _files_to_copy(workspace, adapter_dir, base_model)
     peft_config = _read_peft_config(adapter_dir)
+    serving = check_folder(workspace.home.root, base_model, adapter_dir)
 
     folder = profile_dir(workspace, profile)
     folder.mkdir(parents=True, exist_ok=True)
@@ -296,6 +298,7 @@ def register(
                 gate=jsonable(dict(gate)),
                 run_id=run_id,
                 composition=composition,
+                serving=serving,
                 files=FolderManifest(files),
                 created_at=created_at.isoformat(),
                 plora_version=plora_version(),

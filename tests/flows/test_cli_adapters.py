@@ -92,11 +92,12 @@ def test_list_show_promote_rollback(registered: Path, cli) -> None:
 
 def test_verify_reports_every_bad_file_in_one_line(registered: Path, cli) -> None:
     ok = cli("adapters", "verify", "work", "--json", "--home", registered)
-    assert ok.code == 0 and ok.json() == {
+    assert ok.code == 0 and {key: ok.json()[key] for key in ("ref", "ok", "files")} == {
         "ref": "work@v3",
         "ok": True,
         "files": ["README.md", "adapter_config.json", "adapter_model.safetensors"],
     }
+    assert set(ok.json()["serving"]) == {"vllm", "llama_cpp", "recorded"}  # the serving check (issue 15)
     assert "ok, 3 files match" in cli("adapters", "verify", "work@v1", "--home", registered).stdout
 
     folder = registered / "adapters" / "work" / "v3"
@@ -114,7 +115,13 @@ def test_verify_reports_every_bad_file_in_one_line(registered: Path, cli) -> Non
 def test_export_plain_and_merged(registered: Path, cli, tmp_path: Path) -> None:
     plain = cli("adapters", "export", "work@v1", tmp_path / "plain", "--json", "--home", registered)
     assert plain.code == 0, plain.stderr
-    assert plain.json() == {"ref": "work@v1", "path": str(tmp_path / "plain"), "merged": False}
+    shown = plain.json()
+    assert {key: shown[key] for key in ("ref", "path", "merged")} == {
+        "ref": "work@v1",
+        "path": str(tmp_path / "plain"),
+        "merged": False,
+    }
+    assert shown["format"] == "peft" and shown["merged_into"] is None and shown["export"] is None
     assert {"adapter_config.json", "adapter_model.safetensors", "plora.json"} <= {
         p.name for p in (tmp_path / "plain").iterdir()
     }
