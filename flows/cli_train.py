@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.options import HomeOption, JsonOption
-from flows.output import print_json, progress_bar, stdout, warn
+from flows.output import print_json, progress_bar, stderr, stdout, warn
 
 
 class Mode(enum.StrEnum):
@@ -58,12 +58,29 @@ def train(
     home: HomeOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Train the profile's LoRA adapter on its latest dataset snapshots and register it."""
+    """Train the profile's LoRA adapter on its dataset snapshots and register it.
+
+    The snapshots are built first when the store or the labels changed since the last build (as
+    `plora datasets build` does; unchanged ones are reused). A resumed run trains on its own."""
+    from pipeline.datasets import build_datasets
     from pipeline.train import TrainProgress, train_profile
     from pipeline.workspace import open_workspace
 
     with open_workspace(home, check_paths=False) as workspace, progress_bar() as bar:
         tasks: dict[str, Any] = {}
+
+        def on_build(kind: str, done: int, total: int) -> None:
+            if f"build {kind}" not in tasks:
+                tasks[f"build {kind}"] = bar.add_task(f"building {kind} rows", total=total)
+            bar.update(tasks[f"build {kind}"], completed=done)
+
+        if not resume:
+            built = build_datasets(workspace, profile, progress=on_build)
+            fresh = sorted(kind for kind, new in built.new.items() if new)
+            if fresh:
+                stderr.print(
+                    f"datasets: built new snapshots ({escape(', '.join(fresh))}) from the store's current content"
+                )
 
         def on_progress(event: TrainProgress) -> None:
             if event.step is None:

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.lm_head import labelled_logprobs
 from pipeline.tokenization import (
     IGNORE_INDEX,
     NO_SOURCE,
@@ -81,8 +82,9 @@ def token_logprob_sums(
 ) -> list[tuple[float, int]]:
     """For each tokenized example: (sum of log p(label) over its labelled tokens, how many), in order.
 
-    Examples are batched by length, right-padded, and scored with the model's own logits (so any
-    logit scaling or soft-capping of the architecture is applied); log-softmax runs in float32."""
+    Examples are batched by length, right-padded, and scored by ``pipeline.lm_head.labelled_logprobs``
+    (only labelled positions reach the output head; the architecture's logit scaling and soft-capping
+    applied; log-softmax in float32)."""
     import torch
 
     results: list[tuple[float, int]] = [(0.0, 0)] * len(examples)
@@ -100,14 +102,13 @@ def token_logprob_sums(
                 ids[row, :n] = torch.tensor(examples[i]["input_ids"], dtype=torch.long)
                 labels[row, :n] = torch.tensor(examples[i]["labels"], dtype=torch.long)
                 attention[row, :n] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
-            target = labels[:, 1:].to(logits.device)
-            mask = target != IGNORE_INDEX
-            # float32 log-softmax only at the labelled positions (not batch x length x vocab)
-            logprobs = torch.log_softmax(logits[:, :-1][mask].float(), dim=-1)
-            picked = logprobs.gather(-1, target[mask].unsqueeze(-1)).squeeze(-1)
-            row_of = torch.arange(len(chunk), device=logits.device).unsqueeze(1).expand_as(mask)[mask]
-            sums = torch.zeros(len(chunk), device=logits.device).index_add_(0, row_of, picked).tolist()
+            picked, mask = labelled_logprobs(
+                model, ids.to(device), labels.to(device), attention_mask=attention.to(device)
+            )
+            row_of = torch.arange(len(chunk), device=mask.device).unsqueeze(1).expand_as(mask)[mask]
+            sums = (
+                torch.zeros(len(chunk), device=picked.device).index_add_(0, row_of.to(picked.device), picked).tolist()
+            )
             counts = mask.sum(dim=1).tolist()
             for row, i in enumerate(chunk):
                 results[i] = (float(sums[row]), int(counts[row]))

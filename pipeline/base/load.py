@@ -104,12 +104,29 @@ def resolve_device(device: str | None = None) -> str:
     return device
 
 
-def _compute_dtype(device: str) -> Any:
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX): there bf16 matmuls run several
+    times faster than float32; elsewhere torch emulates them, many times slower."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def compute_dtype_choice(device: str) -> tuple[Any, str]:
+    """The dtype the base computes in on ``device``, and why (for the run's notes)."""
     import torch
 
     if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "bf16 compute (CUDA)"
+        return torch.float16, "fp16 compute (this GPU has no bf16)"
+    if cpu_has_bf16():
+        return torch.bfloat16, "bf16 compute (this CPU has AVX512-BF16/AMX), adapter weights kept in fp32"
+    return torch.float32, "fp32 compute (this CPU has no AVX512-BF16 or AMX: bf16 would be emulated and slower)"
+
+
+def _compute_dtype(device: str) -> Any:
+    return compute_dtype_choice(device)[0]
 
 
 def get_quantization_config(
@@ -117,7 +134,8 @@ def get_quantization_config(
 ) -> BitsAndBytesConfig | None:
     """NF4 (QLoRA) settings for ``quantization="nf4"``, None for ``"none"``.
 
-    Compute and storage dtype: bf16 on CUDA (fp16 where bf16 is unsupported), float32 on CPU."""
+    Compute and storage dtype: ``compute_dtype_choice`` (bf16 on CUDA and on CPUs with native bf16,
+    fp16 on GPUs without it, float32 elsewhere)."""
     if quantization == "none":
         return None
     if quantization != "nf4":
@@ -282,6 +300,8 @@ __all__ = [
     "LoadedBase",
     "Quantization",
     "builtin_model_dir",
+    "compute_dtype_choice",
+    "cpu_has_bf16",
     "ensure_builtin",
     "get_quantization_config",
     "import_bitsandbytes",

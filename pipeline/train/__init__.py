@@ -39,6 +39,7 @@ from pipeline.train.packing import packing_mode
 from pipeline.train.progress import Progress, TrainProgress, progress_callback
 from pipeline.train.recipe import (
     Recipe,
+    compute_notes,
     dpo_args,
     get_lora_config,
     kto_args,
@@ -537,6 +538,7 @@ def _train_and_register(
 
     # 3. the trainable adapter: the parent's weights (continue) or a fresh LoRA (scratch)
     device = base.device
+    notes.append(compute_notes(device))
     if base.quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=use_gradient_checkpointing(device))
     if plan.mode == "continue":

@@ -200,16 +200,33 @@ def get_lora_config(lora: LoraSettings) -> PeftLoraConfig:
 
 
 def use_gradient_checkpointing(device: str) -> bool:
-    """On for CUDA (memory is what limits QLoRA there), off on CPU (the builtin model is tiny and
-    recomputing activations would only slow it down)."""
+    """On for CUDA (GPU memory is what limits QLoRA there), off on a CPU: recomputing every layer's
+    activations costs about a third more compute, and what they take (tens of MB per layer for a
+    small model at 4 x 512 tokens) fits in a machine's RAM; the output head's logits, the big tensor,
+    are never kept whole anyway (pipeline.lm_head)."""
     return device.startswith("cuda")
+
+
+def compute_notes(device: str) -> str:
+    """What the run computes in and why, as one line for the run's notes and ``plora train``'s output."""
+    from pipeline.base_model import compute_dtype_choice
+
+    checkpointing = (
+        "gradient checkpointing on (GPU memory)"
+        if use_gradient_checkpointing(device)
+        else "gradient checkpointing off (a CPU has the RAM; recomputing costs ~30%)"
+    )
+    return f"compute on {device}: {compute_dtype_choice(device)[1]}; {checkpointing}"
 
 
 def _common_args(train: TrainSettings, output_dir: Path, device: str) -> dict[str, Any]:
     import torch
 
+    from pipeline.base_model import compute_dtype_choice
+
     cuda = device.startswith("cuda")
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+    dtype = compute_dtype_choice(device)[0]
+    bf16 = dtype == torch.bfloat16
     return {
         "output_dir": str(output_dir),
         "max_steps": train.max_steps,
@@ -227,7 +244,7 @@ def _common_args(train: TrainSettings, output_dir: Path, device: str) -> dict[st
         "disable_tqdm": True,
         "use_cpu": not cuda,
         "bf16": bf16,
-        "fp16": cuda and not bf16,
+        "fp16": dtype == torch.float16,
         "activation_checkpointing": use_gradient_checkpointing(device),
         "include_num_input_tokens_seen": "non_padding",
         "dataloader_num_workers": 0,

@@ -98,6 +98,41 @@ class StageClock:
         return self.before + (time.monotonic() - self.started if self.started is not None else 0.0)
 
 
+def _sft_trainer_class() -> type[Trainer]:
+    """TRL's SFTTrainer with plora's loss: the labelled tokens' NLL through ``pipeline.lm_head`` (only
+    the labelled positions reach the output head, in checkpointed chunks), summed and divided by the
+    labelled tokens of the whole optimizer step, as TRL and Trainer normalise it. TRL's entropy and
+    token-accuracy metrics are not computed (they need every position's logits)."""
+    from trl import SFTTrainer
+
+    from pipeline.lm_head import has_plain_head, labelled_logprobs
+
+    class PloraSFTTrainer(SFTTrainer):
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            if return_outputs or "shift_labels" in inputs or not has_plain_head(model):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            ids = inputs.pop("input_ids")
+            logprobs, mask = labelled_logprobs(model, ids, labels, **inputs)
+            count = mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -logprobs.sum() / torch_clamp(count)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            return loss
+
+    return PloraSFTTrainer
+
+
+def torch_clamp(count: Any) -> Any:
+    """``count`` as a tensor of at least 1 (a batch without a labelled token gives a zero loss, not NaN)."""
+    import torch
+
+    return torch.as_tensor(count).clamp(min=1)
+
+
 def train_sft(
     model: Any,
     tokenizer: PreTrainedTokenizerBase,
@@ -112,13 +147,11 @@ def train_sft(
 ) -> StageResult:
     """Train ``model`` (a PeftModel whose adapter ``default`` is trainable) on ``train``; ``packing``
     as ``packing_mode`` decided it (``args`` made by ``sft_args`` with the same mode)."""
-    from trl import SFTTrainer
-
     collator = None
     if packing == "rows":
         train, collator = pack_rows(train, args.max_length), PackedRowsCollator(tokenizer.pad_token_id)
     saved = trainable_state(model) if keep_fp32 else {}
-    trainer = SFTTrainer(
+    trainer = _sft_trainer_class()(
         model=model,
         args=args,
         train_dataset=train,
