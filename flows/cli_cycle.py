@@ -122,6 +122,7 @@ def run(
     elif isinstance(result, BaseException):
         raise result  # a config or usage error: one red line and its exit code (flows.cli.main)
     else:
+        assert isinstance(result, dict)  # the flow's return value: the cycle summary
         summary = result
     if json:
         print_json(summary)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
@@ -195,7 +195,7 @@ def monthly_retrain_flow(
 
 # --- deployments: prefect.yaml is the one place they are defined -------------------------------------
 
-FLOWS = {
+FLOWS: dict[str, Flow[..., Any]] = {
     "ingest-sources": ingest_flow,
     "build-datasets": build_datasets_flow,
     "train-adapter": train_flow,

@@ -478,7 +478,7 @@ def train_markdown(result: dict[str, Any]) -> str:
     """A ``TrainResult.as_dict()``: eval losses of base / previous / new, the gate and the registration."""
     losses = result.get("eval_loss") or {}
     gate = result.get("gate") or {}
-    rows = [
+    rows: list[list[Any]] = [
         ["eval loss, base model", losses.get("base")],
         ["eval loss, previous adapter", losses.get("previous")],
         ["eval loss, new adapter", losses.get("new")],

@@ -25,7 +25,7 @@ from connectors.records import (
     content_hash,
 )
 from connectors.registry import reader_for
-from connectors.settings import SourceSettings
+from connectors.settings import Source
 from pipeline.redaction import Redactor, redact_identifier, redact_record, redact_strings, settings_salt
 from pipeline.workspace import Workspace
 from storage import StorageError
@@ -81,7 +81,7 @@ def ingest(
 
 
 def ingest_source(
-    workspace: Workspace, settings: SourceSettings, redactor: Redactor, salt: str, progress: Progress | None = None
+    workspace: Workspace, settings: Source, redactor: Redactor, salt: str, progress: Progress | None = None
 ) -> SourceReport:
     report = SourceReport()
     started = utcnow()
@@ -129,7 +129,7 @@ class _Outcome:
 
 def _consume(
     workspace: Workspace,
-    settings: SourceSettings,
+    settings: Source,
     stream: Iterator[Any],
     known: dict[str, Known],
     redactor: Redactor,
@@ -185,7 +185,7 @@ def _consume(
     return outcome
 
 
-def _write(workspace: Workspace, settings: SourceSettings, batch: list[Upsert]) -> None:
+def _write(workspace: Workspace, settings: Source, batch: list[Upsert]) -> None:
     with workspace.store.write() as session:
         write_documents(session, ensure_source(session, settings.name, settings.type), batch)
 

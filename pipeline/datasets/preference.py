@@ -97,15 +97,16 @@ def _dpo_rows(document: CorpusDocument, tokens: Tokens, max_length: int, tally: 
                 tally.counts["pairs_from_siblings"] += 1
     rows: list[Row] = []
     for order, reply, chosen_text, rejected_text in pairs:
-        chosen, rejected = _completion(chosen_text, tokens, tally), _completion(rejected_text, tokens, tally)
+        chosen_turns = _completion(chosen_text, tokens, tally)
+        rejected_turns = _completion(rejected_text, tokens, tally)
         prompt = _prompt(document, reply, tokens, tally)
         if prompt is None:
             continue
-        fitted = _fit(prompt, [chosen, rejected], tokens, max_length, tally)
+        fitted = _fit(prompt, [chosen_turns, rejected_turns], tokens, max_length, tally)
         if fitted is None:
             continue
         prompt, lengths = fitted
-        data = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        data = {"prompt": prompt, "chosen": chosen_turns, "rejected": rejected_turns}
         key = f"{turn_text(prompt)}\nchosen: {chosen_text}\nrejected: {rejected_text}"
         rows.append(Row(document.id, document.ref, document.source, order, data, key, sum(lengths), max(lengths)))
     return rows

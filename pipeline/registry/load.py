@@ -83,7 +83,8 @@ def attach(
             peft_model = model
         else:
             peft_model = PeftModelForCausalLM(model, config, adapter_name)
-        result = set_peft_model_state_dict(peft_model, weights, adapter_name=adapter_name)
+        # peft annotates the result as `namedtuple` (the factory); it is torch's _IncompatibleKeys
+        result: Any = set_peft_model_state_dict(peft_model, weights, adapter_name=adapter_name)
         missing = [key for key in result.missing_keys if "lora_" in key and f".{adapter_name}." in key]
         if missing or result.unexpected_keys:
             raise RegistryError(

@@ -191,7 +191,7 @@ def get_lora_config(lora: LoraSettings) -> PeftLoraConfig:
     targets = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
     return LoraConfig(
         r=lora.r,
-        lora_alpha=lora.alpha,
+        lora_alpha=lora.alpha,  # type: ignore[arg-type]  # peft annotates int; a float scales the same
         lora_dropout=lora.dropout,
         target_modules=targets,
         bias="none",

@@ -116,6 +116,7 @@ def train_sft(
 
     collator = None
     if packing == "rows":
+        assert args.max_length is not None  # sft_args always sets it
         train, collator = pack_rows(train, args.max_length), PackedRowsCollator(tokenizer.pad_token_id)
     saved = trainable_state(model) if keep_fp32 else {}
     trainer = SFTTrainer(
