@@ -153,7 +153,9 @@ def run(settings: Settings) -> list[Row]:
         order = [("plora", plora), ("reference", reference)]
         for name, results in order if i % 2 == 0 else reversed(order):
             print(f"[bench] real_training round {i + 1}/{plan.rounds}: {name}", file=sys.stderr, flush=True)
-            results.append(plora_run(settings, home) if name == "plora" else reference_run(settings, plan, folder, rows))
+            results.append(
+                plora_run(settings, home) if name == "plora" else reference_run(settings, plan, folder, rows)
+            )
     what = f"{SMOLLM2} NF4, batch {plan.batch_size} x {plan.max_length}, {plan.steps} steps, r={plan.r} q/v"
     plora_rate = [r["tokens_per_second"] for r in plora]
     reference_rate = [r["tokens_per_second"] for r in reference]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -33,10 +33,10 @@ from flows import tasks
 from pipeline import cycle
 from pipeline.cycle import CycleFailed, CycleSummary, ProfileOutcome
 from pipeline.home import Home
+from pipeline.kinds import TrainingMode
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_YAML = REPO / "prefect.yaml"
-Mode = Literal["scratch", "continue"]
 
 
 def _home(home: str | None) -> str:
@@ -109,7 +109,7 @@ def build_datasets_flow(home: str | None = None, profile: str | None = None) -> 
 def train_flow(
     home: str | None = None,
     profile: str | None = None,
-    mode: Mode | None = None,
+    mode: TrainingMode | None = None,
     resume: bool = True,
     max_steps: int | None = None,
 ) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def train_flow(
 def monthly_retrain_flow(
     home: str | None = None,
     profiles: list[str] | None = None,
-    mode: Mode | None = None,
+    mode: TrainingMode | None = None,
     force: bool = False,
     max_steps: int | None = None,
 ) -> dict[str, Any] | State:
