@@ -29,7 +29,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from flows import tasks
+from flows import report, tasks
 from pipeline import cycle
 from pipeline.cycle import CycleFailed, CycleSummary, ProfileOutcome
 from pipeline.home import Home
@@ -73,7 +73,7 @@ def ingest_flow(home: str | None = None, sources: list[str] | None = None) -> di
     summary = {"home": root, "sources": reports}
     create_markdown_artifact(
         key="plora-ingest",
-        markdown="# plora ingest\n\n" + cycle.ingest_markdown(reports) + "\n",
+        markdown="# plora ingest\n\n" + report.ingest_markdown(reports) + "\n",
         description="per-source ingest counts",
     )
     failed = [name for name, report in reports.items() if report["error"]]
@@ -98,7 +98,7 @@ def build_datasets_flow(home: str | None = None, profile: str | None = None) -> 
     create_markdown_artifact(
         key=_artifact_key("plora-datasets", name),
         markdown=f"# plora datasets: {name}\n\n{'Reused (store unchanged).' if cached else ''}\n\n"
-        + cycle.snapshots_markdown(build)
+        + report.snapshots_markdown(build)
         + "\n",
         description=f"dataset snapshots of profile {name}",
     )
@@ -121,7 +121,7 @@ def train_flow(
     result = tasks.train_adapter(root, name, mode, resume, max_steps)
     create_markdown_artifact(
         key=_artifact_key("plora-train", name),
-        markdown=f"# plora train: {name}\n\n" + cycle.train_markdown(result) + "\n",
+        markdown=f"# plora train: {name}\n\n" + report.train_markdown(result) + "\n",
         description=f"training run of profile {name}",
     )
     return result
@@ -184,7 +184,7 @@ def monthly_retrain_flow(
     )
     create_markdown_artifact(
         key="plora-monthly-cycle",
-        markdown=summary.to_markdown(),
+        markdown=report.cycle_markdown(summary),
         description="what the monthly cycle ingested, built, trained and registered",
     )
     logger.info("%s", summary.headline())

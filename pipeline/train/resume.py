@@ -171,14 +171,16 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resumable(saved: RunState, now: RunState) -> None:
-    """Raise a TrainingError naming every difference between the saved run and today's inputs."""
-    problems = []
+def changed_inputs(saved: RunState, now: RunState) -> dict[str, str]:
+    """What differs between an interrupted run's saved state and today's, in the order it is checked:
+    ``config``, ``base``, ``snapshots`` (else ``data``: the rows themselves), ``stages`` -> what changed.
+    The one answer to "does this interrupted run still fit": empty means it does."""
+    problems: dict[str, str] = {}
     if saved.config_hash != now.config_hash:
         changes = config_differences(saved.config, now.config) or ["(settings outside the recipe)"]
-        problems.append("the training config changed: " + "; ".join(changes))
+        problems["config"] = "the training config changed: " + "; ".join(changes)
     if saved.base_fingerprint != now.base_fingerprint or saved.base_model != now.base_model:
-        problems.append(
+        problems["base"] = (
             f"the base model changed: {saved.base_model} {saved.base_fingerprint[:12]} -> "
             f"{now.base_model} {now.base_fingerprint[:12]}"
         )
@@ -188,14 +190,20 @@ def check_resumable(saved: RunState, now: RunState) -> None:
             for kind in sorted(set(saved.snapshots) | set(now.snapshots))
             if saved.snapshots.get(kind) != now.snapshots.get(kind)
         ]
-        problems.append("the dataset snapshots changed: " + ", ".join(changed))
+        problems["snapshots"] = "the dataset snapshots changed: " + ", ".join(changed)
     elif saved.dataset_fingerprint != now.dataset_fingerprint:
-        problems.append(
+        problems["data"] = (
             f"the training data changed (rows fingerprint {saved.dataset_fingerprint[:12]} -> "
             f"{now.dataset_fingerprint[:12]}: a snapshot or replay source was modified)"
         )
     if saved.stages != now.stages:
-        problems.append(f"the stages changed: {[str(s) for s in saved.stages]} -> {[str(s) for s in now.stages]}")
+        problems["stages"] = f"the stages changed: {[str(s) for s in saved.stages]} -> {[str(s) for s in now.stages]}"
+    return problems
+
+
+def check_resumable(saved: RunState, now: RunState) -> None:
+    """Raise a TrainingError naming every difference between the saved run and today's inputs."""
+    problems = list(changed_inputs(saved, now).values())
     if problems:
         raise TrainingError(
             f"run {saved.run_id} can't be resumed: " + "; ".join(problems) + ". Its checkpoints were trained on "
