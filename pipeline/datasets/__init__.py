@@ -45,7 +45,7 @@ Metadata (``plora-snapshot.json``, also the store row's ``meta``):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,7 +161,7 @@ def _ticker(kind: str, total: int, progress: Progress | None) -> Callable[[], No
     return tick
 
 
-def current(workspace: Workspace, profile: str, kinds: list[str], key: str) -> dict[str, Snapshot] | None:
+def current(workspace: Workspace, profile: str, kinds: Sequence[str], key: str) -> dict[str, Snapshot] | None:
     """The profile's latest snapshot of each kind when every one was built from inputs with this key and
     its folder is intact, else None (something must be built)."""
     with workspace.store.read() as session:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from pipeline.base_model import load_base
 from pipeline.errors import RegistryError, UsageError
 from pipeline.integrity import atomic_write, canonical_json, copy_durably, fsync_dir
+from pipeline.kinds import Quantization
 from pipeline.registry.card import model_card
 from pipeline.registry.load import attach
 from pipeline.registry.manifest import MANIFEST, MODEL_CARD, TOKENIZER_FILES, is_pickle_name, plora_version
@@ -91,7 +92,7 @@ def _write_peft_folder(version: AdapterVersion, tmp: Path) -> None:
 
 def _full_precision_base(workspace: Workspace) -> LoadedBase:
     config = workspace.config.base_model
-    return load_base(config.name, home=workspace.home.root, quantization="none", double_quant=False)
+    return load_base(config.name, home=workspace.home.root, quantization=Quantization.NONE, double_quant=False)
 
 
 def _write_merged(workspace: Workspace, version: AdapterVersion, tmp: Path, base: LoadedBase | None) -> None:

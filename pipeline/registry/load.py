@@ -99,9 +99,9 @@ def attach(
         if added:
             model.delete_adapter(adapter_name)
         raise RegistryError(f"adapter {version.ref}: can't be put on this base ({e})") from e
-    if trainable:
-        peft_model.base_model.set_requires_grad(adapter_name, requires_grad=True)
-    else:
-        peft_model.base_model.set_requires_grad(adapter_name, requires_grad=False)
+    # the LoRA tuner (torch's Module.__getattr__ types every attribute as Tensor | Module)
+    tuner: Any = peft_model.base_model
+    tuner.set_requires_grad(adapter_name, requires_grad=trainable)
+    if not trainable:
         peft_model.eval()
     return peft_model

@@ -20,34 +20,29 @@ Everything heavy (torch, transformers, peft, trl) is imported inside functions, 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PloraError, TrainingError
-from pipeline.evaluate import GateDecision, eval_loss, gate_decision, metrics_of, preference_accuracy
+from pipeline.evaluate import gate_decision
 from pipeline.kinds import TrainingMode
-from pipeline.train.data import tokenize_lm
+from pipeline.train.measure import EvalSets, continuing_current, measure, measure_current, tokenized
 from pipeline.train.plan import Plan, make_plan, run_state
 from pipeline.train.progress import Progress, TrainProgress
 from pipeline.train.recipe import Recipe, get_lora_config, use_gradient_checkpointing
-from pipeline.train.result import TrainResult, why_not_current
-from pipeline.train.resume import ADAPTER_DIR, RUN_FILE, RunState, check_resumable, run_lock
-from pipeline.train.sft import StageResult
+from pipeline.train.register import register_adapter, train_result
+from pipeline.train.result import TrainResult
+from pipeline.train.resume import RUN_FILE, RunState, check_resumable, run_lock
 from pipeline.train.stages import run_stages
 from storage import runs
 from storage.models import RunStatus
 
 if TYPE_CHECKING:
-    from datasets import Dataset
-
     from pipeline.base_model import LoadedBase
     from pipeline.registry import AdapterVersion
     from pipeline.workspace import Workspace
-
-FINAL_DIR = ADAPTER_DIR  # runs/<id>/adapter: the adapter handed to the registry
 
 
 def train_profile(
@@ -144,15 +139,6 @@ def _execute(workspace: Workspace, plan: Plan, *, force: bool, progress: Progres
     return result
 
 
-@dataclass
-class _EvalSets:
-    """The run's rows tokenized for this base: what SFT trains on and what every model is measured on."""
-
-    train: Dataset
-    eval: Dataset
-    dpo_eval: list[dict[str, Any]]  # preference pairs: preference accuracy
-
-
 def _train_and_register(
     workspace: Workspace,
     plan: Plan,
@@ -166,16 +152,16 @@ def _train_and_register(
     """Steps 3-6 of the module docstring, on a loaded base and a recorded run."""
     recipe = plan.recipe
     notes = list(plan.notes)
-    sets = _tokenized(plan, base, notes)
+    sets = tokenized(plan, base, notes)
 
     # 3. measure the base and the current adapter on today's eval split
     progress(TrainProgress("eval", message="evaluating the base model"))
     metrics: dict[str, dict[str, Any] | None] = {
-        "base": _measure(base.model, base, sets, recipe),
+        "base": measure(base.model, base, sets, recipe),
         "previous": None,
         "new": None,
     }
-    current, model = _measure_current(workspace, plan, base, sets, metrics, progress, notes)
+    current, model = measure_current(workspace, plan, base, sets, metrics, progress, notes)
 
     # 4. the trainable adapter: the parent's weights (continue) or a fresh LoRA (scratch); train the stages
     device = base.device
@@ -186,7 +172,7 @@ def _train_and_register(
 
     # 5. measure the new adapter, apply the gate
     progress(TrainProgress("eval", message="evaluating the new adapter"))
-    metrics["new"] = new = _measure(model, base, sets, recipe)
+    metrics["new"] = new = measure(model, base, sets, recipe)
     decision = gate_decision(
         new,
         current=metrics["previous"] if current is not None else None,
@@ -205,73 +191,11 @@ def _train_and_register(
     # 6. register
     progress(TrainProgress("register", message="registering the adapter"))
     wall = time.monotonic() - started + sum(r.earlier_seconds for r in results.values())
-    version = _register(workspace, plan, base, model, results, metrics, gate, decision, trainable)
+    version = register_adapter(workspace, plan, base, model, results, metrics, gate, decision, trainable)
     parameters = (int(trainable), int(total))
-    return _result(
+    return train_result(
         workspace, plan, version, decision, gate, metrics, results, resumed_from, sets, notes, wall, parameters
     )
-
-
-def _tokenized(plan: Plan, base: LoadedBase, notes: list[str]) -> _EvalSets:
-    recipe, data = plan.recipe, plan.data
-    max_length = recipe.train.max_length
-    train_set, dropped_train = tokenize_lm(data.lm_train + data.replay_rows, base.tokenizer, max_length)
-    eval_set, dropped_eval = tokenize_lm(data.lm_eval, base.tokenizer, max_length)
-    if dropped_train or dropped_eval:
-        notes.append(
-            f"{dropped_train} training and {dropped_eval} eval rows had nothing to learn within "
-            f"train.max_length={max_length} tokens and were left out"
-        )
-    if len(train_set) == 0:
-        raise TrainingError(
-            f"profile {recipe.profile!r}: no training row has a token to learn within train.max_length={max_length}"
-        )
-    return _EvalSets(train_set, eval_set, data.preference_eval.get("dpo", []))
-
-
-def _continuing_current(plan: Plan, current: AdapterVersion | None) -> bool:
-    """Continue mode from the current adapter: it is measured once attached as the trainable adapter."""
-    return (
-        plan.mode == TrainingMode.CONTINUE
-        and plan.parent is not None
-        and current is not None
-        and plan.parent.version == current.version
-    )
-
-
-def _measure_current(
-    workspace: Workspace,
-    plan: Plan,
-    base: LoadedBase,
-    sets: _EvalSets,
-    metrics: dict[str, dict[str, Any] | None],
-    progress: Progress,
-    notes: list[str],
-) -> tuple[AdapterVersion | None, Any]:
-    """The profile's current adapter (None when there is none or it can't be measured on this base),
-    measured into ``metrics["previous"]`` unless this run continues from it; and the base model again."""
-    from pipeline import registry
-
-    current = registry.current(workspace, plan.recipe.profile)
-    model = base.model
-    if current is None or _continuing_current(plan, current):
-        return current, model
-    progress(TrainProgress("eval", message=f"evaluating the current adapter {current.ref}"))
-    try:
-        attached = registry.attach(
-            model, current, base_fingerprint=base.fingerprint, adapter_name="default", trainable=False
-        )
-    except PloraError as e:
-        if any("lora_" in name for name, _ in model.named_modules()):
-            raise  # it failed half-way on the model: don't train on top of that
-        # e.g. the base model changed since: the current adapter can't be measured on this base
-        notes.append(
-            f"the current adapter {current.ref} can't be evaluated ({e}); the gate compares the new "
-            "adapter with the base model instead"
-        )
-        return None, model
-    metrics["previous"] = _measure(attached, base, sets, plan.recipe)
-    return current, attached.unload()
 
 
 def _trainable(
@@ -279,7 +203,7 @@ def _trainable(
     base: LoadedBase,
     model: Any,
     current: AdapterVersion | None,
-    sets: _EvalSets,
+    sets: EvalSets,
     metrics: dict[str, dict[str, Any] | None],
     progress: Progress,
 ) -> Any:
@@ -309,131 +233,10 @@ def _trainable(
             f"mode continue: can't load the parent adapter {parent.ref}: {e} "
             "(train with `--mode scratch` to start a new adapter line)"
         ) from e
-    if current is not None and _continuing_current(plan, current):
+    if current is not None and continuing_current(plan, current):
         progress(TrainProgress("eval", message=f"evaluating the current adapter {current.ref}"))
-        metrics["previous"] = _measure(model, base, sets, plan.recipe)
+        metrics["previous"] = measure(model, base, sets, plan.recipe)
     return model
-
-
-def _measure(model: Any, base: LoadedBase, sets: _EvalSets, recipe: Recipe) -> dict[str, Any]:
-    max_length, batch_size = recipe.train.max_length, recipe.train.batch_size
-    loss = eval_loss(model, sets.eval, base.tokenizer, max_length=max_length, batch_size=batch_size)
-    preference = (
-        preference_accuracy(model, sets.dpo_eval, base.tokenizer, max_length=max_length, batch_size=batch_size)
-        if sets.dpo_eval
-        else None
-    )
-    return metrics_of(loss, preference)
-
-
-def _parent_ref(plan: Plan) -> AdapterVersion | None:
-    """The adapter this one was trained on from (continue mode), else None."""
-    return plan.parent if plan.mode == TrainingMode.CONTINUE else None
-
-
-def _register(
-    workspace: Workspace,
-    plan: Plan,
-    base: LoadedBase,
-    model: Any,
-    results: dict[str, StageResult],
-    metrics: dict[str, dict[str, Any] | None],
-    gate: dict[str, Any],
-    decision: GateDecision,
-    trainable: int,
-) -> AdapterVersion:
-    """Save the trained adapter as runs/<id>/adapter and register it (promoted when ``decision`` says)."""
-    from pipeline import registry
-
-    recipe, data = plan.recipe, plan.data
-    final_dir = plan.run_dir / FINAL_DIR
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    model.save_pretrained(str(final_dir), selected_adapters=["default"])
-    parent = _parent_ref(plan)
-    return registry.register(
-        workspace,
-        profile=recipe.profile,
-        adapter_dir=final_dir,
-        parent_version=parent.version if parent is not None else None,
-        base_model=recipe.base_model,
-        base_fingerprint=base.fingerprint,
-        snapshots=data.fingerprints,
-        lora=recipe.lora_dict(),
-        train=recipe.train_dict(),
-        metrics={
-            "eval_loss": (metrics["new"] or {})["eval_loss"],
-            "eval": metrics,
-            "tokens_trained": sum(r.tokens for r in results.values()),
-            "train_seconds": round(sum(r.wall_seconds for r in results.values()), 3),
-            "trainable_parameters": trainable,
-            "steps": {s: r.steps for s, r in results.items()},
-            "stages": list(results),
-            "mode": plan.mode,
-            "replay": plan.replay.as_dict() if plan.replay else None,
-        },
-        gate=gate,
-        run_id=plan.run_id,
-        sources=data.sources(),
-        promote=decision.promote,
-    )
-
-
-def _result(
-    workspace: Workspace,
-    plan: Plan,
-    version: AdapterVersion,
-    decision: GateDecision,
-    gate: dict[str, Any],
-    metrics: dict[str, dict[str, Any] | None],
-    results: dict[str, StageResult],
-    resumed_from: dict[str, int | None],
-    sets: _EvalSets,
-    notes: list[str],
-    wall: float,
-    parameters: tuple[int, int],  # trainable, total
-) -> TrainResult:
-    from pipeline import registry
-
-    recipe, data = plan.recipe, plan.data
-    now_current = registry.current(workspace, recipe.profile)
-    parent = _parent_ref(plan)
-    return TrainResult(
-        run_id=plan.run_id,
-        profile=recipe.profile,
-        mode=plan.mode,
-        requested_mode=recipe.mode,
-        resumed=plan.saved is not None,
-        stages=list(results),
-        adapter=version.ref,
-        adapter_status=version.status,
-        promoted=decision.promote,
-        current=now_current.ref if now_current else None,
-        why=why_not_current(decision),
-        parent=parent.ref if parent is not None else None,
-        eval=metrics,
-        gate=gate,
-        trainable_parameters=parameters[0],
-        total_parameters=parameters[1],
-        tokens_trained=sum(r.tokens for r in results.values()),
-        wall_seconds=wall,
-        train_seconds=sum(r.wall_seconds for r in results.values()),
-        steps={s: r.steps for s, r in results.items()},
-        loss_history=[{"stage": r.stage, **entry} for r in results.values() for entry in r.loss_history],
-        resumed_from=resumed_from,
-        stages_skipped=plan.skipped,
-        replay=plan.replay.as_dict() if plan.replay else None,
-        snapshots=data.fingerprints,
-        data={
-            "train_rows": len(data.lm_train),
-            "replay_rows": len(data.replay_rows),
-            "eval_rows": len(data.lm_eval),
-            **{f"{kind}_rows": len(rows) for kind, rows in data.preference_train.items()},
-            "dpo_eval_pairs": len(sets.dpo_eval),
-        },
-        adapter_dir=str(plan.run_dir / FINAL_DIR),
-        notes=notes,
-    )
 
 
 # Warnings the libraries print on every run that say nothing about this run: on CPU bitsandbytes falls
