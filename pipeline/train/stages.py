@@ -80,41 +80,23 @@ def run_stages(
         resumed_from[stage] = resume_from.step if resume_from else None
         clock = StageClock(resume_from.state.wall_seconds if resume_from else 0.0)
         callbacks = [checkpoint_callback(state, stage, record, clock), progress_callback(stage, progress)]
+        # what every stage's trainer takes beside its model, data and settings
+        common: dict[str, Any] = {
+            "callbacks": callbacks,
+            "resume_from": resume_from,
+            "clock": clock,
+            "keep_fp32": keep_fp32,
+        }
         if stage == Stage.SFT:
             packing = packing_mode(recipe.train.packing, model)
-            result = train_sft(
-                model,
-                tokenizer,
-                train_set,
-                args=sft_args(recipe.train, stage_dir, device, packing),
-                callbacks=callbacks,
-                resume_from=resume_from,
-                clock=clock,
-                keep_fp32=keep_fp32,
-                packing=packing,
-            )
+            args = sft_args(recipe.train, stage_dir, device, packing)
+            result = train_sft(model, tokenizer, train_set, args=args, packing=packing, **common)
         elif stage == Stage.DPO:
-            result = train_dpo(
-                model,
-                tokenizer,
-                preference_dataset(plan.data.preference_train[stage], stage),
-                args=dpo_args(recipe.train, stage_dir, device),
-                callbacks=callbacks,
-                resume_from=resume_from,
-                clock=clock,
-                keep_fp32=keep_fp32,
-            )
+            rows = preference_dataset(plan.data.preference_train[stage], stage)
+            result = train_dpo(model, tokenizer, rows, args=dpo_args(recipe.train, stage_dir, device), **common)
         else:
-            result = train_kto(
-                model,
-                tokenizer,
-                preference_dataset(plan.data.preference_train[stage], stage),
-                args=kto_args(recipe.train, stage_dir, device),
-                callbacks=callbacks,
-                resume_from=resume_from,
-                clock=clock,
-                keep_fp32=keep_fp32,
-            )
+            rows = preference_dataset(plan.data.preference_train[stage], stage)
+            result = train_kto(model, tokenizer, rows, args=kto_args(recipe.train, stage_dir, device), **common)
         result.earlier_seconds = clock.before
         result.notes += skipped
         adapter_dir = stage_dir / ADAPTER_DIR
