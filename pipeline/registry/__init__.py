@@ -24,6 +24,7 @@ card          the model card
 ``from pipeline import registry`` gives the public API below.
 """
 
+from pipeline.base.fingerprint import TOKENIZER_FILES
 from pipeline.registry.card import model_card
 from pipeline.registry.compose import COMBINATION_TYPES, combine
 from pipeline.registry.exports import EXPORT_MANIFEST, export, export_folder
@@ -34,7 +35,6 @@ from pipeline.registry.manifest import (
     MANIFEST_FORMAT,
     MODEL_CARD,
     PICKLE_SUFFIXES,
-    TOKENIZER_FILES,
     WEIGHTS_FILE,
     AdapterManifest,
     BaseModelInfo,

@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.base.fingerprint import TOKENIZER_FILES
 from pipeline.base_model import load_base
 from pipeline.errors import RegistryError, UsageError
 from pipeline.integrity import atomic_write, canonical_json, copy_durably, fsync_dir
 from pipeline.kinds import Quantization
 from pipeline.registry.card import model_card
 from pipeline.registry.load import attach
-from pipeline.registry.manifest import MANIFEST, MODEL_CARD, TOKENIZER_FILES, is_pickle_name, plora_version
+from pipeline.registry.manifest import MANIFEST, MODEL_CARD, is_pickle_name, plora_version
 from pipeline.registry.verification import verify
 from pipeline.registry.versions import AdapterVersion
 from pipeline.workspace import Workspace
