@@ -50,10 +50,11 @@ test: setup lint postgres-server
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-# Lint and format check (config in pyproject.toml); part of `make test`.
+# Lint, format and type check (config in pyproject.toml); part of `make test`.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The store tests run on SQLite and on a real PostgreSQL server that they start themselves; this
 # installs the server programs when missing (apt-get, as root) or says what to install.

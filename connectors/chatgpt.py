@@ -171,7 +171,7 @@ def _turn(message: dict[str, Any]) -> Turn | None:
         "tool_call": "true" if author.get("role") == "assistant" and role == "tool" else None,
     }
     return Turn(
-        role=role,
+        role=role,  # type: ignore[arg-type]  # one of Turn's roles: mapped above
         content=text,
         external_id=as_str(message.get("id")),
         created_at=from_epoch(message.get("create_time")),

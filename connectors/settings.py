@@ -64,8 +64,6 @@ class GitSource(SourceSettings):
     commits: bool = True
 
 
-AnySource = Annotated[
-    ChatGPTSource | ClaudeSource | JsonlSource | MarkdownSource | GitSource,
-    Field(discriminator="type"),
-]
+Source = ChatGPTSource | ClaudeSource | JsonlSource | MarkdownSource | GitSource
+AnySource = Annotated[Source, Field(discriminator="type")]
 SOURCE_TYPES = ("chatgpt", "claude", "jsonl", "markdown", "git")

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from flows.options import HomeOption, JsonOption
 from flows.output import print_json, stderr, stdout
+from pipeline.kinds import TrainingMode
 
 # Defaults for running Prefect in this process, applied only where the environment sets nothing (the
 # person's own PREFECT_* variables and Prefect profile win): no telemetry from the temporary local
@@ -72,7 +73,7 @@ def run(
         typer.Option("--profile", help="Only this profile (repeatable; default: every profile).", show_default=False),
     ] = None,
     mode: Annotated[
-        str | None,
+        TrainingMode | None,
         typer.Option("--mode", help="scratch | continue (default: each profile's mode).", show_default=False),
     ] = None,
     force: Annotated[
@@ -85,11 +86,8 @@ def run(
 ) -> None:
     """Run the monthly cycle now (ingest, build, train, register) as a Prefect flow run in this process."""
     from pipeline.cycle import profile_names
-    from pipeline.errors import UsageError
     from pipeline.workspace import open_workspace
 
-    if mode not in (None, "scratch", "continue"):
-        raise UsageError(f"--mode {mode!r}: expected scratch or continue")
     with open_workspace(home, check_paths=False) as workspace:  # config and profile mistakes: one line, exit 2
         root = str(workspace.home.root)
         profile_names(workspace, profile or None)
@@ -122,6 +120,7 @@ def run(
     elif isinstance(result, BaseException):
         raise result  # a config or usage error: one red line and its exit code (flows.cli.main)
     else:
+        assert isinstance(result, dict)  # the flow's return value: the cycle summary
         summary = result
     if json:
         print_json(summary)

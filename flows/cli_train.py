@@ -3,7 +3,6 @@ and register it (promoted when it passes the gate). Progress on stderr, ``--json
 
 from __future__ import annotations
 
-import enum
 from typing import Annotated, Any
 
 import typer
@@ -12,11 +11,7 @@ from rich.table import Table
 
 from flows.options import HomeOption, JsonOption
 from flows.output import print_json, progress_bar, stderr, stdout, warn
-
-
-class Mode(enum.StrEnum):
-    scratch = "scratch"
-    continue_ = "continue"
+from pipeline.kinds import TrainingMode
 
 
 def register(app: typer.Typer) -> None:
@@ -31,7 +26,7 @@ def train(
         ),
     ] = None,
     mode: Annotated[
-        Mode | None,
+        TrainingMode | None,
         typer.Option(
             "--mode",
             help="scratch: a fresh adapter; continue: from the "

@@ -22,21 +22,21 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from flows import tasks
+from flows import report, tasks
 from pipeline import cycle
 from pipeline.cycle import CycleFailed, CycleSummary, ProfileOutcome
 from pipeline.home import Home
+from pipeline.kinds import TrainingMode
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_YAML = REPO / "prefect.yaml"
-Mode = Literal["scratch", "continue"]
 
 
 def _home(home: str | None) -> str:
@@ -73,7 +73,7 @@ def ingest_flow(home: str | None = None, sources: list[str] | None = None) -> di
     summary = {"home": root, "sources": reports}
     create_markdown_artifact(
         key="plora-ingest",
-        markdown="# plora ingest\n\n" + cycle.ingest_markdown(reports) + "\n",
+        markdown="# plora ingest\n\n" + report.ingest_markdown(reports) + "\n",
         description="per-source ingest counts",
     )
     failed = [name for name, report in reports.items() if report["error"]]
@@ -98,7 +98,7 @@ def build_datasets_flow(home: str | None = None, profile: str | None = None) -> 
     create_markdown_artifact(
         key=_artifact_key("plora-datasets", name),
         markdown=f"# plora datasets: {name}\n\n{'Reused (store unchanged).' if cached else ''}\n\n"
-        + cycle.snapshots_markdown(build)
+        + report.snapshots_markdown(build)
         + "\n",
         description=f"dataset snapshots of profile {name}",
     )
@@ -109,7 +109,7 @@ def build_datasets_flow(home: str | None = None, profile: str | None = None) -> 
 def train_flow(
     home: str | None = None,
     profile: str | None = None,
-    mode: Mode | None = None,
+    mode: TrainingMode | None = None,
     resume: bool = True,
     max_steps: int | None = None,
 ) -> dict[str, Any]:
@@ -121,7 +121,7 @@ def train_flow(
     result = tasks.train_adapter(root, name, mode, resume, max_steps)
     create_markdown_artifact(
         key=_artifact_key("plora-train", name),
-        markdown=f"# plora train: {name}\n\n" + cycle.train_markdown(result) + "\n",
+        markdown=f"# plora train: {name}\n\n" + report.train_markdown(result) + "\n",
         description=f"training run of profile {name}",
     )
     return result
@@ -131,7 +131,7 @@ def train_flow(
 def monthly_retrain_flow(
     home: str | None = None,
     profiles: list[str] | None = None,
-    mode: Mode | None = None,
+    mode: TrainingMode | None = None,
     force: bool = False,
     max_steps: int | None = None,
 ) -> dict[str, Any] | State:
@@ -184,7 +184,7 @@ def monthly_retrain_flow(
     )
     create_markdown_artifact(
         key="plora-monthly-cycle",
-        markdown=summary.to_markdown(),
+        markdown=report.cycle_markdown(summary),
         description="what the monthly cycle ingested, built, trained and registered",
     )
     logger.info("%s", summary.headline())
@@ -195,7 +195,7 @@ def monthly_retrain_flow(
 
 # --- deployments: prefect.yaml is the one place they are defined -------------------------------------
 
-FLOWS = {
+FLOWS: dict[str, Flow[..., Any]] = {
     "ingest-sources": ingest_flow,
     "build-datasets": build_datasets_flow,
     "train-adapter": train_flow,

@@ -15,6 +15,7 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from pipeline import cycle
+from pipeline.kinds import TrainingMode
 from pipeline.workspace import open_workspace
 
 
@@ -82,7 +83,9 @@ def check_changes(home: str, profile: str) -> dict[str, Any]:
 
 
 @task(name="train-adapter", task_run_name="train-{profile}", retries=0)
-def train_adapter(home: str, profile: str, mode: str | None, resume: bool, max_steps: int | None) -> dict[str, Any]:
+def train_adapter(
+    home: str, profile: str, mode: TrainingMode | None, resume: bool, max_steps: int | None
+) -> dict[str, Any]:
     """Train -> evaluate -> gate -> register (one ``train_profile`` run; resumed when one was interrupted)."""
     logger = get_run_logger()
 

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.settings import SOURCE_TYPES, AnySource
 from pipeline.errors import UsageError
+from pipeline.kinds import Quantization, Stage, TrainingMode
 from storage.engine import resolve_url
 
 CONFIG_FILE = "plora.toml"
@@ -68,7 +69,7 @@ class StoreConfig(_Strict):
 
 class BaseModelConfig(_Strict):
     name: str = "builtin:tiny-llama"
-    quantization: Literal["nf4", "none"] = "nf4"
+    quantization: Quantization = Quantization.NF4
     double_quant: bool = True
 
 
@@ -113,8 +114,8 @@ class GateConfig(_Strict):
 
 class ProfileConfig(_Strict):
     sources: list[str] = Field(min_length=1)
-    stages: list[Literal["sft", "dpo", "kto"]] = ["sft"]
-    mode: Literal["continue", "scratch"] = "continue"
+    stages: list[Stage] = [Stage.SFT]
+    mode: TrainingMode = TrainingMode.CONTINUE
     eval_percent: int = Field(default=10, ge=0, le=50)
     include_unlabelled: bool = False
     lora: LoraConfig = LoraConfig()
@@ -123,8 +124,8 @@ class ProfileConfig(_Strict):
 
     @field_validator("stages")
     @classmethod
-    def _stage_order(cls, stages: list[str]) -> list[str]:
-        if not stages or stages[0] != "sft":
+    def _stage_order(cls, stages: list[Stage]) -> list[Stage]:
+        if not stages or stages[0] != Stage.SFT:
             raise ValueError('must start with "sft", optionally followed by "dpo" or "kto"')
         if len(stages) > 2 or len(set(stages)) != len(stages):
             raise ValueError('at most one preference stage after "sft": ["sft"], ["sft", "dpo"] or ["sft", "kto"]')

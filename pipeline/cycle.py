@@ -12,8 +12,8 @@
   rejected): equal means nothing changed since the last cycle;
 - ``resumable_run`` / ``train``: "resume the profile's interrupted run if there is one that still fits
   today's config and data, else start a new run", on top of ``pipeline.train.train_profile``;
-- ``CycleSummary``: what a cycle did, as the ``plora run --json`` document and as markdown tables
-  (pure functions) for the Prefect UI's artifacts.
+- ``CycleSummary``: what a cycle did, as the ``plora run --json`` document (flows/report.py renders it
+  as markdown for the Prefect UI's artifacts).
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from pipeline.errors import IngestError, PloraError
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
+    from pipeline.kinds import TrainingMode
     from pipeline.train import Progress, TrainResult
-
-LM_KINDS = ("sft", "text")
-PREFERENCE_KINDS = ("dpo", "kto")
+    from pipeline.train.plan import ResumeChoice
 
 
 class SourceFailed(IngestError):
@@ -125,28 +124,12 @@ def snapshots_current(workspace: Workspace, profile: str, fingerprints: dict[str
 
 
 def training_fingerprints(workspace: Workspace, profile: str) -> dict[str, str]:
-    """kind -> fingerprint of the latest snapshots the profile's next run would train or evaluate on:
-    what ``train_profile`` records in the adapter's manifest. Mirrors ``pipeline.train.data.load_run_data``
-    from the snapshots' row counts (no rows are loaded): sft and text always; a preference stage of the
-    profile when it has training rows; dpo also when it has eval rows (preference accuracy)."""
-    from pipeline.snapshots import latest
+    """kind -> fingerprint of the latest snapshots the profile's next run would train or evaluate on
+    (``pipeline.train.data.training_snapshots``): what ``train_profile`` records in the adapter's manifest."""
+    from pipeline.train import data
 
     name, settings = workspace.config.profile(profile)
-    stages = set(settings.stages[1:])
-    found: dict[str, str] = {}
-    for kind in (*LM_KINDS, *PREFERENCE_KINDS):
-        snapshot = latest(workspace, name, kind)
-        if snapshot is None:
-            continue
-        rows = snapshot.rows
-        used = (
-            kind in LM_KINDS
-            or (kind in stages and rows.get("train", 0) > 0)
-            or (kind == "dpo" and rows.get("eval", 0) > 0)
-        )
-        if used:
-            found[kind] = snapshot.fingerprint
-    return dict(sorted(found.items()))
+    return data.training_fingerprints(workspace, name, settings.stages)
 
 
 @dataclass(frozen=True)
@@ -215,55 +198,21 @@ def check_changes(workspace: Workspace, profile: str) -> ChangeCheck:
 # --- training: resume the interrupted run if it still fits, else start a new one ----------------------
 
 
-@dataclass(frozen=True)
-class ResumeChoice:
-    run_id: str | None  # the run to resume; None: start a new run
-    reason: str
-
-
 def resumable_run(
-    workspace: Workspace, profile: str, *, mode: str | None = None, max_steps: int | None = None
+    workspace: Workspace, profile: str, *, mode: TrainingMode | str | None = None, max_steps: int | None = None
 ) -> ResumeChoice:
-    """The profile's newest interrupted run that has something to resume from (a complete checkpoint or
-    a finished stage) and was started with today's config and snapshots, else None and why.
+    """The profile's newest interrupted run that still fits today's config, snapshots and base model,
+    else None and why (``pipeline.train.plan.resume_choice``)."""
+    from pipeline.train.plan import resume_choice
 
-    ``mode`` / ``max_steps`` are the overrides the new attempt would pass: a resumed run keeps its own
-    when they are None (as ``train_profile`` does). A run being trained by another process right now is a
-    TrainingError: starting a second run beside it would only compete for the GPU."""
-    from pipeline.train import resumable_runs
-    from pipeline.train.recipe import Recipe
-
-    name, _ = workspace.config.profile(profile)
-    for run in resumable_runs(workspace, name):
-        run_id, saved = run.run_id, run.state
-        recipe = Recipe.from_config(
-            workspace.config,
-            name,
-            mode=mode or saved.requested_mode,
-            max_steps=max_steps or int(saved.config["train"]["max_steps"]),
-        )
-        if recipe.config_hash() != saved.config_hash:
-            return ResumeChoice(
-                None, f"run {run_id} was interrupted, but the training config changed since: starting a new run"
-            )
-        now = training_fingerprints(workspace, name)
-        if now != saved.snapshots:
-            return ResumeChoice(
-                None, f"run {run_id} was interrupted, but the dataset snapshots changed since: starting a new run"
-            )
-        if saved.base_model != workspace.config.base_model.name:
-            return ResumeChoice(
-                None, f"run {run_id} was interrupted, but the base model changed since: starting a new run"
-            )
-        return ResumeChoice(run_id, f"resuming the interrupted run {run_id}")
-    return ResumeChoice(None, "no interrupted run to resume: starting a new run")
+    return resume_choice(workspace, profile, mode=mode, max_steps=max_steps)
 
 
 def train(
     workspace: Workspace,
     profile: str | None = None,
     *,
-    mode: str | None = None,
+    mode: TrainingMode | str | None = None,
     resume: bool = True,
     max_steps: int | None = None,
     progress: Progress | None = None,
@@ -271,6 +220,7 @@ def train(
     """Train the profile: with ``resume``, resume its interrupted run when one fits (see
     ``resumable_run``), else start a new run. The choice is the first of the result's notes."""
     from pipeline.train import train_profile
+    from pipeline.train.plan import ResumeChoice
 
     name, _ = workspace.config.profile(profile)
     choice = (
@@ -397,129 +347,3 @@ class CycleSummary:
             "failed": {"sources": self.failed_sources, "profiles": self.failed_profiles},
             "wall_seconds": round(self.wall_seconds, 3),
         }
-
-    def to_markdown(self) -> str:
-        lines = [
-            "# plora monthly cycle",
-            "",
-            f"**{_cell(self.headline())}**",
-            "",
-            f"Home: `{self.home}`" + (" (forced)" if self.force else ""),
-            "",
-        ]
-        lines += [
-            "## Sources",
-            "",
-            ingest_markdown(self.sources)
-            if self.sources
-            else f"_ingest failed: {_cell(self.ingest_error or 'no sources')}_",
-            "",
-        ]
-        lines += ["## Profiles", "", profiles_markdown(self.profiles)]
-        return "\n".join(lines) + "\n"
-
-
-# --- markdown (pure) ---------------------------------------------------------------------------------
-
-
-def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    text = f"{value:.4f}" if isinstance(value, float) else str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    out += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
-    return "\n".join(out)
-
-
-def ingest_markdown(sources: dict[str, dict[str, Any]]) -> str:
-    """Per source: added / updated / unchanged / deleted / skipped / redactions / error."""
-    return _table(
-        ["source", "added", "updated", "unchanged", "deleted", "skipped", "redactions", "error"],
-        [
-            [
-                name,
-                r.get("added"),
-                r.get("updated"),
-                r.get("unchanged"),
-                r.get("deleted"),
-                len(r.get("skipped") or []),
-                r.get("redactions"),
-                r.get("error"),
-            ]
-            for name, r in sources.items()
-        ],
-    )
-
-
-def snapshots_markdown(build: dict[str, Any]) -> str:
-    """Per snapshot kind of a ``BuildResult.as_dict()``: fingerprint, rows and tokens per split."""
-    snapshots = build.get("snapshots") or {}
-    return _table(
-        ["kind", "snapshot", "train rows", "eval rows", "train tokens", "new"],
-        [
-            [
-                kind,
-                (s.get("fingerprint") or "")[:12],
-                (s.get("rows") or {}).get("train", 0),
-                (s.get("rows") or {}).get("eval", 0),
-                (s.get("tokens") or {}).get("train", 0),
-                "yes" if s.get("new") else "no",
-            ]
-            for kind, s in snapshots.items()
-        ],
-    )
-
-
-def train_markdown(result: dict[str, Any]) -> str:
-    """A ``TrainResult.as_dict()``: eval losses of base / previous / new, the gate and the registration."""
-    losses = result.get("eval_loss") or {}
-    gate = result.get("gate") or {}
-    rows = [
-        ["eval loss, base model", losses.get("base")],
-        ["eval loss, previous adapter", losses.get("previous")],
-        ["eval loss, new adapter", losses.get("new")],
-        ["gate", f"{gate.get('decision', '-')} (vs {gate.get('compared_with', '-')})"],
-        ["adapter", f"{result.get('adapter')} ({result.get('adapter_status')})"],
-        ["current", result.get("current")],
-        ["why not current", result.get("why")],
-        ["run", result.get("run_id")],
-        ["resumed", result.get("resumed")],
-        ["mode", result.get("mode")],
-        ["trainable parameters", result.get("trainable_parameters")],
-        ["tokens trained", result.get("tokens_trained")],
-        ["wall seconds", result.get("wall_seconds")],
-    ]
-    text = _table(["", result.get("profile") or "run"], rows)
-    reasons = gate.get("reasons") or []
-    if reasons:
-        text += "\n\nGate: " + "; ".join(_cell(r) for r in reasons)
-    return text
-
-
-def profiles_markdown(profiles: dict[str, ProfileOutcome]) -> str:
-    """Per profile: what happened, the snapshots, eval losses, the gate and the adapter."""
-    rows = []
-    for name, outcome in profiles.items():
-        data = outcome.as_dict()
-        losses = data["eval_loss"]
-        snapshots = ", ".join(f"{kind} {fp[:12]}" for kind, fp in data["snapshots"].items())
-        rows.append(
-            [
-                name,
-                data["status"],
-                snapshots,
-                losses.get("base"),
-                losses.get("previous"),
-                losses.get("new"),
-                data["gate"],
-                data["adapter"],
-                data["why"],
-            ]
-        )
-    return _table(
-        ["profile", "status", "snapshots", "eval loss base", "previous", "new", "gate", "adapter", "why"], rows
-    )

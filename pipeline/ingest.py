@@ -25,7 +25,8 @@ from connectors.records import (
     content_hash,
 )
 from connectors.registry import reader_for
-from connectors.settings import SourceSettings
+from connectors.settings import Source
+from pipeline.locks import hold
 from pipeline.redaction import Redactor, redact_identifier, redact_record, redact_strings, settings_salt
 from pipeline.workspace import Workspace
 from storage import StorageError
@@ -77,11 +78,15 @@ def ingest(
     selected = [config.source(name) for name in names] if names else list(config.sources)
     redactor = Redactor(config.redaction.extra_patterns, enabled=config.redaction.enabled)
     salt = settings_salt(config.redaction.enabled, config.redaction.extra_patterns)
-    return {source.name: ingest_source(workspace, source, redactor, salt, progress) for source in selected}
+    reports = {}
+    for source in selected:  # one ingest of a source at a time: a second waits, then finds it unchanged
+        with hold(workspace.home.root, f"ingest-{source.name}", what=f"an ingest of source {source.name}"):
+            reports[source.name] = ingest_source(workspace, source, redactor, salt, progress)
+    return reports
 
 
 def ingest_source(
-    workspace: Workspace, settings: SourceSettings, redactor: Redactor, salt: str, progress: Progress | None = None
+    workspace: Workspace, settings: Source, redactor: Redactor, salt: str, progress: Progress | None = None
 ) -> SourceReport:
     report = SourceReport()
     started = utcnow()
@@ -129,7 +134,7 @@ class _Outcome:
 
 def _consume(
     workspace: Workspace,
-    settings: SourceSettings,
+    settings: Source,
     stream: Iterator[Any],
     known: dict[str, Known],
     redactor: Redactor,
@@ -185,7 +190,7 @@ def _consume(
     return outcome
 
 
-def _write(workspace: Workspace, settings: SourceSettings, batch: list[Upsert]) -> None:
+def _write(workspace: Workspace, settings: Source, batch: list[Upsert]) -> None:
     with workspace.store.write() as session:
         write_documents(session, ensure_source(session, settings.name, settings.type), batch)
 

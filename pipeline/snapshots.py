@@ -28,7 +28,6 @@ from storage.snapshots import latest_snapshot
 if TYPE_CHECKING:
     from datasets import DatasetDict
 
-KINDS = ("sft", "text", "dpo", "kto")
 META_FILE = "plora-snapshot.json"
 DATA_DIR = "data"
 

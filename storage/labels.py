@@ -271,16 +271,16 @@ def export_rows(session: Session, *, include_imported: bool = False) -> list[tup
     for label in effective_labels(session).values():
         if include_imported or label.origin == LabelOrigin.plora:
             rows.append(label)
-    for (target, origin), label in states.items():
+    for (target, origin), state in states.items():
         imported = states.get((target, LabelOrigin.imported))
         if (
             origin == LabelOrigin.plora
-            and label is not None
-            and label.value == LabelValue.clear
+            and state is not None
+            and state.value == LabelValue.clear
             and imported is not None
             and imported.value != LabelValue.clear
         ):
-            rows.append(label)
+            rows.append(state)
     documents = {
         d.id: d
         for chunk in _chunks(sorted({r.document_id for r in rows}))

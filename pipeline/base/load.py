@@ -20,20 +20,19 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pipeline.base.fingerprint import fingerprint_folder
 from pipeline.base.gguf import ensure_gguf
 from pipeline.base.names import BaseKind, BaseNameError, classify, first_line, hub_snapshot
 from pipeline.base.tiny_llama import ensure_tiny_llama
 from pipeline.errors import TrainingError
+from pipeline.kinds import Quantization
 
 if TYPE_CHECKING:
     from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-Quantization = Literal["nf4", "none"]
 
 
 # bitsandbytes >= 0.49 on AVX512-BF16 CPUs tries, at import, to fetch a faster 4-bit CPU kernel from

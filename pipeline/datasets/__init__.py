@@ -45,7 +45,7 @@ Metadata (``plora-snapshot.json``, also the store row's ``meta``):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,7 +65,8 @@ from pipeline.datasets.split import EVAL, SPLITS, TRAIN, side
 from pipeline.datasets.text import build_text
 from pipeline.datasets.tokens import Tokens
 from pipeline.errors import DatasetError, UsageError
-from pipeline.snapshots import KINDS, Snapshot, damage, read_snapshot
+from pipeline.kinds import LM_KINDS, DatasetKind
+from pipeline.snapshots import Snapshot, damage, read_snapshot
 from pipeline.workspace import Workspace
 from storage.corpus import CorpusDocument
 from storage.snapshots import find_snapshot as find_rows
@@ -166,15 +167,15 @@ def build_datasets(
     snapshots: dict[str, Snapshot] = {}
     new: dict[str, bool] = {}
     for kind in kinds_for(profile):
-        documents = texts if kind == "text" else conversations
+        documents = texts if kind == DatasetKind.TEXT else conversations
         tick = _ticker(kind, len(documents), progress)
-        if kind == "sft":
+        if kind == DatasetKind.SFT:
             rows, tally = build_sft(
                 documents, tokens, max_length=max_length, include_unlabelled=profile.include_unlabelled, tick=tick
             )
-        elif kind == "text":
+        elif kind == DatasetKind.TEXT:
             rows, tally = build_text(documents, tokens, max_length=max_length, tick=tick)
-        elif kind == "dpo":
+        elif kind == DatasetKind.DPO:
             rows, tally = build_dpo(documents, tokens, max_length=max_length, tick=tick)
         else:
             rows, tally = build_kto(documents, tokens, max_length=max_length, tick=tick)
@@ -198,7 +199,7 @@ def _ticker(kind: str, total: int, progress: Progress | None) -> Callable[[], No
     return tick
 
 
-def current(workspace: Workspace, profile: str, kinds: list[str], key: str) -> dict[str, Snapshot] | None:
+def current(workspace: Workspace, profile: str, kinds: Sequence[str], key: str) -> dict[str, Snapshot] | None:
     """The profile's latest snapshot of each kind when every one was built from inputs with this key and
     its folder is intact, else None (something must be built)."""
     with workspace.store.read() as session:
@@ -240,7 +241,7 @@ def _finish(
     for split in SPLITS:
         by_split[split].sort(key=lambda row: (row.ref, row.order))
     trained: dict[str, int] = {}
-    if kind == "sft":
+    if kind == DatasetKind.SFT:
         for split in SPLITS:
             lengths = verify_rows(split, by_split[split], tokens)
             by_split[split] = [
@@ -248,7 +249,7 @@ def _finish(
                 for r, (total, _) in zip(by_split[split], lengths, strict=True)
             ]
             trained[split] = sum(mask for _, mask in lengths)
-    elif kind == "text":
+    elif kind == DatasetKind.TEXT:
         trained = {split: sum(r.tokens for r in by_split[split]) for split in SPLITS}
     records = {split: [row.record() for row in by_split[split]] for split in SPLITS}
     settings = settings_for(workspace, profile, kind, tokens)
@@ -363,7 +364,7 @@ def show_example(workspace: Workspace, snapshot: Snapshot, index: int, split: st
             else f"{snapshot.kind}/{snapshot.fingerprint[:12]} has no {split} examples"
         )
     row = snapshot.load()[split][index]
-    if snapshot.kind not in ("sft", "text"):
+    if snapshot.kind not in LM_KINDS:
         return ExampleView(snapshot.kind, split, index, row, None)
     tokens = load_tokens(workspace)
     note = None
@@ -372,12 +373,15 @@ def show_example(workspace: Workspace, snapshot: Snapshot, index: int, split: st
             f"the base tokenizer ({workspace.config.base_model.name}) changed since this snapshot was built; "
             "shown with the current one"
         )
-    segments = render(row["messages"], tokens) if snapshot.kind == "sft" else [Segment(row["text"] + tokens.eos, True)]
+    segments = (
+        render(row["messages"], tokens)
+        if snapshot.kind == DatasetKind.SFT
+        else [Segment(row["text"] + tokens.eos, True)]
+    )
     return ExampleView(snapshot.kind, split, index, row, segments, note)
 
 
 __all__ = [
-    "KINDS",
     "BuildResult",
     "ExampleView",
     "Progress",

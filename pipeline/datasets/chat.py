@@ -31,7 +31,7 @@ def history(document: CorpusDocument, message: CorpusMessage) -> list[CorpusMess
     by_id = {m.external_id: m for m in document.messages if m.external_id}
     path: list[CorpusMessage] = []
     seen: set[str] = set()
-    parent = message.parent_external_id
+    parent: str | None = message.parent_external_id
     while parent and parent in by_id and parent not in seen:
         seen.add(parent)
         path.append(by_id[parent])

@@ -30,6 +30,7 @@ from pipeline.datasets.common import BUILDER_VERSION
 from pipeline.datasets.dedup import DedupSettings
 from pipeline.datasets.split import SALT
 from pipeline.datasets.tokens import Tokens
+from pipeline.kinds import LM_KINDS, PREFERENCE_STAGES, DatasetKind
 from pipeline.workspace import Workspace
 from storage.corpus import corpus_digest
 
@@ -37,8 +38,9 @@ DEDUP = DedupSettings()
 _LIBRARIES = ("tokenizers", "transformers")
 
 
-def kinds_for(profile: ProfileConfig) -> list[str]:
-    return ["sft", "text", *(stage for stage in profile.stages if stage != "sft")]
+def kinds_for(profile: ProfileConfig) -> list[DatasetKind]:
+    """The snapshot kinds a profile builds: the language-model ones, and one per preference stage."""
+    return [*LM_KINDS, *(DatasetKind(stage) for stage in profile.stages if stage in PREFERENCE_STAGES)]
 
 
 def settings_for(workspace: Workspace, profile: ProfileConfig, kind: str, tokens: Tokens) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def settings_for(workspace: Workspace, profile: ProfileConfig, kind: str, tokens
         "split_salt": SALT,
         "dedup": DEDUP.as_dict(),
     }
-    if kind == "sft":
+    if kind == DatasetKind.SFT:
         settings["include_unlabelled"] = profile.include_unlabelled
         settings["assistant_mask"] = tokens.template.describe()
     return settings

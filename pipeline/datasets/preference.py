@@ -30,39 +30,21 @@ from collections.abc import Callable, Iterable
 
 from pipeline.datasets.chat import ends_with_user, exchanges, history, main_path, to_turns
 from pipeline.datasets.common import Row, Tally, Turn, turn_text
-from pipeline.datasets.tokens import TemplateError, Tokens, template_error
+from pipeline.datasets.loop import build_rows
+from pipeline.datasets.tokens import Tokens
 from storage.corpus import CorpusDocument, CorpusMessage
 
 
 def build_dpo(
     documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length: int, tick: Callable[[], None] | None = None
 ) -> tuple[list[Row], Tally]:
-    return _build(documents, tokens, max_length, tick, _dpo_rows)
+    return build_rows(documents, lambda document, tally: _dpo_rows(document, tokens, max_length, tally), tick)
 
 
 def build_kto(
     documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length: int, tick: Callable[[], None] | None = None
 ) -> tuple[list[Row], Tally]:
-    return _build(documents, tokens, max_length, tick, _kto_rows)
-
-
-def _build(
-    documents: Iterable[CorpusDocument],
-    tokens: Tokens,
-    max_length: int,
-    tick: Callable[[], None] | None,
-    rows_of: Callable[[CorpusDocument, Tokens, int, Tally], Iterable[Row]],
-) -> tuple[list[Row], Tally]:
-    tally = Tally()
-    rows: list[Row] = []
-    for document in documents:
-        if tick:
-            tick()
-        try:
-            rows.extend(rows_of(document, tokens, max_length, tally))
-        except TemplateError as e:
-            raise template_error(document.ref, e) from e
-    return rows, tally
+    return build_rows(documents, lambda document, tally: _kto_rows(document, tokens, max_length, tally), tick)
 
 
 def _replies(document: CorpusDocument) -> list[CorpusMessage]:
@@ -97,15 +79,16 @@ def _dpo_rows(document: CorpusDocument, tokens: Tokens, max_length: int, tally: 
                 tally.counts["pairs_from_siblings"] += 1
     rows: list[Row] = []
     for order, reply, chosen_text, rejected_text in pairs:
-        chosen, rejected = _completion(chosen_text, tokens, tally), _completion(rejected_text, tokens, tally)
+        chosen_turns = _completion(chosen_text, tokens, tally)
+        rejected_turns = _completion(rejected_text, tokens, tally)
         prompt = _prompt(document, reply, tokens, tally)
         if prompt is None:
             continue
-        fitted = _fit(prompt, [chosen, rejected], tokens, max_length, tally)
+        fitted = _fit(prompt, [chosen_turns, rejected_turns], tokens, max_length, tally)
         if fitted is None:
             continue
         prompt, lengths = fitted
-        data = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        data = {"prompt": prompt, "chosen": chosen_turns, "rejected": rejected_turns}
         key = f"{turn_text(prompt)}\nchosen: {chosen_text}\nrejected: {rejected_text}"
         rows.append(Row(document.id, document.ref, document.source, order, data, key, sum(lengths), max(lengths)))
     return rows

@@ -25,11 +25,12 @@ Inside a kept conversation, along its kept path (branch 0):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from pipeline.datasets.chat import main_path, to_turns
 from pipeline.datasets.common import Row, Tally, Turn, turn_text
-from pipeline.datasets.tokens import TemplateError, Tokens, template_error
+from pipeline.datasets.loop import build_rows
+from pipeline.datasets.tokens import Tokens
 from pipeline.datasets.windows import fit_windows
 from storage.corpus import CorpusDocument, CorpusMessage
 
@@ -42,25 +43,18 @@ def build_sft(
     include_unlabelled: bool,
     tick: Callable[[], None] | None = None,
 ) -> tuple[list[Row], Tally]:
-    tally = Tally()
-    rows: list[Row] = []
-    for document in documents:
-        if tick:
-            tick()
+
+    def rows_of(document: CorpusDocument, tally: Tally) -> Iterator[Row]:
         turns = conversation_turns(document, tokens, tally, include_unlabelled=include_unlabelled)
         if not turns:
-            continue
-        try:
-            windows = fit_windows(turns, max_length, tokens.chat_length, tally)
-        except TemplateError as e:
-            raise template_error(document.ref, e) from e
+            return
+        windows = fit_windows(turns, max_length, tokens.chat_length, tally)
         if not windows:
             tally.dropped["conversation_too_long"] += 1
         for index, window in enumerate(windows):
-            rows.append(
-                Row(document.id, document.ref, document.source, (index,), {"messages": window}, key=turn_text(window))
-            )
-    return rows, tally
+            yield Row(document.id, document.ref, document.source, (index,), {"messages": window}, key=turn_text(window))
+
+    return build_rows(documents, rows_of, tick)
 
 
 def is_selected(document: CorpusDocument, *, include_unlabelled: bool, tally: Tally) -> bool:

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from pipeline.datasets.common import Row, Tally
 from pipeline.datasets.corpus import TEXT_KINDS
+from pipeline.datasets.loop import build_rows
 from pipeline.datasets.tokens import Tokens
 from storage.corpus import CorpusDocument
 
@@ -38,28 +39,26 @@ Unit = tuple[str, str]  # (heading path or "", text)
 def build_text(
     documents: Iterable[CorpusDocument], tokens: Tokens, *, max_length: int, tick: Callable[[], None] | None = None
 ) -> tuple[list[Row], Tally]:
-    tally = Tally()
-    rows: list[Row] = []
-    for document in documents:
-        if tick:
-            tick()
+
+    def rows_of(document: CorpusDocument, tally: Tally) -> Iterator[Row]:
         if document.kind not in TEXT_KINDS:
-            continue
+            return
         whole = document.label(None)
         if whole is not None and whole.value == "bad":
             tally.dropped["document_bad"] += 1
-            continue
+            return
         content, count = tokens.neutralise(document.content)
         tally.counts["neutralised_special_tokens"] += count
         if not content.strip():
             tally.dropped["empty_document"] += 1
-            continue
+            return
         title, _ = tokens.neutralise(document.title)
         for index, (body, piece_text, length) in enumerate(pieces(document, content, title, tokens, max_length, tally)):
-            rows.append(
-                Row(document.id, document.ref, document.source, (index,), {"text": piece_text}, key=body, tokens=length)
+            yield Row(
+                document.id, document.ref, document.source, (index,), {"text": piece_text}, key=body, tokens=length
             )
-    return rows, tally
+
+    return build_rows(documents, rows_of, tick)
 
 
 def header(document: CorpusDocument, title: str, section: str) -> str:

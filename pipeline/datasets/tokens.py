@@ -74,7 +74,9 @@ class Tokens:
         return self.template.method
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        text = self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        assert isinstance(text, str)  # one sequence of ids decodes to one string
+        return text
 
 
 def template_error(ref: str, error: Exception) -> DatasetError:

@@ -97,8 +97,10 @@ __all__ = [
 class RedactionSettings(Protocol):
     """What `redact_text` needs of the `[redaction]` config (pipeline.config.RedactionConfig)."""
 
-    enabled: bool
-    extra_patterns: list[str]
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def extra_patterns(self) -> list[str]: ...
 
 
 def redact_text(text: str, settings: RedactionSettings | None = None) -> Redacted:

@@ -64,7 +64,8 @@ class Rule:
                 if self.strip and line.startswith(self.strip, start):
                     start += len(self.strip)
                 if self.tail is not None:  # detect-secrets' fixed lengths would leave a longer token's rest
-                    end = self.tail.match(line, end).end()
+                    rest = self.tail.match(line, end)
+                    end = rest.end() if rest is not None else end
             if self.check is None or self.check(line[start:end]):
                 yield start, end
 

@@ -31,6 +31,7 @@ adopt         version folders the store doesn't know: ``unregistered``, ``adopt`
 ``from pipeline import registry`` gives the public API below.
 """
 
+from pipeline.base.fingerprint import TOKENIZER_FILES
 from pipeline.registry.adopt import AdoptReport, Unregistered, adopt, unregistered
 from pipeline.registry.card import model_card
 from pipeline.registry.compose import COMBINATION_TYPES, combine
@@ -42,7 +43,6 @@ from pipeline.registry.manifest import (
     MANIFEST_FORMAT,
     MODEL_CARD,
     PICKLE_SUFFIXES,
-    TOKENIZER_FILES,
     WEIGHTS_FILE,
     AdapterManifest,
     BaseModelInfo,

@@ -15,14 +15,16 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from pipeline.base.fingerprint import TOKENIZER_FILES
 from pipeline.base_model import load_base
 from pipeline.errors import RegistryError, UsageError
 from pipeline.integrity import atomic_write, canonical_json, copy_durably, fsync_dir
+from pipeline.kinds import Quantization
 from pipeline.registry.card import model_card
 from pipeline.registry.load import attach
-from pipeline.registry.manifest import MANIFEST, MODEL_CARD, TOKENIZER_FILES, is_pickle_name, plora_version
+from pipeline.registry.manifest import MANIFEST, MODEL_CARD, is_pickle_name, plora_version
 from pipeline.registry.runtime_exports import (
     EXPORT_MANIFEST,
     ExportFormat,
@@ -129,7 +131,7 @@ def _write_peft_folder(version: AdapterVersion, tmp: Path) -> None:
 
 def _full_precision_base(workspace: Workspace) -> LoadedBase:
     config = workspace.config.base_model
-    return load_base(config.name, home=workspace.home.root, quantization="none", double_quant=False)
+    return load_base(config.name, home=workspace.home.root, quantization=Quantization.NONE, double_quant=False)
 
 
 def _write_merged(
@@ -145,7 +147,7 @@ def _write_merged(
             "(quantization='none'); merging into NF4 weights would lose the adapter's precision"
         )
     for name, weight in replaced.items():  # the NF4 round trip, in the base's own dtype
-        parameter = base.model.get_submodule(name).weight
+        parameter: Any = base.model.get_submodule(name).weight
         parameter.data.copy_(weight.to(device=parameter.device, dtype=parameter.dtype))
     model = attach(base.model, version, base_fingerprint=base.fingerprint)
     merged = model.merge_and_unload()

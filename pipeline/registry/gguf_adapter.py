@@ -111,7 +111,7 @@ def to_gguf_rows(base: GgufBase, module: str, rows: np.ndarray) -> np.ndarray:
     return rotary_rows(rows, base.facts.n_head if kind == "q_proj" else base.facts.n_head_kv)
 
 
-def _check_shape(reader_shapes: dict[str, tuple[int, int]], name: str, pair: LoraPair, ref: str) -> None:
+def _check_shape(reader_shapes: dict[str, tuple[int, ...]], name: str, pair: LoraPair, ref: str) -> None:
     shape = reader_shapes.get(name)
     if shape is None:
         raise RegistryError(f"adapter {ref}: the base GGUF has no tensor {name} for {pair.module}")

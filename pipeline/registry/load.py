@@ -83,7 +83,8 @@ def attach(
             peft_model = model
         else:
             peft_model = PeftModelForCausalLM(model, config, adapter_name)
-        result = set_peft_model_state_dict(peft_model, weights, adapter_name=adapter_name)
+        # peft annotates the result as `namedtuple` (the factory); it is torch's _IncompatibleKeys
+        result: Any = set_peft_model_state_dict(peft_model, weights, adapter_name=adapter_name)
         missing = [key for key in result.missing_keys if "lora_" in key and f".{adapter_name}." in key]
         if missing or result.unexpected_keys:
             raise RegistryError(
@@ -98,9 +99,9 @@ def attach(
         if added:
             model.delete_adapter(adapter_name)
         raise RegistryError(f"adapter {version.ref}: can't be put on this base ({e})") from e
-    if trainable:
-        peft_model.base_model.set_requires_grad(adapter_name, requires_grad=True)
-    else:
-        peft_model.base_model.set_requires_grad(adapter_name, requires_grad=False)
+    # the LoRA tuner (torch's Module.__getattr__ types every attribute as Tensor | Module)
+    tuner: Any = peft_model.base_model
+    tuner.set_requires_grad(adapter_name, requires_grad=trainable)
+    if not trainable:
         peft_model.eval()
     return peft_model

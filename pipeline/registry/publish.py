@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pipeline.base.fingerprint import TOKENIZER_FILES
 from pipeline.base_model import BUILTIN_TINY_LLAMA, builtin_model_dir
 from pipeline.errors import RegistryError
 from pipeline.integrity import FileEntry, FolderManifest, atomic_write, copy_durably, fsync_dir, validation_summary
@@ -37,7 +38,6 @@ from pipeline.registry.manifest import (
     MANIFEST,
     MANIFEST_FORMAT,
     MODEL_CARD,
-    TOKENIZER_FILES,
     WEIGHTS_FILE,
     AdapterManifest,
     BaseModelInfo,

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from pipeline.base_model import load_base
 from pipeline.errors import UsageError
 from pipeline.integrity import atomic_write, canonical_json
+from pipeline.kinds import Quantization
 from pipeline.registry.architectures import base_facts
 from pipeline.registry.gguf_adapter import ADAPTER_FILE, INSTRUCTIONS, gguf_base, write_adapter, write_runtime_files
 from pipeline.registry.gguf_merge import MERGED_FILE, write_merged
@@ -91,13 +92,13 @@ def nf4_weights(workspace: Workspace, version: AdapterVersion) -> dict[str, torc
     loaded = load_base(
         version.base_model,
         home=workspace.home.root,
-        quantization="nf4",
+        quantization=Quantization.NF4,
         double_quant=workspace.config.base_model.double_quant,
     )
     weights = {}
     for name, module in loaded.model.named_modules():
         if isinstance(module, bnb.nn.Linear4bit):
-            weight = module.weight
+            weight: Any = module.weight  # a bitsandbytes Params4bit, with its quant_state
             weights[name] = bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float().cpu()
     del loaded
     return weights

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import TrainingError
+from pipeline.kinds import LM_KINDS, PREFERENCE_KINDS, DatasetKind, Stage
 from pipeline.snapshots import Snapshot, latest
 
 if TYPE_CHECKING:
@@ -83,54 +84,85 @@ def _rows(snapshot: Snapshot, split: str) -> list[dict[str, Any]]:
     return [{**{c: row[c] for c in columns}, "kind": snapshot.kind} for row in data[split]]
 
 
-def load_run_data(
-    workspace: Workspace, profile: str, stages: tuple[str, ...]
-) -> tuple[RunData, list[str], list[dict[str, str]]]:
-    """The profile's latest snapshots as rows; the stages that have data; the stages skipped and why.
+@dataclass(frozen=True)
+class SnapshotUse:
+    """A snapshot a run reads, and which of its splits: ``train`` (trained on), ``eval`` (measured on)."""
 
-    No ``sft`` snapshot is an error that says to build the datasets first."""
-    snapshots: dict[str, Snapshot] = {}
-    for kind in ("sft", "text", "dpo", "kto"):
-        if kind != "kto" or kind in stages:  # dpo eval pairs give preference accuracy even without the stage
-            snap = latest(workspace, profile, kind)
-            if snap is not None:
-                snapshots[kind] = snap
-    if "sft" not in snapshots:
+    snapshot: Snapshot
+    splits: tuple[str, ...]
+
+
+def training_snapshots(workspace: Workspace, profile: str, stages: Sequence[str]) -> dict[DatasetKind, SnapshotUse]:
+    """kind -> the latest snapshot a run of the profile with these ``stages`` trains or evaluates on:
+    ``sft`` and ``text`` always (both splits); a preference stage's kind when it has training rows;
+    ``dpo`` also when it has eval rows (preference accuracy, even without the stage). Decided from the
+    snapshots' recorded row counts, so no rows are loaded: the monthly cycle asks this too (what the
+    next run would train on) and the adapter's manifest records exactly these fingerprints."""
+    found: dict[DatasetKind, SnapshotUse] = {}
+    for kind in DatasetKind:
+        if kind in PREFERENCE_KINDS and kind not in stages and kind != DatasetKind.DPO:
+            continue
+        snapshot = latest(workspace, profile, kind)
+        if snapshot is None:
+            continue
+        if kind in LM_KINDS:
+            found[kind] = SnapshotUse(snapshot, ("train", "eval"))
+            continue
+        rows = snapshot.rows
+        splits = (
+            *(("train",) if kind in stages and rows.get("train", 0) > 0 else ()),
+            *(("eval",) if kind == DatasetKind.DPO and rows.get("eval", 0) > 0 else ()),
+        )
+        if splits:
+            found[kind] = SnapshotUse(snapshot, splits)
+    return dict(sorted(found.items()))
+
+
+def training_fingerprints(workspace: Workspace, profile: str, stages: Sequence[str]) -> dict[str, str]:
+    """kind -> fingerprint of the ``training_snapshots``."""
+    return {str(kind): use.snapshot.fingerprint for kind, use in training_snapshots(workspace, profile, stages).items()}
+
+
+def load_run_data(
+    workspace: Workspace, profile: str, stages: Sequence[Stage]
+) -> tuple[RunData, list[Stage], list[dict[str, str]]]:
+    """The rows of the profile's ``training_snapshots``; the stages that have data; the stages skipped
+    and why. No ``sft`` snapshot is an error that says to build the datasets first."""
+    used = training_snapshots(workspace, profile, stages)
+    if DatasetKind.SFT not in used:
         raise TrainingError(
             f"profile {profile!r} has no sft dataset snapshot yet: run `plora datasets build "
             f"--profile {profile}` first (after `plora ingest`)"
         )
     lm_train, lm_eval = [], []
-    for kind in ("sft", "text"):
-        if kind in snapshots:
-            lm_train += _rows(snapshots[kind], "train")
-            lm_eval += _rows(snapshots[kind], "eval")
+    for kind in LM_KINDS:
+        if kind in used:
+            lm_train += _rows(used[kind].snapshot, "train")
+            lm_eval += _rows(used[kind].snapshot, "eval")
     if not lm_train:
         raise TrainingError(
             f"profile {profile!r}: the sft (and text) snapshots have no training rows; add material "
             "or labels and run `plora datasets build` again"
         )
     preference_train, preference_eval = {}, {}
-    for kind in ("dpo", "kto"):
-        if kind in snapshots:
-            preference_train[kind] = _rows(snapshots[kind], "train") if kind in stages else []
-            preference_eval[kind] = _rows(snapshots[kind], "eval") if kind == "dpo" else []
-    run_stages, skipped = ["sft"], []
+    for kind in PREFERENCE_KINDS:
+        if kind in used and "train" in used[kind].splits:
+            preference_train[str(kind)] = _rows(used[kind].snapshot, "train")
+        if kind in used and "eval" in used[kind].splits:
+            preference_eval[str(kind)] = _rows(used[kind].snapshot, "eval")
+    run_stages, skipped = [Stage.SFT], []
     for stage in stages[1:]:
-        if preference_train.get(stage):
+        if stage in preference_train:
             run_stages.append(stage)
         else:
             skipped.append(
                 {
-                    "stage": stage,
+                    "stage": str(stage),
                     "reason": f"no {stage} training rows in the profile's snapshots "
                     f"(label some replies good/bad or write corrections, then `plora datasets build`)",
                 }
             )
-    preference_train = {k: v for k, v in preference_train.items() if k in run_stages}
-    preference_eval = {k: v for k, v in preference_eval.items() if v}
-    used = {"sft", "text", *run_stages, *preference_eval}
-    snapshots = {kind: snap for kind, snap in snapshots.items() if kind in used}
+    snapshots = {str(kind): use.snapshot for kind, use in used.items()}
     return RunData(snapshots, lm_train, lm_eval, preference_train, preference_eval), run_stages, skipped
 
 

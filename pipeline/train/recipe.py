@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config, ConfigError
+from pipeline.kinds import Quantization, Stage, TrainingMode
 
 if TYPE_CHECKING:
     from peft import LoraConfig as PeftLoraConfig
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 
     from pipeline.train.packing import PackingMode
 
-MODES = ("scratch", "continue")
-STAGES = ("sft", "dpo", "kto")
 RECIPE_VERSION = 1  # bump when the training code changes what a recipe computes
 SAVE_TOTAL_LIMIT = 2  # checkpoints kept per stage: the newest can be incomplete, the one before is not
 
@@ -87,10 +86,10 @@ class Recipe:
     """What ``plora train`` trains for one profile (config + command-line overrides)."""
 
     profile: str
-    mode: str  # requested: "scratch" | "continue"
-    stages: tuple[str, ...]
+    mode: TrainingMode  # requested (config or --mode)
+    stages: tuple[Stage, ...]
     base_model: str
-    quantization: str
+    quantization: Quantization
     double_quant: bool
     lora: LoraSettings
     train: TrainSettings
@@ -98,18 +97,19 @@ class Recipe:
     max_source_regression: float
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
+        if self.mode not in tuple(TrainingMode):
             raise ValueError(f"mode {self.mode!r}: expected 'scratch' or 'continue'")
         if (
             not self.stages
             or self.stages[0] != "sft"
-            or any(s not in STAGES for s in self.stages)
+            or any(s not in tuple(Stage) for s in self.stages)
             or len(self.stages) > 2
             or len(set(self.stages)) != len(self.stages)
         ):
             raise ValueError(f"stages {list(self.stages)}: expected ['sft'], ['sft', 'dpo'] or ['sft', 'kto']")
-        if self.quantization not in ("nf4", "none"):
+        if self.quantization not in tuple(Quantization):
             raise ValueError(f"base_model.quantization {self.quantization!r}: expected 'nf4' or 'none'")
+
         if "kto" in self.stages and self.train.batch_size < 2:
             raise ValueError(
                 "train.batch_size must be >= 2 for the kto stage (its KL term compares completions within a batch)"
@@ -117,7 +117,12 @@ class Recipe:
 
     @classmethod
     def from_config(
-        cls, config: Config, profile: str | None, *, mode: str | None = None, max_steps: int | None = None
+        cls,
+        config: Config,
+        profile: str | None,
+        *,
+        mode: TrainingMode | str | None = None,
+        max_steps: int | None = None,
     ) -> Recipe:
         """The profile's recipe; ``mode`` / ``max_steps`` override the config (command-line flags).
         A bad value is a ConfigError naming the key (exit 2)."""
@@ -127,9 +132,12 @@ class Recipe:
             if max_steps is not None:
                 train = replace(train, max_steps=max_steps)
             targets = settings.lora.target_modules
+            requested = mode or settings.mode
+            if requested not in tuple(TrainingMode):
+                raise ValueError(f"mode {requested!r}: expected 'scratch' or 'continue'")
             return cls(
                 profile=name,
-                mode=mode or settings.mode,
+                mode=TrainingMode(requested),
                 stages=tuple(settings.stages),
                 base_model=config.base_model.name,
                 quantization=config.base_model.quantization,
@@ -191,7 +199,7 @@ def get_lora_config(lora: LoraSettings) -> PeftLoraConfig:
     targets = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
     return LoraConfig(
         r=lora.r,
-        lora_alpha=lora.alpha,
+        lora_alpha=lora.alpha,  # type: ignore[arg-type]  # peft annotates int; a float scales the same
         lora_dropout=lora.dropout,
         target_modules=targets,
         bias="none",

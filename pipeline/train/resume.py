@@ -48,6 +48,7 @@ from pipeline.integrity import (
     sha256_bytes,
     validation_summary,
 )
+from pipeline.kinds import Stage, TrainingMode
 
 RUN_FILE = "plora-run.json"
 STATE_FILE = "plora-state.json"
@@ -73,10 +74,10 @@ class RunState:
 
     run_id: str
     profile: str
-    mode: str  # the mode trained: "scratch" | "continue" (after any fallback)
-    requested_mode: str  # what was asked (config or --mode)
+    mode: TrainingMode  # the mode trained (after any fallback)
+    requested_mode: TrainingMode  # what was asked (config or --mode)
     seed: int
-    stages: list[str]  # the stages this run trains, in order (a stage without data is left out)
+    stages: list[Stage]  # the stages this run trains, in order (a stage without data is left out)
     config: dict[str, Any]  # the recipe settings the hash covers (see recipe.Recipe.hashed)
     config_hash: str
     dataset_fingerprint: str  # sha256 over every row trained and evaluated, replay rows included
@@ -92,12 +93,16 @@ class RunState:
     format: int = STATE_FORMAT
 
     def __post_init__(self) -> None:
-        if self.mode not in ("scratch", "continue") or self.requested_mode not in ("scratch", "continue"):
+        modes = tuple(TrainingMode)
+        if self.mode not in modes or self.requested_mode not in modes:
             raise ValueError(
                 f"run state: mode {self.mode!r} / requested {self.requested_mode!r}: expected 'scratch' or 'continue'"
             )
-        if not self.stages or self.stages[0] != "sft":
+        if not self.stages or self.stages[0] != Stage.SFT or any(s not in tuple(Stage) for s in self.stages):
             raise ValueError(f"run state: stages {self.stages!r} must start with 'sft'")
+        # read back from JSON they are strings: the vocabulary's members from here on
+        self.mode, self.requested_mode = TrainingMode(self.mode), TrainingMode(self.requested_mode)
+        self.stages = [Stage(s) for s in self.stages]
         if self.stage is not None and self.stage not in self.stages:
             raise ValueError(f"run state: stage {self.stage!r} is not one of {self.stages}")
         if self.step < 0:
@@ -166,14 +171,16 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resumable(saved: RunState, now: RunState) -> None:
-    """Raise a TrainingError naming every difference between the saved run and today's inputs."""
-    problems = []
+def changed_inputs(saved: RunState, now: RunState) -> dict[str, str]:
+    """What differs between an interrupted run's saved state and today's, in the order it is checked:
+    ``config``, ``base``, ``snapshots`` (else ``data``: the rows themselves), ``stages`` -> what changed.
+    The one answer to "does this interrupted run still fit": empty means it does."""
+    problems: dict[str, str] = {}
     if saved.config_hash != now.config_hash:
         changes = config_differences(saved.config, now.config) or ["(settings outside the recipe)"]
-        problems.append("the training config changed: " + "; ".join(changes))
+        problems["config"] = "the training config changed: " + "; ".join(changes)
     if saved.base_fingerprint != now.base_fingerprint or saved.base_model != now.base_model:
-        problems.append(
+        problems["base"] = (
             f"the base model changed: {saved.base_model} {saved.base_fingerprint[:12]} -> "
             f"{now.base_model} {now.base_fingerprint[:12]}"
         )
@@ -183,14 +190,20 @@ def check_resumable(saved: RunState, now: RunState) -> None:
             for kind in sorted(set(saved.snapshots) | set(now.snapshots))
             if saved.snapshots.get(kind) != now.snapshots.get(kind)
         ]
-        problems.append("the dataset snapshots changed: " + ", ".join(changed))
+        problems["snapshots"] = "the dataset snapshots changed: " + ", ".join(changed)
     elif saved.dataset_fingerprint != now.dataset_fingerprint:
-        problems.append(
+        problems["data"] = (
             f"the training data changed (rows fingerprint {saved.dataset_fingerprint[:12]} -> "
             f"{now.dataset_fingerprint[:12]}: a snapshot or replay source was modified)"
         )
     if saved.stages != now.stages:
-        problems.append(f"the stages changed: {saved.stages} -> {now.stages}")
+        problems["stages"] = f"the stages changed: {[str(s) for s in saved.stages]} -> {[str(s) for s in now.stages]}"
+    return problems
+
+
+def check_resumable(saved: RunState, now: RunState) -> None:
+    """Raise a TrainingError naming every difference between the saved run and today's inputs."""
+    problems = list(changed_inputs(saved, now).values())
     if problems:
         raise TrainingError(
             f"run {saved.run_id} can't be resumed: " + "; ".join(problems) + ". Its checkpoints were trained on "

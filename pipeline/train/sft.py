@@ -149,6 +149,7 @@ def train_sft(
     as ``packing_mode`` decided it (``args`` made by ``sft_args`` with the same mode)."""
     collator = None
     if packing == "rows":
+        assert args.max_length is not None  # sft_args always sets it
         train, collator = pack_rows(train, args.max_length), PackedRowsCollator(tokenizer.pad_token_id)
     saved = trainable_state(model) if keep_fp32 else {}
     trainer = _sft_trainer_class()(

@@ -236,6 +236,7 @@ def test_served_deployments_are_prefect_yaml_s(tmp_path):
 
 
 def test_cycle_summary_markdown_and_headline() -> None:
+    from flows.report import cycle_markdown
     from pipeline.cycle import CycleSummary, ProfileOutcome
 
     trained = ProfileOutcome(
@@ -292,7 +293,7 @@ def test_cycle_summary_markdown_and_headline() -> None:
         "sources failed: vault; work: registered work@v2 (rejected, not promoted); "
         "creative: nothing changed, trained nothing"
     )
-    markdown = summary.to_markdown()
+    markdown = cycle_markdown(summary)
     assert "| source | added | updated | unchanged | deleted | skipped | redactions | error |" in markdown
     assert "| vault | 0 | 0 | 0 | 0 | 0 | 0 | vault: gone |" in markdown
     assert (
