@@ -69,7 +69,7 @@ def train(
                 tasks[f"build {kind}"] = bar.add_task(f"building {kind} rows", total=total)
             bar.update(tasks[f"build {kind}"], completed=done)
 
-        if not resume:
+        if not resume and _ingested(workspace, profile):
             built = build_datasets(workspace, profile, progress=on_build)
             fresh = sorted(kind for kind, new in built.new.items() if new)
             if fresh:
@@ -108,6 +108,17 @@ def train(
         print_json(document)
         return
     _print_result(document)
+
+
+def _ingested(workspace: Any, profile: str | None) -> bool:
+    """Whether the store holds documents of the profile's sources (else there is nothing to build from
+    and the profile's existing snapshots, if any, are what it trains on)."""
+    from storage.stats import source_stats
+
+    _, settings = workspace.config.profile(profile)
+    with workspace.store.read() as session:
+        stats = source_stats(session)
+    return any(stats.get(name, {}).get("documents", 0) for name in settings.sources)
 
 
 def _fmt(value: float | None) -> str:

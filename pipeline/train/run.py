@@ -66,7 +66,7 @@ def train_profile(
     report = progress or (lambda _event: None)
     recipe = Recipe.from_config(workspace.config, profile_name, mode=mode, max_steps=max_steps)
     # one training per profile per home: a second waits, then plans from what the first registered
-    with hold(workspace.home.root, f"train-{recipe.profile}", what=f"a training of profile {recipe.profile}"):
+    with hold(workspace.home.root, f"train-{recipe.profile}", what=f"a training run of profile {recipe.profile!r}"):
         return _train_locked(
             workspace,
             recipe,
