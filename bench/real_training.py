@@ -22,27 +22,17 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, Row, Settings, median, median_ratio
+from bench.training import Plan as TrainingPlan
 
 SMOLLM2 = "smollm2-135m"
 
 
-@dataclass(frozen=True)
-class Plan:
-    conversations: int
-    steps: int
-    batch_size: int
-    max_length: int
-    rounds: int
-    learning_rate: float = 2e-4
-    r: int = 16
-    alpha: float = 32
-    dropout: float = 0.05
-    seed: int = 42
+class Plan(TrainingPlan):
+    """The synthetic-model benchmark's plan (same fields), with this benchmark's sizes."""
 
     @classmethod
     def of(cls, settings: Settings) -> Plan:
