@@ -11,6 +11,7 @@ store matters."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,12 @@ def tree(folder: Path) -> dict[str, str]:
     }
 
 
+PROGRESS_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] ")  # flows.output.LogProgress, when stderr is not a terminal
+
+
 def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.strip()]
+    """What stderr says besides progress lines (a command may report progress before the error)."""
+    return [line for line in stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
 
 
 def test_another_empty_store_never_deletes_registered_adapters(
