@@ -59,6 +59,11 @@ EXPECTED = {
         "GPU peak VRAM: plora train vs reference",
         "GPU MFU: plora train vs reference",
     ],
+    "real_training": [
+        "tokens/s: plora train vs reference QLoRA script",
+        "peak RSS: plora train (whole command) vs reference QLoRA script",
+        "eval loss: plora's adapter vs the base (held-out rows)",
+    ],
     "memory": [
         "NF4 base: tensor bytes/param",
         "NF4 base (plora load_base): resident bytes/param",
