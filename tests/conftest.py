@@ -114,6 +114,15 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return builtin_models(tmp_path_factory.mktemp("plora-train-models"))
 
 
+@pytest.fixture
+def fp32_compute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compute in float32 on this CPU even where it has native bf16 (AVX512-BF16/AMX), for the tests
+    that compare logits at float32 precision (merges, compositions): bf16 rounding is ~1e-2 there."""
+    import pipeline.base.load as load
+
+    monkeypatch.setattr(load, "cpu_has_bf16", lambda: False)
+
+
 # --- The store on each backend ---------------------------------------------------------------------
 # A test that uses ``store_kind`` (directly, or through ``store_url``, ``store`` or ``home_store``) runs
 # once per backend, with ids ``[sqlite]`` and ``[postgres]``; Postgres is a real server that the tests

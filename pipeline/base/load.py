@@ -178,8 +178,13 @@ def load_base(
     quantization: Quantization,
     double_quant: bool,
     device: str | None = None,
+    dtype: Any = None,
 ) -> LoadedBase:
     """Load the base model named in ``[base_model]`` (see ``resolve``).
+
+    ``dtype``: what an unquantized base is loaded in; default ``compute_dtype_choice`` (bf16 where
+    the device has it). A merged export asks for float32, so that bf16 rounding can't swallow the
+    adapter's small deltas.
 
     ``quantization="nf4"`` loads every linear layer of the decoder as a bitsandbytes ``Linear4bit``
     (lm_head and embeddings stay unquantized). The tokenizer gets ``pad_token = eos_token`` when it
@@ -203,7 +208,7 @@ def load_base(
     kwargs: dict[str, Any] = {
         "trust_remote_code": False,
         "use_safetensors": True,
-        "dtype": _compute_dtype(device),
+        "dtype": _compute_dtype(device) if dtype is None or quantization_config is not None else dtype,
         "device_map": {"": device},
     }
     if quantization_config is not None:

@@ -130,8 +130,13 @@ def _write_peft_folder(version: AdapterVersion, tmp: Path) -> None:
 
 
 def _full_precision_base(workspace: Workspace) -> LoadedBase:
+    """The base in float32 whatever the machine computes in: the merge adds the adapter's deltas to it."""
+    import torch
+
     config = workspace.config.base_model
-    return load_base(config.name, home=workspace.home.root, quantization=Quantization.NONE, double_quant=False)
+    return load_base(
+        config.name, home=workspace.home.root, quantization=Quantization.NONE, double_quant=False, dtype=torch.float32
+    )
 
 
 def _write_merged(

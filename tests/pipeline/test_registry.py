@@ -603,6 +603,7 @@ def test_export_plain_folder_loads_in_peft_as_is(workspace: Workspace, kit: Kit,
     assert [p.name for p in tmp_path.iterdir() if "plora-tmp" in p.name] == []
 
 
+@pytest.mark.usefixtures("fp32_compute")
 def test_merged_export_gives_the_logits_of_base_plus_adapter(workspace: Workspace, kit: Kit, tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
@@ -631,9 +632,25 @@ def test_merged_export_gives_the_logits_of_base_plus_adapter(workspace: Workspac
     assert not (tmp_path / "again").exists()
 
 
+def test_merged_export_stays_float32_where_the_cpu_computes_in_bf16(
+    workspace: Workspace, kit: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.base.load as load
+    from safetensors import safe_open
+
+    monkeypatch.setattr(load, "cpu_has_bf16", lambda: True)  # as on a CPU with AVX512-BF16/AMX
+    assert load.compute_dtype_choice("cpu")[1].startswith("bf16")
+    register(workspace, kit)
+    dest = registry.export(workspace, "work", tmp_path / "merged", merged=True)
+    with safe_open(str(dest / "model.safetensors"), framework="pt") as weights:
+        dtypes = {str(weights.get_slice(name).get_dtype()) for name in weights.keys()}  # noqa: SIM118
+    assert dtypes == {"F32"}, dtypes  # bf16 would round the adapter's deltas away
+
+
 # --- composition -----------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("fp32_compute")
 def test_combine_registers_a_weighted_composition(workspace: Workspace, kit: Kit) -> None:
     import torch
 

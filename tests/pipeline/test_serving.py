@@ -68,6 +68,7 @@ def test_a_manifest_without_the_check_loads_and_is_checked_on_demand(
     assert verified["serving"]["vllm"]["ok"] and not verified["serving"]["llama_cpp"]["ok"]
 
 
+@pytest.mark.usefixtures("fp32_compute")
 def test_merge_into_nf4_is_the_evaluated_model(tmp_path: Path, kit: Kit, cli) -> None:
     from transformers import AutoModelForCausalLM
 
