@@ -635,8 +635,9 @@ def test_merged_export_gives_the_logits_of_base_plus_adapter(workspace: Workspac
 def test_merged_export_stays_float32_where_the_cpu_computes_in_bf16(
     workspace: Workspace, kit: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipeline.base.load as load
     from safetensors import safe_open
+
+    import pipeline.base.load as load
 
     monkeypatch.setattr(load, "cpu_has_bf16", lambda: True)  # as on a CPU with AVX512-BF16/AMX
     assert load.compute_dtype_choice("cpu")[1].startswith("bf16")
