@@ -141,6 +141,9 @@ def _print_result(out: dict[str, Any]) -> None:
     sources = out["source_eval_loss"]
     for source in sorted(sources.get("new") or {}):
         table.add_row(escape(source), *(_fmt((sources.get(k) or {}).get(source)) for k in ("base", "previous", "new")))
+    general = out.get("general_loss") or {}
+    if any(v is not None for v in general.values()):
+        table.add_row("general text", *(_fmt(general.get(k)) for k in ("base", "previous", "new")))
     if out["preference_accuracy"]:
         table.add_row(
             "preference accuracy", *(_fmt(out["preference_accuracy"].get(k)) for k in ("base", "previous", "new"))

@@ -110,6 +110,10 @@ class TrainConfig(_Strict):
 class GateConfig(_Strict):
     min_improvement: float = Field(default=0.0, ge=0)
     max_source_regression: float = Field(default=0.05, ge=0)
+    # the general-text probe's loss may rise at most this much (relative) above the base's; None: report only
+    max_forgetting: float | None = Field(default=0.05, ge=0)
+    # held-out preference pairs: the candidate's accuracy must be at least this; None: report only
+    min_preference_accuracy: float | None = Field(default=None, ge=0, le=1)
 
 
 class ProfileConfig(_Strict):

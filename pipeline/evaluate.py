@@ -9,7 +9,8 @@ Pure functions over a model, a tokenizer and dataset rows; nothing here reads th
   per ``source``.
 - ``preference_accuracy``: on ``dpo`` rows, how often the chosen reply is more likely (summed
   log-probability of its tokens) than the rejected one.
-- ``gate_decision``: promote or reject a candidate from those numbers.
+- ``gate_decision``: promote or reject a candidate from those numbers (and the forgetting probe's,
+  ``pipeline.probe``).
 
 torch is imported inside the functions.
 """
@@ -236,6 +237,8 @@ def gate_decision(
     base: Mapping[str, Any] | None,
     min_improvement: float = 0.0,
     max_source_regression: float = 0.05,
+    max_forgetting: float | None = None,
+    min_preference_accuracy: float | None = None,
     force: bool = False,
 ) -> GateDecision:
     """Decide whether a candidate adapter becomes the profile's current version.
@@ -248,11 +251,16 @@ def gate_decision(
     - its eval loss is finite and at most ``reference * (1 - min_improvement)``, and strictly lower
       than the reference (``min_improvement`` is relative: 0.01 means "at least 1% lower");
     - no source present in both has a loss more than ``max_source_regression`` (relative) above the
-      reference's: ``(new - ref) / ref <= max_source_regression``.
+      reference's: ``(new - ref) / ref <= max_source_regression``;
+    - (``max_forgetting`` set, both numbers measured) its loss on the general-text probe
+      (``general_loss``, ``pipeline.probe``) is at most ``max_forgetting`` (relative) above the
+      **base** model's, whatever the reference: forgetting adds up over months of continued training;
+    - (``min_preference_accuracy`` set, held-out preference pairs measured) its preference accuracy is
+      at least that.
 
     ``force`` promotes anyway (the reasons are kept in the record) unless the candidate's loss is NaN
     or infinite: a diverged adapter is never promoted. With no eval rows (loss None) nothing can be
-    compared: rejected, unless forced. Preference accuracy is reported, not gated.
+    compared: rejected, unless forced. A limit left at None is reported, not gated.
     """
     reference_name = "current" if current is not None else "base"
     reference = current if current is not None else base
@@ -289,6 +297,7 @@ def gate_decision(
                 )
             else:
                 checks.append(f"source {source!r}: {change:+.1%} vs the {reference_name}")
+        _limits(candidate, base, max_forgetting, min_preference_accuracy, checks, reasons)
     if not reasons:
         return GateDecision(True, "accepted", reference_name, [], checks)
     if force and not broken:
@@ -296,10 +305,35 @@ def gate_decision(
     return GateDecision(False, "rejected", reference_name, reasons, checks)
 
 
-def metrics_of(loss: LossReport, preference: PreferenceReport | None = None) -> dict[str, Any]:
-    """One model's numbers in the shape ``gate_decision`` and the registry manifest use."""
+def _limits(
+    candidate: Mapping[str, Any],
+    base: Mapping[str, Any] | None,
+    max_forgetting: float | None,
+    min_preference_accuracy: float | None,
+    checks: list[str],
+    reasons: list[str],
+) -> None:
+    """The forgetting and preference limits of ``gate_decision``."""
+    general, base_general = candidate.get("general_loss"), (base or {}).get("general_loss")
+    if max_forgetting is not None and _finite(general) and _finite(base_general) and base_general > 0:
+        rise = (general - base_general) / base_general
+        line = f"general-text loss {general:.4f} vs base {base_general:.4f} ({rise:+.1%}; limit +{max_forgetting:.1%})"
+        (checks if rise <= max_forgetting else reasons).append(line if rise <= max_forgetting else f"forgets: {line}")
+    accuracy = candidate.get("preference_accuracy")
+    if min_preference_accuracy is not None and _finite(accuracy):
+        pairs = candidate.get("preference_pairs") or 0
+        line = f"preference accuracy {accuracy:.2f} on {pairs} held-out pairs (needs >= {min_preference_accuracy:.2f})"
+        (checks if accuracy >= min_preference_accuracy else reasons).append(line)
+
+
+def metrics_of(
+    loss: LossReport, preference: PreferenceReport | None = None, *, general_loss: float | None = None
+) -> dict[str, Any]:
+    """One model's numbers in the shape ``gate_decision`` and the registry manifest use
+    (``general_loss``: the forgetting probe, ``pipeline.probe``)."""
     return {
         **loss.as_dict(),
         "preference_accuracy": preference.accuracy if preference else None,
         "preference_pairs": preference.pairs if preference else 0,
+        "general_loss": general_loss,
     }

@@ -4,6 +4,7 @@ on each backend (SQLite and a real PostgreSQL server), described below at "The s
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +17,17 @@ import pytest
 from tests.postgres import PostgresMissing, PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist (`-n auto`: one worker per core) each worker gets its share of the cores for
+    # torch, or the training tests oversubscribe them. Set before anything imports torch; the
+    # subprocesses the tests start inherit it.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+
+
 EXAMPLES = REPO / "examples"
 
 

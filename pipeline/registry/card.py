@@ -65,5 +65,30 @@ def model_card(manifest: AdapterManifest, *, merged: bool = False) -> str:
             for key, value in sorted({**manifest.metrics, **numbers}.items())
             if value is not None and not isinstance(value, dict | list)
         ]
+    lines += _measures(manifest.metrics.get("eval"))
     lines += ["", f"Checksums of every file are in `{MANIFEST}`; check them with `plora adapters verify {ref}`.", ""]
     return "\n".join(lines)
+
+
+_MEASURES = (
+    ("eval loss (the profile's eval split)", "eval_loss", "{:.4f}"),
+    ("general-text loss (forgetting probe)", "general_loss", "{:.4f}"),
+    ("preference accuracy (held-out pairs)", "preference_accuracy", "{:.2f}"),
+)
+
+
+def _measures(evaluated: object) -> list[str]:
+    """The eval measures of the base, the previous adapter and this one, side by side."""
+    if not isinstance(evaluated, dict):
+        return []
+    models = [name for name in ("base", "previous", "new") if isinstance(evaluated.get(name), dict)]
+    if not models:
+        return []
+    heading = {"base": "base model", "previous": "previous adapter", "new": "this adapter"}
+    lines = ["", "| measure | " + " | ".join(heading[m] for m in models) + " |", "|---|" + "---|" * len(models)]
+    for label, key, fmt in _MEASURES:
+        values = [evaluated[m].get(key) for m in models]
+        if any(isinstance(v, int | float) for v in values):
+            shown = [fmt.format(v) if isinstance(v, int | float) else "-" for v in values]
+            lines.append(f"| {label} | " + " | ".join(shown) + " |")
+    return lines

@@ -1,5 +1,6 @@
 """Measuring a run's models on today's eval split: the run's rows tokenized for the base, then eval
-loss (overall, per source) and preference accuracy of the base, the current adapter and the new one."""
+loss (overall, per source), preference accuracy and the forgetting probe's general-text loss of the
+base, the current adapter and the new one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import PloraError, TrainingError
 from pipeline.evaluate import eval_loss, metrics_of, preference_accuracy
 from pipeline.kinds import TrainingMode
+from pipeline.probe import general_text_loss
 from pipeline.train.data import tokenize_lm
 from pipeline.train.plan import Plan
 from pipeline.train.progress import Progress, TrainProgress
@@ -94,11 +96,32 @@ def measure_current(
 
 
 def measure(model: Any, base: LoadedBase, sets: EvalSets, recipe: Recipe) -> dict[str, Any]:
-    max_length, batch_size = recipe.train.max_length, recipe.train.batch_size
-    loss = eval_loss(model, sets.eval, base.tokenizer, max_length=max_length, batch_size=batch_size)
+    return measure_rows(
+        model,
+        base.tokenizer,
+        sets.eval,
+        sets.dpo_eval,
+        max_length=recipe.train.max_length,
+        batch_size=recipe.train.batch_size,
+    )
+
+
+def measure_rows(
+    model: Any,
+    tokenizer: Any,
+    eval_rows: Dataset | list[dict[str, Any]],
+    dpo_rows: list[dict[str, Any]],
+    *,
+    max_length: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """One model's numbers (``pipeline.evaluate.metrics_of``): eval loss on ``eval_rows``, preference
+    accuracy on ``dpo_rows`` (when there are any) and the forgetting probe."""
+    loss = eval_loss(model, eval_rows, tokenizer, max_length=max_length, batch_size=batch_size)
     preference = (
-        preference_accuracy(model, sets.dpo_eval, base.tokenizer, max_length=max_length, batch_size=batch_size)
-        if sets.dpo_eval
+        preference_accuracy(model, dpo_rows, tokenizer, max_length=max_length, batch_size=batch_size)
+        if dpo_rows
         else None
     )
-    return metrics_of(loss, preference)
+    general = general_text_loss(model, tokenizer, max_length=max_length, batch_size=batch_size)
+    return metrics_of(loss, preference, general_loss=general)

@@ -95,6 +95,8 @@ class Recipe:
     train: TrainSettings
     min_improvement: float
     max_source_regression: float
+    max_forgetting: float | None = None
+    min_preference_accuracy: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in tuple(TrainingMode):
@@ -151,6 +153,8 @@ class Recipe:
                 train=train,
                 min_improvement=settings.gate.min_improvement,
                 max_source_regression=settings.gate.max_source_regression,
+                max_forgetting=settings.gate.max_forgetting,
+                min_preference_accuracy=settings.gate.min_preference_accuracy,
             )
         except ValueError as e:
             raise ConfigError(config.file, f"profiles.{name}", str(e)) from e

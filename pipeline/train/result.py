@@ -51,6 +51,7 @@ class TrainResult:
             return dict(metrics.get("sources") or {}) if metrics else None
 
         preference = {name: (m or {}).get("preference_accuracy") for name, m in self.eval.items()}
+        general = {name: (m or {}).get("general_loss") for name, m in self.eval.items()}
         return {
             "run_id": self.run_id,
             "profile": self.profile,
@@ -69,6 +70,7 @@ class TrainResult:
             "eval_loss": {"base": loss("base"), "previous": loss("previous"), "new": loss("new")},
             "source_eval_loss": {"base": by_source("base"), "previous": by_source("previous"), "new": by_source("new")},
             "preference_accuracy": preference if any(v is not None for v in preference.values()) else None,
+            "general_loss": general,  # the forgetting probe (pipeline.probe)
             "eval_tokens": (self.eval.get("new") or {}).get("eval_tokens"),
             "gate": self.gate,
             "trainable_parameters": self.trainable_parameters,

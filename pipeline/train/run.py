@@ -207,12 +207,16 @@ def _train_and_register(
         base=metrics["base"] or {},
         min_improvement=recipe.min_improvement,
         max_source_regression=recipe.max_source_regression,
+        max_forgetting=recipe.max_forgetting,
+        min_preference_accuracy=recipe.min_preference_accuracy,
         force=force,
     )
     gate = {
         **decision.as_dict(),
         "min_improvement": recipe.min_improvement,
         "max_source_regression": recipe.max_source_regression,
+        "max_forgetting": recipe.max_forgetting,
+        "min_preference_accuracy": recipe.min_preference_accuracy,
         "force": force,
     }
 

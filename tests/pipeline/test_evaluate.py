@@ -163,3 +163,40 @@ def test_force_promotes_anyway_but_never_a_broken_adapter() -> None:
     unmeasured = {"eval_loss": None, "sources": {}}
     assert "eval_percent" in gate_decision(unmeasured, current=None, base=metrics(3.0)).reasons[0]
     assert gate_decision(unmeasured, current=None, base=metrics(3.0), force=True).decision == "forced"
+
+
+def test_forgetting_is_measured_against_the_base_whatever_the_reference() -> None:
+    base = {**metrics(3.0, chats=3.0), "general_loss": 2.0}
+    current = {**metrics(2.0, chats=2.0), "general_loss": 2.08}
+    kept = {**metrics(1.9, chats=1.9), "general_loss": 2.09}  # +4.5% vs the base: within 5%
+    assert gate_decision(kept, current=current, base=base, max_forgetting=0.05).promote
+    forgot = {**metrics(1.9, chats=1.9), "general_loss": 2.2}  # +10% vs the base (+5.8% vs current)
+    rejected = gate_decision(forgot, current=current, base=base, max_forgetting=0.05)
+    assert not rejected.promote and "forgets: general-text loss 2.2000 vs base 2.0000 (+10.0%" in rejected.reasons[0]
+    assert gate_decision(forgot, current=current, base=base, max_forgetting=0.15).promote
+    assert gate_decision(forgot, current=current, base=base, max_forgetting=None).promote  # reported only
+    unprobed = metrics(1.9, chats=1.9)  # an older record without the probe: nothing to compare
+    assert gate_decision(unprobed, current=current, base=base, max_forgetting=0.05).promote
+
+
+def test_preference_accuracy_gates_only_when_there_are_held_out_pairs() -> None:
+    base = metrics(3.0)
+    good = {**metrics(2.0), "preference_accuracy": 0.75, "preference_pairs": 4}
+    bad = {**metrics(2.0), "preference_accuracy": 0.25, "preference_pairs": 4}
+    assert gate_decision(good, current=None, base=base, min_preference_accuracy=0.7).promote
+    rejected = gate_decision(bad, current=None, base=base, min_preference_accuracy=0.7)
+    assert not rejected.promote and rejected.reasons == ["preference accuracy 0.25 on 4 held-out pairs (needs >= 0.70)"]
+    assert gate_decision(bad, current=None, base=base).promote  # no limit: reported, not gated
+    no_pairs = {**metrics(2.0), "preference_accuracy": None, "preference_pairs": 0}
+    assert gate_decision(no_pairs, current=None, base=base, min_preference_accuracy=0.7).promote
+
+
+def test_the_general_text_probe_scores_english_every_token(base) -> None:
+    from pipeline.probe import GENERAL_TEXT, general_rows, general_text_loss
+
+    loss = general_text_loss(base.model, base.tokenizer)
+    assert loss is not None and math.isfinite(loss) and loss > 0
+    report = eval_loss(base.model, general_rows(), base.tokenizer)
+    assert report.loss == pytest.approx(loss) and report.rows == len(GENERAL_TEXT)
+    # every byte of the text is a labelled token for this byte-level tokenizer (plus the end of text)
+    assert report.tokens >= sum(len(p.encode()) for p in GENERAL_TEXT)

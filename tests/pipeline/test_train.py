@@ -300,6 +300,14 @@ def test_scratch_lowers_eval_loss_registers_and_records_the_run(tmp_path: Path, 
         version = registry.current(workspace, "work")
         assert version.manifest.run_id == out["run_id"] and version.manifest.snapshots == snapshots
         assert version.manifest.sources == {"chats": {"sft": 30}, "notes": {"text": 8}}
+    # the forgetting probe is measured for both models, gated against the base, and on the model card
+    general = out["general_loss"]
+    assert general["previous"] is None and all(math.isfinite(general[k]) for k in ("base", "new"))
+    assert any(check.startswith("general-text loss ") for check in out["gate"]["checks"]), out["gate"]
+    assert out["gate"]["max_forgetting"] == 0.05
+    card = (Path(version.path) / "README.md").read_text()
+    assert "| measure | base model | this adapter |" in card
+    assert f"| general-text loss (forgetting probe) | {general['base']:.4f} | {general['new']:.4f} |" in card
     run_dir = home / "runs" / out["run_id"]
     assert out["run_id"].startswith("work-") and (run_dir / "plora-run.json").is_file()
     assert (run_dir / "sft" / "checkpoint-12" / "plora-manifest.json").is_file()
