@@ -34,6 +34,7 @@ BENCHMARKS = {
     "memory": "bench.memory:run",
     "lora_rank": "bench.lora_rank:run",
     "inference": "bench.inference:run",
+    "adaptation": "bench.adaptation:run",
 }
 
 
@@ -77,6 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="torch CPU threads (default: one per core); 1 keeps timings steadier on a shared machine",
     )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="a plora home's models/ folder: benchmarks on a converted base (SmolLM2) reuse it instead of converting",
+    )
     parser.add_argument("--keep-work", action="store_true", help="keep the scratch folder (corpora, models, homes)")
     return parser.parse_args(argv)
 
@@ -115,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 peak_tflops=args.peak_tflops,
                 rounds=args.rounds,
                 threads=args.threads,
+                models=args.models,
             )
             settings.work.mkdir(parents=True)
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)

@@ -20,7 +20,9 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -52,6 +54,22 @@ class Settings:
     peak_tflops: float | None = None  # GPU peak (dense bf16) for MFU; looked up by device name when None
     rounds: int | None = None  # override how many alternating rounds the timed comparisons run
     threads: int | None = None  # torch CPU threads (None: torch's default, one per core)
+    models: Path | None = None  # a plora models/ folder whose converted bases the benchmark homes reuse
+
+
+def link_models(models: Path, home: Path) -> Path:
+    """``models`` as ``home/models`` (a converted base is reused, not converted again): files
+    hard-linked where the file system allows (nothing rewrites a model file in place), else copied."""
+    import shutil
+
+    def link(source: str, target: str) -> None:
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+
+    shutil.copytree(models, home / "models", copy_function=link, dirs_exist_ok=True)
+    return home / "models"
 
 
 # Llamas built from config (pipeline.base_model.build_tiny_llama: deterministic, nothing downloaded;
@@ -370,3 +388,19 @@ def quiet() -> Iterator[None]:
             pass
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
         yield
+
+
+def measured_run(argv: list[str], out: Path, *, stdout_is_result: bool = False) -> tuple[dict[str, Any], int]:
+    """Run ``argv``; its JSON result is ``out`` (written by the command, or its stdout with
+    ``stdout_is_result``). Returns the result and the process's peak resident size in bytes."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with tempfile.TemporaryFile() as log, out.open("wb") as result:
+        stdout = result if stdout_is_result else log
+        process = subprocess.Popen(argv, stdout=stdout, stderr=log, env=env, cwd=REPO)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            log.seek(0)
+            tail = log.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"{argv[:3]} exited {process.returncode}:\n{tail}")
+    return json.loads(out.read_text(encoding="utf-8")), usage.ru_maxrss * 1024

@@ -18,14 +18,11 @@ reports them (plora: the stages' clock; the reference: around ``trainer.train()`
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, Row, Settings, median, median_ratio
+from bench.common import REPO, Row, Settings, measured_run, median, median_ratio
 from bench.training import Plan as TrainingPlan
 
 SMOLLM2 = "smollm2-135m"
@@ -68,6 +65,7 @@ gate = {{ min_improvement = 0.0, max_source_regression = 100.0 }}
 def prepare(settings: Settings, plan: Plan) -> tuple[Path, Path, Path]:
     """A home with the chats ingested and the SFT snapshot built; the converted base folder; the
     reference's rows file."""
+    from bench.common import link_models
     from bench.ingest import chat_lines, write_chats
     from pipeline.base.load import resolve
     from pipeline.datasets import build_datasets
@@ -85,6 +83,8 @@ def prepare(settings: Settings, plan: Plan) -> tuple[Path, Path, Path]:
         ),
     )
     (home / "plora.toml").write_text(_config(plan), encoding="utf-8")
+    if settings.models is not None:
+        link_models(settings.models, home)
     folder, _ = resolve(SMOLLM2, home)
     rows_file = settings.work / "rows.jsonl"
     with open_workspace(home) as workspace:
@@ -95,27 +95,11 @@ def prepare(settings: Settings, plan: Plan) -> tuple[Path, Path, Path]:
     return home, folder, rows_file
 
 
-def _run(argv: list[str], out: Path, *, stdout_is_result: bool = False) -> tuple[dict[str, Any], int]:
-    """Run ``argv``; its JSON result is ``out`` (written by the command, or its stdout with
-    ``stdout_is_result``). Returns the result and the process's peak resident size in bytes."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with tempfile.TemporaryFile() as log, out.open("wb") as result:
-        stdout = result if stdout_is_result else log
-        process = subprocess.Popen(argv, stdout=stdout, stderr=log, env=env, cwd=REPO)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            log.seek(0)
-            tail = log.read().decode(errors="replace")[-3000:]
-            raise RuntimeError(f"{argv[:3]} exited {process.returncode}:\n{tail}")
-    return json.loads(out.read_text(encoding="utf-8")), usage.ru_maxrss * 1024
-
-
 def plora_run(settings: Settings, home: Path) -> dict[str, Any]:
     out = settings.work / "plora.json"
     plora = Path(sys.executable).with_name("plora")
     argv = [str(plora), "train", "--profile", "bench", "--home", str(home), "--mode", "scratch", "--json"]
-    result, peak = _run(argv, out, stdout_is_result=True)
+    result, peak = measured_run(argv, out, stdout_is_result=True)
     return {"tokens_per_second": result["tokens_trained"] / result["train_seconds"], "peak_rss": peak, **result}
 
 
@@ -130,7 +114,7 @@ def reference_run(settings: Settings, plan: Plan, folder: Path, rows: Path) -> d
         *("--r", str(plan.r), "--alpha", str(plan.alpha), "--dropout", str(plan.dropout)),
         *("--seed", str(plan.seed), "--device", settings.device, "--json", str(out)),
     ]
-    result, peak = _run(argv, out)
+    result, peak = measured_run(argv, out)
     return {**result, "peak_rss": peak}
 
 

@@ -28,6 +28,12 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The long tests (marked slow) first, in their order: with `--dist worksteal` the workers share
+    # out the short ones behind them instead of one worker ending the run alone on a long one.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 EXAMPLES = REPO / "examples"
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.pipeline.conftest import smollm2_models  # noqa: F401 - the session's SmolLM2 conversion
+
 REPO = Path(__file__).resolve().parents[1]
 
 RANKS = (1, 4, 8, 16, 64)
@@ -92,22 +94,41 @@ EXPECTED = {
         "latency: NF4 base + unmerged adapter",
         "hot-swap profile vs reload base + adapter",
     ],
+    "adaptation": [
+        "held-out loss, chats: adapter vs base",
+        "held-out loss, notes: adapter vs base",
+        "fact recall (paraphrased questions, 4 options): adapter",
+        "control facts never in the corpus: adapter",
+        "voice: greedy replies opening with 'Short answer:': adapter",
+        "preference: person's reply over a generic one, held-out pairs: adapter",
+        "forgetting: general-text loss, adapter vs base",
+        *(
+            f"month 2 ({way}): {what}"
+            for way in ("continue + replay", "scratch", "continue, no replay")
+            for what in ("new-fact recall", "month-1 recall kept vs v1")
+        ),
+        *(
+            f"cost, {run}: {what}"
+            for run in ("month 1", "continue + replay", "scratch", "continue, no replay")
+            for what in ("wall seconds of plora train", "peak RSS of plora train")
+        ),
+    ],
 }
 GPU_ONLY = {"GPU peak VRAM: plora train vs reference", "GPU MFU: plora train vs reference"}
 KEYS = {"benchmark", "metric", "value", "unit", "baseline", "ratio", "target", "ok"}
 
 
 @pytest.mark.slow
-def test_quick_benchmarks_report_every_row(tmp_path: Path) -> None:
+def test_quick_benchmarks_report_every_row(tmp_path: Path, smollm2_models: Path) -> None:  # noqa: F811
     out = tmp_path / "results"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--models", str(smollm2_models)],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]

