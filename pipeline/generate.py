@@ -70,10 +70,14 @@ class Profiles:
         system: str | None = None,
         do_sample: bool = False,
         temperature: float = 1.0,
+        base_only: bool = False,
     ) -> str:
-        """The reply of the active profile (or ``profile``, which becomes active) to ``prompt``.
+        """The reply of the active profile (or ``profile``, which becomes active) to ``prompt``;
+        ``base_only``: of the base model alone, every adapter off for this reply (to compare).
 
         Greedy unless ``do_sample``."""
+        import contextlib
+
         import torch
 
         if profile is not None and profile != self.active:
@@ -87,7 +91,8 @@ class Profiles:
         }
         if do_sample:
             options["temperature"] = temperature
-        with torch.inference_mode():
+        adapters_off = self.model.disable_adapter() if base_only else contextlib.nullcontext()
+        with torch.inference_mode(), adapters_off:
             output = self.model.generate(**batch, **options)
         reply = output[0, batch["input_ids"].shape[1] :]
         return tokenizer.decode(reply, skip_special_tokens=True)

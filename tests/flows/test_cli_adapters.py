@@ -161,6 +161,40 @@ def test_generate_and_combine(registered: Path, cli) -> None:
     missing = cli("generate", "--profile", "nobody", "Hello", "--home", registered)
     assert missing.code == 2 and "no current version" in _one_error_line(missing)
 
+    # --compare-base: the same adapter reply, plus the base model's own greedy reply
+    both = cli(
+        "generate",
+        "--profile",
+        "work",
+        "--max-new-tokens",
+        "6",
+        "Hello",
+        "--compare-base",
+        "--json",
+        "--home",
+        registered,
+    )
+    assert both.code == 0, both.stderr
+    assert both.json()["reply"] == document["reply"]
+    import torch
+
+    from pipeline.base_model import load_base
+
+    with open_workspace(registered, check_paths=False) as workspace:
+        config = workspace.config.base_model
+    base = load_base(config.name, home=registered, quantization=config.quantization, double_quant=config.double_quant)
+    batch = base.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hello"}], add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
+    with torch.inference_mode():
+        out = base.model.generate(**batch, max_new_tokens=6, do_sample=False, pad_token_id=base.tokenizer.pad_token_id)
+    expected = base.tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert both.json()["base_reply"] == expected
+    side_by_side = cli(
+        "generate", "--profile", "work", "--max-new-tokens", "6", "Hello", "--compare-base", "--home", registered
+    )
+    assert side_by_side.code == 0 and "base" in side_by_side.stdout and "work@v3" in side_by_side.stdout
+
     combined = cli(
         "adapters",
         "combine",
