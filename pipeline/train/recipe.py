@@ -1,5 +1,6 @@
-"""The recipe: a profile's training settings as validated dataclasses, and the small helpers that
-turn them into library objects (``get_lora_config``, ``sft_args``, ``dpo_args``, ``kto_args``).
+"""The recipe: what one run trains (a profile's validated config models, ``pipeline.config``'s
+``LoraConfig`` and ``TrainConfig``, plus the command-line overrides), and the small helpers that
+turn it into library objects (``get_lora_config``, ``sft_args``, ``dpo_args``, ``kto_args``).
 
 ``get_quantization_config`` lives in pipeline.base_model (``load_base`` uses it). What the config
 hash covers is ``Recipe.hashed()``: everything that changes what a run computes. Left out on
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config, ConfigError, LoraConfig, TrainConfig
 from pipeline.kinds import Quantization, Stage, TrainingMode
 
 if TYPE_CHECKING:
@@ -30,58 +31,6 @@ SAVE_TOTAL_LIMIT = 2  # checkpoints kept per stage: the newest can be incomplete
 
 
 @dataclass(frozen=True)
-class LoraSettings:
-    r: int
-    alpha: float
-    dropout: float
-    target_modules: tuple[str, ...] | str  # module names, or "all-linear"
-
-    def __post_init__(self) -> None:
-        if self.r <= 0:
-            raise ValueError(f"lora.r must be > 0 (got {self.r})")
-        if self.alpha <= 0:
-            raise ValueError(f"lora.alpha must be > 0 (got {self.alpha})")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"lora.dropout must be in [0, 1) (got {self.dropout})")
-        if isinstance(self.target_modules, str):
-            if self.target_modules != "all-linear":
-                raise ValueError(
-                    f"lora.target_modules: {self.target_modules!r}: a list of module names or 'all-linear'"
-                )
-        elif not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):
-            raise ValueError("lora.target_modules must name at least one module (e.g. ['q_proj', 'v_proj'])")
-
-    @property
-    def scaling(self) -> float:
-        """LoRA's update scale, alpha / r."""
-        return self.alpha / self.r
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    max_steps: int
-    learning_rate: float
-    batch_size: int
-    gradient_accumulation_steps: int
-    max_length: int
-    packing: bool
-    seed: int
-    save_steps: int
-    replay_fraction: float
-
-    def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "save_steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"train.{name} must be > 0 (got {getattr(self, name)})")
-        if not self.learning_rate > 0:
-            raise ValueError(f"train.learning_rate must be > 0 (got {self.learning_rate})")
-        if self.max_length < 32:
-            raise ValueError(f"train.max_length must be >= 32 (got {self.max_length})")
-        if not 0 <= self.replay_fraction <= 1:
-            raise ValueError(f"train.replay_fraction must be in [0, 1] (got {self.replay_fraction})")
-
-
-@dataclass(frozen=True)
 class Recipe:
     """What ``plora train`` trains for one profile (config + command-line overrides)."""
 
@@ -91,8 +40,8 @@ class Recipe:
     base_model: str
     quantization: Quantization
     double_quant: bool
-    lora: LoraSettings
-    train: TrainSettings
+    lora: LoraConfig
+    train: TrainConfig
     min_improvement: float
     max_source_regression: float
     max_forgetting: float | None = None
@@ -130,10 +79,9 @@ class Recipe:
         A bad value is a ConfigError naming the key (exit 2)."""
         name, settings = config.profile(profile)
         try:
-            train = TrainSettings(**settings.train.model_dump())
-            if max_steps is not None:
-                train = replace(train, max_steps=max_steps)
-            targets = settings.lora.target_modules
+            train = settings.train
+            if max_steps is not None:  # validated as the config is
+                train = TrainConfig.model_validate({**train.model_dump(), "max_steps": max_steps})
             requested = mode or settings.mode
             if requested not in tuple(TrainingMode):
                 raise ValueError(f"mode {requested!r}: expected 'scratch' or 'continue'")
@@ -144,12 +92,7 @@ class Recipe:
                 base_model=config.base_model.name,
                 quantization=config.base_model.quantization,
                 double_quant=config.base_model.double_quant,
-                lora=LoraSettings(
-                    r=settings.lora.r,
-                    alpha=float(settings.lora.alpha),
-                    dropout=settings.lora.dropout,
-                    target_modules=targets if isinstance(targets, str) else tuple(targets),
-                ),
+                lora=settings.lora,
                 train=train,
                 min_improvement=settings.gate.min_improvement,
                 max_source_regression=settings.gate.max_source_regression,
@@ -161,12 +104,9 @@ class Recipe:
 
     def hashed(self) -> dict[str, Any]:
         """The settings the config hash covers (JSON-ready, stable key order)."""
-        train = asdict(self.train)
+        train = self.train.model_dump()
         del train["save_steps"]
-        lora = asdict(self.lora)
-        lora["target_modules"] = (
-            self.lora.target_modules if isinstance(self.lora.target_modules, str) else list(self.lora.target_modules)
-        )
+        lora = self.lora.model_dump()  # target_modules: a list of names, or "all-linear"
         return {
             "recipe_version": RECIPE_VERSION,
             "profile": self.profile,
@@ -188,13 +128,13 @@ class Recipe:
         return self.hashed()["lora"]
 
     def train_dict(self) -> dict[str, Any]:
-        return asdict(self.train)
+        return self.train.model_dump()
 
 
 # --- library objects ---------------------------------------------------------------------------------
 
 
-def get_lora_config(lora: LoraSettings) -> PeftLoraConfig:
+def get_lora_config(lora: LoraConfig) -> PeftLoraConfig:
     """PEFT LoRA settings: rank r, scaling alpha / r, dropout on the adapter input, the target modules
     (``q_proj`` + ``v_proj`` by default, as in the LoRA paper; ``all-linear`` = every linear layer but
     the output head), no bias training."""
@@ -231,7 +171,7 @@ def compute_notes(device: str) -> str:
     return f"compute on {device}: {compute_dtype_choice(device)[1]}; {checkpointing}"
 
 
-def _common_args(train: TrainSettings, output_dir: Path, device: str) -> dict[str, Any]:
+def _common_args(train: TrainConfig, output_dir: Path, device: str) -> dict[str, Any]:
     import torch
 
     from pipeline.base_model import compute_dtype_choice
@@ -264,7 +204,7 @@ def _common_args(train: TrainSettings, output_dir: Path, device: str) -> dict[st
     }
 
 
-def sft_args(train: TrainSettings, output_dir: Path, device: str, packing: PackingMode = "off") -> SFTConfig:
+def sft_args(train: TrainConfig, output_dir: Path, device: str, packing: PackingMode = "off") -> SFTConfig:
     """SFT on pre-tokenized rows (``input_ids`` + ``labels``, assistant-only labels already applied):
     TRL leaves a dataset with a ``labels`` column as it is, so chat and text rows train together.
     TRL packs only in ``"padding_free"`` mode; ``"rows"`` rows arrive packed (pipeline.train.packing)."""
@@ -279,13 +219,13 @@ def sft_args(train: TrainSettings, output_dir: Path, device: str, packing: Packi
     )
 
 
-def dpo_args(train: TrainSettings, output_dir: Path, device: str) -> DPOConfig:
+def dpo_args(train: TrainConfig, output_dir: Path, device: str) -> DPOConfig:
     from trl import DPOConfig
 
     return DPOConfig(**_common_args(train, output_dir, device), max_length=train.max_length)
 
 
-def kto_args(train: TrainSettings, output_dir: Path, device: str) -> KTOConfig:
+def kto_args(train: TrainConfig, output_dir: Path, device: str) -> KTOConfig:
     from trl import KTOConfig
 
     return KTOConfig(**_common_args(train, output_dir, device), max_length=train.max_length)

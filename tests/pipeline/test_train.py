@@ -327,8 +327,9 @@ def test_only_lora_weights_change(tmp_path: Path, models_dir: Path) -> None:
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     from pipeline.base_model import load_base
+    from pipeline.config import LoraConfig, TrainConfig
     from pipeline.train.data import tokenize_lm
-    from pipeline.train.recipe import LoraSettings, TrainSettings, get_lora_config, sft_args
+    from pipeline.train.recipe import get_lora_config, sft_args
     from pipeline.train.sft import StageClock, train_sft
 
     home = new_home(tmp_path / "home", models_dir)
@@ -350,10 +351,12 @@ def test_only_lora_weights_change(tmp_path: Path, models_dir: Path) -> None:
     model = prepare_model_for_kbit_training(base.model, use_gradient_checkpointing=False)
     before = frozen(model)
     assert sum(1 for n in before if n.endswith("_proj")) == 14
-    model = get_peft_model(model, get_lora_config(LoraSettings(4, 8.0, 0.0, ("q_proj", "v_proj"))))
+    model = get_peft_model(
+        model, get_lora_config(LoraConfig(r=4, alpha=8.0, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    )
     lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     train, _ = tokenize_lm(chat_rows(16) + text_rows(4), base.tokenizer, 96)
-    settings = TrainSettings(
+    settings = TrainConfig(
         max_steps=6,
         learning_rate=1e-2,
         batch_size=4,
