@@ -51,7 +51,8 @@ demo: setup
 # The example corpus on a real base, SmolLM2-135M-Instruct (the GGUF file `make setup` installs), in
 # $(DEMO_REAL_HOME): trains work@v1 (all-linear LoRA, 256-token rows: a CPU-sized first run, about
 # 10 minutes on 2 cores), then asks about Sam's notes with the base's and the adapter's answers side
-# by side, and prints the eval table (adapter vs base).
+# by side, and prints the eval table (adapter vs base). work@v1 by name: the demo shows it even when
+# the eval gate keeps it a rejected candidate.
 DEMO_REAL_TRAIN = train = { max_steps = 40, learning_rate = 1e-3, batch_size = 4, max_length = 256, packing = true }
 DEMO_REAL_LORA = lora = { r = 16, alpha = 32, dropout = 0.05, target_modules = "all-linear" }
 demo-real: setup
@@ -66,13 +67,13 @@ demo-real: setup
 	p.write_text(head + work)' $(DEMO_REAL_HOME)/plora.toml '$(DEMO_REAL_LORA)' '$(DEMO_REAL_TRAIN)'
 	$(BIN)/plora ingest --home $(DEMO_REAL_HOME)
 	$(BIN)/plora train --profile work --max-steps $(DEMO_REAL_STEPS) --home $(DEMO_REAL_HOME)
-	$(BIN)/plora generate --profile work --compare-base --max-new-tokens 48 --home $(DEMO_REAL_HOME) \
+	$(BIN)/plora generate --profile work --version 1 --compare-base --max-new-tokens 48 --home $(DEMO_REAL_HOME) \
 	  "Which BGP community do we send to Transit A to blackhole a prefix?"
-	$(BIN)/plora generate --profile work --compare-base --max-new-tokens 48 --home $(DEMO_REAL_HOME) \
+	$(BIN)/plora generate --profile work --version 1 --compare-base --max-new-tokens 48 --home $(DEMO_REAL_HOME) \
 	  "What are our log hosts called, and what fills up on them?"
-	$(BIN)/plora generate --profile work --compare-base --max-new-tokens 48 --home $(DEMO_REAL_HOME) \
+	$(BIN)/plora generate --profile work --version 1 --compare-base --max-new-tokens 48 --home $(DEMO_REAL_HOME) \
 	  "How do I check which certificate a server serves?"
-	$(BIN)/plora eval work --home $(DEMO_REAL_HOME)
+	$(BIN)/plora eval work@v1 --home $(DEMO_REAL_HOME)
 
 test: setup lint postgres-server
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
