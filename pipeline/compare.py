@@ -103,8 +103,9 @@ def compare(
     report = progress or (lambda _: None)
     if ref == BASE:
         raise UsageError("plora eval: REF must be an adapter (PROFILE or PROFILE@vN); compare it --against base")
-    version = _resolve(workspace, ref)
-    assert version is not None
+    from pipeline import registry
+
+    version = registry.resolve(workspace, ref)
     other = _resolve(workspace, against or BASE)
     recipe = Recipe.from_config(workspace.config, version.profile)
     data, _, _ = load_run_data(workspace, recipe.profile, recipe.stages)
