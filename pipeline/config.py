@@ -122,6 +122,7 @@ class ProfileConfig(_Strict):
     mode: TrainingMode = TrainingMode.CONTINUE
     eval_percent: int = Field(default=10, ge=0, le=50)
     include_unlabelled: bool = False
+    note_questions: bool = True
     lora: LoraConfig = LoraConfig()
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()

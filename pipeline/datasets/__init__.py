@@ -15,7 +15,8 @@ the latest snapshot of every kind it builds carries that key and its folder is i
 (``pipeline.snapshots.damage``), returns them with ``new`` false. ``force=True`` builds anyway.
 
 One module per job: inputs (the key of what a build reads), corpus (what is read), split (eval
-split), chat (conversation clean-up), sft, text, preference (dpo + kto), windows (length windows),
+split), chat (conversation clean-up), sft, questions (note sections asked as chats, into sft),
+text, preference (dpo + kto), windows (length windows),
 dedup, masks (verifier + highlighted render), tokens (base tokenizer helpers), write (fingerprint +
 atomic save + record).
 
@@ -60,6 +61,7 @@ from pipeline.datasets.dedup import dedup
 from pipeline.datasets.inputs import DEDUP, inputs_key, kinds_for, settings_for
 from pipeline.datasets.masks import Segment, render, verify_rows
 from pipeline.datasets.preference import build_dpo, build_kto
+from pipeline.datasets.questions import NOTE_KINDS, build_note_questions
 from pipeline.datasets.sft import build_sft
 from pipeline.datasets.split import EVAL, SPLITS, TRAIN, side
 from pipeline.datasets.text import build_text
@@ -168,11 +170,17 @@ def build_datasets(
     new: dict[str, bool] = {}
     for kind in kinds_for(profile):
         documents = texts if kind == DatasetKind.TEXT else conversations
+        notes = [d for d in texts if d.kind in NOTE_KINDS] if kind == DatasetKind.SFT and profile.note_questions else []
+        documents = documents + notes
         tick = _ticker(kind, len(documents), progress)
         if kind == DatasetKind.SFT:
             rows, tally = build_sft(
-                documents, tokens, max_length=max_length, include_unlabelled=profile.include_unlabelled, tick=tick
+                conversations, tokens, max_length=max_length, include_unlabelled=profile.include_unlabelled, tick=tick
             )
+            if notes:
+                asked, asked_tally = build_note_questions(notes, tokens, max_length=max_length, tick=tick)
+                rows += asked
+                tally.update(asked_tally)
         elif kind == DatasetKind.TEXT:
             rows, tally = build_text(documents, tokens, max_length=max_length, tick=tick)
         elif kind == DatasetKind.DPO:

@@ -55,6 +55,7 @@ def settings_for(workspace: Workspace, profile: ProfileConfig, kind: str, tokens
     }
     if kind == DatasetKind.SFT:
         settings["include_unlabelled"] = profile.include_unlabelled
+        settings["note_questions"] = profile.note_questions
         settings["assistant_mask"] = tokens.template.describe()
     return settings
 

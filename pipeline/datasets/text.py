@@ -121,14 +121,14 @@ def _take(queue: list[Unit], fits: Callable[[str], bool], tally: Tally) -> tuple
         return body, taken
     section, text = queue[0]
     tally.cut["split_long_units"] += 1
-    head, rest = _split_to_fit(text, fits)
+    head, rest = split_to_fit(text, fits)
     queue[0] = (section, rest)
     if not rest.strip():
         return head, 1
     return head, 0
 
 
-def _split_to_fit(text: str, fits: Callable[[str], bool]) -> tuple[str, str]:
+def split_to_fit(text: str, fits: Callable[[str], bool]) -> tuple[str, str]:
     """The longest prefix of ``text`` that fits, at a line break if one does, else at a character."""
     lines = text.split("\n")
     lo, hi = 0, len(lines)  # largest count of whole lines that fits
@@ -153,7 +153,7 @@ def _split_to_fit(text: str, fits: Callable[[str], bool]) -> tuple[str, str]:
 
 def _units(document: CorpusDocument, content: str) -> list[Unit]:
     if document.kind in ("note", "runbook"):
-        return _markdown_units(content)
+        return markdown_units(content)
     if document.kind == "commit":
         return _block_units(content, top_level_only=False)
     path = str(document.meta.get("path") or document.external_id)
@@ -164,7 +164,7 @@ def _units(document: CorpusDocument, content: str) -> list[Unit]:
     return _block_units(content)
 
 
-def _markdown_units(content: str) -> list[Unit]:
+def markdown_units(content: str) -> list[Unit]:
     lines = content.split("\n")
     units: list[Unit] = []
     stack: list[tuple[int, str]] = []
@@ -225,4 +225,4 @@ def _block_units(content: str, *, top_level_only: bool = True) -> list[Unit]:
     return [unit for unit in units if unit[1].strip()]
 
 
-__all__ = ["build_text", "header", "pieces"]
+__all__ = ["build_text", "header", "markdown_units", "pieces", "split_to_fit"]

@@ -345,6 +345,46 @@ def test_text_pieces_fit_and_name_their_origin(built) -> None:
     assert snapshot.meta["max_example_tokens"] <= 3072 and rows["eval"]
 
 
+def test_note_sections_are_asked_as_chats(built) -> None:
+    _, work, _ = built
+    rows = _rows(work.snapshots["sft"])
+    asked = [row for split in ("train", "eval") for row in rows[split] if row["source"] == "vault"]
+    assert asked and work.snapshots["sft"].meta["counts"]["note_questions"] == len(asked)
+    questions = {row["messages"][0]["content"]: row["messages"][1]["content"] for row in asked}
+    assert all(len(row["messages"]) == 2 for row in asked)
+    reply = questions["What do my notes say about BGP session down > 1. Confirm what is actually down?"]
+    assert reply.startswith("1. Open the *Edge / BGP* dashboard") and "sudo birdc show protocols" in reply
+    assert not any(r.lstrip().startswith("#") for r in questions.values())  # the heading is the question
+    intro = questions["What do my notes say about BGP session down?"]  # the text under the title
+    assert intro.startswith("Fires when a BIRD protocol") and "## " not in intro
+    every = rows["train"] + rows["eval"]
+    assert not any(row["source"] == "code" for row in every)  # code and commits are not asked about
+    # the same side of the eval split as the note's text rows (split by document)
+    text = _rows(work.snapshots["text"])
+    for split in ("train", "eval"):
+        notes = {row["ref"] for row in text[split] if row["source"] == "vault"}
+        assert {row["ref"] for row in rows[split] if row["source"] == "vault"} <= notes
+
+
+def test_note_questions_fit_max_length_in_parts(tmp_path: Path, model_cache: Path, clean_env: None) -> None:
+    home = _make_home(tmp_path, model_cache)
+    text = (home / "plora.toml").read_text()
+    (home / "plora.toml").write_text(text + '\n[profiles.short]\nsources = ["vault"]\ntrain = { max_length = 256 }\n')
+    with open_workspace(home) as workspace:
+        snapshot = build_datasets(workspace, "short").snapshots["sft"]
+    rows = _rows(snapshot)
+    asked = rows["train"] + rows["eval"]
+    assert snapshot.meta["max_example_tokens"] <= 256 and snapshot.meta["cut"]["note_question_parts"] > 0
+    parts = [
+        row["messages"][1]["content"]
+        for row in asked
+        if "1. Confirm what is actually down?" in row["messages"][0]["content"]
+    ]
+    assert len(parts) > 1 and any(row["messages"][0]["content"].endswith("(part 2)") for row in asked)
+    whole = (EXAMPLES / "vault/runbooks/bgp-session-down.md").read_text()
+    assert all(part.split("\n")[0] in whole for part in parts)  # verbatim slices of the section
+
+
 def test_corrections_and_sibling_replies_make_dpo_pairs(built) -> None:
     _, work, _ = built
     snapshot = work.snapshots["dpo"]
@@ -465,7 +505,9 @@ def test_latest_follows_the_store_back_and_forth(tmp_path: Path, model_cache: Pa
 def test_empty_kinds_are_still_snapshots(tmp_path: Path, model_cache: Path, clean_env: None) -> None:
     home = _make_home(tmp_path, model_cache)
     text = (home / "plora.toml").read_text()
-    (home / "plora.toml").write_text(text + '\n[profiles.notes]\nsources = ["vault"]\nstages = ["sft", "dpo"]\n')
+    (home / "plora.toml").write_text(
+        text + '\n[profiles.notes]\nsources = ["vault"]\nstages = ["sft", "dpo"]\nnote_questions = false\n'
+    )
     with open_workspace(home) as workspace:
         result = build_datasets(workspace, "notes")
         for kind in ("sft", "dpo"):
