@@ -56,12 +56,12 @@ from pipeline.base_model import load_tokenizer, tokenizer_fingerprint
 from pipeline.config import ProfileConfig
 from pipeline.datasets import write
 from pipeline.datasets.common import BUILDER_VERSION, Row, Tally
-from pipeline.datasets.corpus import CONVERSATION, TEXT_KINDS, label_counts, load_corpus, redaction_counts
+from pipeline.datasets.corpus import CONVERSATION, NOTE_KINDS, TEXT_KINDS, label_counts, load_corpus, redaction_counts
 from pipeline.datasets.dedup import dedup
 from pipeline.datasets.inputs import DEDUP, inputs_key, kinds_for, settings_for
 from pipeline.datasets.masks import Segment, render, verify_rows
 from pipeline.datasets.preference import build_dpo, build_kto
-from pipeline.datasets.questions import NOTE_KINDS, build_note_questions
+from pipeline.datasets.questions import build_note_questions
 from pipeline.datasets.sft import build_sft
 from pipeline.datasets.split import EVAL, SPLITS, TRAIN, side
 from pipeline.datasets.text import build_text

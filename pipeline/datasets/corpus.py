@@ -9,7 +9,8 @@ from pipeline.workspace import Workspace
 from storage.corpus import CorpusDocument, read_corpus
 
 CONVERSATION = "conversation"
-TEXT_KINDS = ("note", "runbook", "code", "commit")
+NOTE_KINDS = ("note", "runbook")  # markdown, cut at headings
+TEXT_KINDS = (*NOTE_KINDS, "code", "commit")
 
 
 def load_corpus(workspace: Workspace, sources: Sequence[str]) -> list[CorpusDocument]:
@@ -40,4 +41,12 @@ def redaction_counts(documents: Iterable[CorpusDocument]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-__all__ = ["CONVERSATION", "TEXT_KINDS", "CorpusDocument", "label_counts", "load_corpus", "redaction_counts"]
+__all__ = [
+    "CONVERSATION",
+    "NOTE_KINDS",
+    "TEXT_KINDS",
+    "CorpusDocument",
+    "label_counts",
+    "load_corpus",
+    "redaction_counts",
+]

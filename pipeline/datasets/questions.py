@@ -22,12 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from pipeline.datasets.common import Row, Tally, Turn, turn_text
+from pipeline.datasets.corpus import NOTE_KINDS
 from pipeline.datasets.loop import build_rows
 from pipeline.datasets.text import markdown_units, split_to_fit
 from pipeline.datasets.tokens import Tokens
 from storage.corpus import CorpusDocument
-
-NOTE_KINDS = ("note", "runbook")
 
 
 def question(path: str, part: int) -> str:
@@ -86,4 +85,4 @@ def _exchanges(path: str, body: str, tokens: Tokens, max_length: int, tally: Tal
         part += 1
 
 
-__all__ = ["NOTE_KINDS", "build_note_questions", "question"]
+__all__ = ["build_note_questions", "question"]

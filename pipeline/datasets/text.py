@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 
 from pipeline.datasets.common import Row, Tally
-from pipeline.datasets.corpus import TEXT_KINDS
+from pipeline.datasets.corpus import NOTE_KINDS, TEXT_KINDS
 from pipeline.datasets.loop import build_rows
 from pipeline.datasets.tokens import Tokens
 from storage.corpus import CorpusDocument
@@ -152,7 +152,7 @@ def split_to_fit(text: str, fits: Callable[[str], bool]) -> tuple[str, str]:
 
 
 def _units(document: CorpusDocument, content: str) -> list[Unit]:
-    if document.kind in ("note", "runbook"):
+    if document.kind in NOTE_KINDS:
         return markdown_units(content)
     if document.kind == "commit":
         return _block_units(content, top_level_only=False)
