@@ -172,9 +172,9 @@ def db_upgrade(home: HomeOption = None) -> None:
 
 
 # Commands that live in their own modules, registered in the order `plora --help` lists them.
-from flows import cli_adapters, cli_cycle, cli_datasets, cli_eval, cli_labels, cli_train  # noqa: E402
+from flows import cli_adapters, cli_cycle, cli_datasets, cli_eval, cli_generate, cli_labels, cli_train  # noqa: E402
 
-for _module in (cli_labels, cli_datasets, cli_train, cli_adapters, cli_eval, cli_cycle):
+for _module in (cli_labels, cli_datasets, cli_train, cli_adapters, cli_generate, cli_eval, cli_cycle):
     _module.register(app)
 app.add_typer(db_app, name="db")
 

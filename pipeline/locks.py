@@ -11,7 +11,9 @@ What each lock serializes:
 - ``ingest-<source>``: one ingest of a source at a time; a second ``plora ingest`` waits and then
   finds the source unchanged (``pipeline.ingest``);
 - ``train-<profile>``: one training run per profile per home (the training entry point): two
-  ``plora run`` at once train one after the other, never two versions from the same parent.
+  ``plora run`` at once train one after the other, never two versions from the same parent;
+- ``runs/<id>/.lock`` (``run_lock``): one process per training run; a second one (``plora train
+  --resume`` of a run being trained) fails at once instead of waiting.
 
 ``owner()`` tags a folder a process leaves behind while it works (``<host>-<pid>``; registration
 staging folders, dataset build temp folders); ``left_by_dead_process(tag)`` is true only for a tag
@@ -32,11 +34,12 @@ from typing import Final
 
 from filelock import FileLock, Timeout
 
-from pipeline.errors import PloraError
+from pipeline.errors import PloraError, TrainingError
 
 log = logging.getLogger(__name__)
 
 LOCKS_DIR: Final = ".locks"
+RUN_LOCK_FILE: Final = ".lock"
 DEFAULT_TIMEOUT_S: Final = 6 * 3600.0  # a training run may hold one for hours
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
@@ -91,6 +94,39 @@ def hold(home: Path, name: str, *, what: str, timeout: float = DEFAULT_TIMEOUT_S
         yield
     finally:
         lock.release()
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``runs/<id>/.lock`` while working on the run; a second process gets a TrainingError at
+    once instead of training the same run twice."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / RUN_LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise TrainingError(
+            f"run {run_dir.name} is being trained by another process; "
+            "wait for it to finish (or stop it) before resuming"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a process holds the run's lock right now."""
+    path = run_dir / RUN_LOCK_FILE
+    if not path.exists():
+        return False
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
 
 
 def _host() -> str:

@@ -12,6 +12,7 @@ text readable and makes it plain characters to the tokenizer; the builders count
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.datasets.common import Turn
@@ -20,6 +21,8 @@ from pipeline.tokenization import ChatTemplate, MaskMethod, TemplateError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+    from pipeline.workspace import Workspace
 
 ZWSP = "\u200b"
 
@@ -83,4 +86,15 @@ def template_error(ref: str, error: Exception) -> DatasetError:
     return DatasetError(f"{ref}: the base model's chat template can't render this conversation ({error})")
 
 
-__all__ = ["ZWSP", "TemplateError", "Tokens", "template_error"]
+def load_tokens(workspace: Workspace) -> Tokens:
+    """The base model's tokenizer (loaded once per build; no weights) and its fingerprint."""
+    from pipeline.base_model import load_tokenizer, tokenizer_fingerprint
+
+    name = workspace.config.base_model.name
+    tokenizer = load_tokenizer(name, home=workspace.home.root)
+    return Tokens(
+        tokenizer, fingerprint=tokenizer_fingerprint(Path(tokenizer.name_or_path)), model=f"base model {name!r}"
+    )
+
+
+__all__ = ["ZWSP", "TemplateError", "Tokens", "load_tokens", "template_error"]

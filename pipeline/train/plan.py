@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import TrainingError
 from pipeline.kinds import Stage, TrainingMode
+from pipeline.locks import is_locked
 from pipeline.train.data import RunData, load_run_data, training_fingerprints
 from pipeline.train.recipe import Recipe
 from pipeline.train.replay import ReplayReport, replay_sample, row_key
-from pipeline.train.resume import RunState, changed_inputs, finished_stage, is_locked, last_complete_checkpoint
+from pipeline.train.resume import RunState, changed_inputs, finished_stage, last_complete_checkpoint
 from storage import runs
 from storage.models import RunStatus
 

@@ -3,7 +3,7 @@
 Layout of a run (``runs/<run-id>/``)::
 
     plora-run.json                 RunState at the start (step 0): what the run trains, on what
-    .lock                          held (flock) while a process works on the run
+    .lock                          held while a process works on the run (pipeline.locks.run_lock)
     <stage>/checkpoint-<N>/        Trainer checkpoint (adapter, optimizer.pt, scheduler.pt,
                                    rng_state.pth, trainer_state.json, ...) plus
         plora-state.json           RunState at step N of <stage>
@@ -28,11 +28,10 @@ never loaded.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,6 @@ from pipeline.kinds import Stage, TrainingMode
 RUN_FILE = "plora-run.json"
 STATE_FILE = "plora-state.json"
 MANIFEST_FILE = "plora-manifest.json"
-LOCK_FILE = ".lock"
 ADAPTER_DIR = "adapter"
 SKIPPED_DIR = "skipped"
 STATE_FORMAT = 1
@@ -339,53 +337,6 @@ def seal(folder: Path, state: RunState, record: Callable[[dict[str, Any]], None]
     digest = write_manifest(folder, run_id=state.run_id, stage=state.stage or "", step=state.step)
     record({"stage": state.stage, "step": state.step, "path": folder.name, "manifest_sha256": digest})
     return digest
-
-
-# --- one process per run ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``runs/<id>/.lock`` (an flock, released by the OS if the process dies) while working on
-    the run; a second process gets a TrainingError instead of training the same run twice."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held for the whole block
-    try:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no cross-process lock
-            yield
-            return
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            raise TrainingError(
-                f"run {run_dir.name} is being trained by another process; "
-                "wait for it to finish (or stop it) before resuming"
-            ) from e
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-    finally:
-        handle.close()
-
-
-def is_locked(run_dir: Path) -> bool:
-    """Whether another process holds the run's lock right now."""
-    try:
-        import fcntl
-    except ImportError:
-        return False
-    if not (run_dir / LOCK_FILE).exists():
-        return False
-    with open(run_dir / LOCK_FILE, "a+") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        return False
 
 
 # --- the Trainer side -------------------------------------------------------------------------------

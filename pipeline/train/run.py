@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import PloraError, TrainingError
 from pipeline.evaluate import gate_decision
 from pipeline.kinds import TrainingMode
-from pipeline.locks import hold
+from pipeline.locks import hold, run_lock
 from pipeline.train.measure import EvalSets, continuing_current, measure, measure_current, tokenized
 from pipeline.train.plan import Plan, make_plan, run_state
 from pipeline.train.progress import Progress, TrainProgress
 from pipeline.train.recipe import Recipe, compute_notes, get_lora_config, use_gradient_checkpointing
 from pipeline.train.register import register_adapter, train_result
 from pipeline.train.result import TrainResult
-from pipeline.train.resume import RUN_FILE, RunState, check_resumable, run_lock
+from pipeline.train.resume import RUN_FILE, RunState, check_resumable
 from pipeline.train.stages import run_stages
 from storage import runs
 from storage.models import RunStatus

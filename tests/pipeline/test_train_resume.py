@@ -333,13 +333,13 @@ def test_manifest_verification(tmp_path: Path) -> None:
 
 
 def test_only_one_process_per_run(tmp_path: Path) -> None:
-    from pipeline.train.resume import is_locked, run_lock
+    from pipeline.locks import is_locked, run_lock
 
     run_dir = tmp_path / "run"
     code = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from pipeline.train.resume import run_lock
+        from pipeline.locks import run_lock
         with run_lock(Path({str(run_dir)!r})):
             print("locked", flush=True)
             time.sleep(30)
