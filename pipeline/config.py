@@ -105,6 +105,8 @@ class TrainConfig(_Strict):
     seed: int = 42
     save_steps: int = Field(default=50, gt=0)
     replay_fraction: float = Field(default=0.2, ge=0, le=1)
+    # recompute each layer's activations in the backward pass; unset: on (pipeline.train.recipe)
+    gradient_checkpointing: bool | None = None
 
 
 class GateConfig(_Strict):

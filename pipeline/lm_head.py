@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-CHUNK = 1024  # positions projected at once: 1024 x 49k float32 logits = 200 MB
+CHUNK = 256  # positions projected at once: 256 x 49k float32 logits = 50 MB (with its exp and, in the
+# backward pass, its recomputation and gradient: ~4x that at the peak)
 IGNORE_INDEX = -100
 
 

@@ -105,7 +105,7 @@ class Recipe:
     def hashed(self) -> dict[str, Any]:
         """The settings the config hash covers (JSON-ready, stable key order)."""
         train = self.train.model_dump()
-        del train["save_steps"]
+        del train["save_steps"], train["gradient_checkpointing"]  # how, not what, a run trains
         lora = self.lora.model_dump()  # target_modules: a list of names, or "all-linear"
         return {
             "recipe_version": RECIPE_VERSION,
@@ -151,27 +151,61 @@ def get_lora_config(lora: LoraConfig) -> PeftLoraConfig:
     )
 
 
-def use_gradient_checkpointing(device: str) -> bool:
-    """On for CUDA (GPU memory is what limits QLoRA there), off on a CPU: recomputing every layer's
-    activations costs about a third more compute, and what they take (tens of MB per layer for a
-    small model at 4 x 512 tokens) fits in a machine's RAM; the output head's logits, the big tensor,
-    are never kept whole anyway (pipeline.lm_head)."""
-    return device.startswith("cuda")
+# Without gradient checkpointing a Llama-shaped layer keeps about this many values per token and
+# hidden unit for its backward pass (inputs of the norms, projections, attention and MLP, the MLP's
+# wider intermediates): measured on SmolLM2-135M at 4 x 512 tokens, 4.2 GB over 30 layers in fp32.
+ACTIVATION_VALUES_PER_HIDDEN = 30
+CHECKPOINTING_ABOVE_BYTES = 1 << 30  # auto: checkpoint when a step would keep more activations than this
 
 
-def compute_notes(device: str) -> str:
+@dataclass(frozen=True)
+class Checkpointing:
+    on: bool
+    why: str
+
+    def note(self) -> str:
+        return f"gradient checkpointing {'on' if self.on else 'off'} ({self.why})"
+
+
+def activation_bytes(train: TrainConfig, model_config: Any, element_bytes: int) -> int:
+    """About what one training step keeps for its backward pass without checkpointing."""
+    tokens = train.batch_size * train.max_length
+    layers = int(getattr(model_config, "num_hidden_layers", 0) or 0)
+    hidden = int(getattr(model_config, "hidden_size", 0) or 0)
+    return tokens * layers * hidden * ACTIVATION_VALUES_PER_HIDDEN * element_bytes
+
+
+def gradient_checkpointing(train: TrainConfig, device: str, model_config: Any) -> Checkpointing:
+    """``train.gradient_checkpointing`` when set; else on a GPU always (memory is what limits QLoRA
+    there), and on a CPU when a step would keep more than 1 GiB of activations. Recomputing each
+    layer in the backward pass costs ~30% more compute; keeping the activations is what makes
+    training memory grow with the batch (SmolLM2-135M at 4 x 512: 4.2 GB of a 5.7 GB peak, see
+    docs/benchmarks.md, real_training). The output head's logits are never kept whole either way
+    (pipeline.lm_head)."""
+    import torch
+
+    from pipeline.base_model import compute_dtype_choice
+
+    if train.gradient_checkpointing is not None:
+        return Checkpointing(train.gradient_checkpointing, "train.gradient_checkpointing")
+    if device.startswith("cuda"):
+        return Checkpointing(True, "GPU memory")
+    dtype: torch.dtype = compute_dtype_choice(device)[0]
+    estimate = activation_bytes(train, model_config, dtype.itemsize)
+    size = f"a step would keep ~{estimate / 2**30:.1f} GiB of activations"
+    if estimate > CHECKPOINTING_ABOVE_BYTES:
+        return Checkpointing(True, f"{size}; train.gradient_checkpointing = false trades that for ~30% speed")
+    return Checkpointing(False, f"{size}: recomputing them would cost ~30% more time")
+
+
+def compute_notes(device: str, checkpointing: Checkpointing) -> str:
     """What the run computes in and why, as one line for the run's notes and ``plora train``'s output."""
     from pipeline.base_model import compute_dtype_choice
 
-    checkpointing = (
-        "gradient checkpointing on (GPU memory)"
-        if use_gradient_checkpointing(device)
-        else "gradient checkpointing off (a CPU has the RAM; recomputing costs ~30%)"
-    )
-    return f"compute on {device}: {compute_dtype_choice(device)[1]}; {checkpointing}"
+    return f"compute on {device}: {compute_dtype_choice(device)[1]}; {checkpointing.note()}"
 
 
-def _common_args(train: TrainConfig, output_dir: Path, device: str) -> dict[str, Any]:
+def _common_args(train: TrainConfig, output_dir: Path, device: str, checkpointing: bool) -> dict[str, Any]:
     import torch
 
     from pipeline.base_model import compute_dtype_choice
@@ -197,21 +231,23 @@ def _common_args(train: TrainConfig, output_dir: Path, device: str) -> dict[str,
         "use_cpu": not cuda,
         "bf16": bf16,
         "fp16": dtype == torch.float16,
-        "activation_checkpointing": use_gradient_checkpointing(device),
+        "activation_checkpointing": checkpointing,
         "include_num_input_tokens_seen": "non_padding",
         "dataloader_num_workers": 0,
         "eval_strategy": "no",
     }
 
 
-def sft_args(train: TrainConfig, output_dir: Path, device: str, packing: PackingMode = "off") -> SFTConfig:
+def sft_args(
+    train: TrainConfig, output_dir: Path, device: str, packing: PackingMode = "off", *, checkpointing: bool
+) -> SFTConfig:
     """SFT on pre-tokenized rows (``input_ids`` + ``labels``, assistant-only labels already applied):
     TRL leaves a dataset with a ``labels`` column as it is, so chat and text rows train together.
     TRL packs only in ``"padding_free"`` mode; ``"rows"`` rows arrive packed (pipeline.train.packing)."""
     from trl import SFTConfig
 
     return SFTConfig(
-        **_common_args(train, output_dir, device),
+        **_common_args(train, output_dir, device, checkpointing),
         max_length=train.max_length,
         packing=packing == "padding_free",
         assistant_only_loss=False,
@@ -219,13 +255,13 @@ def sft_args(train: TrainConfig, output_dir: Path, device: str, packing: Packing
     )
 
 
-def dpo_args(train: TrainConfig, output_dir: Path, device: str) -> DPOConfig:
+def dpo_args(train: TrainConfig, output_dir: Path, device: str, *, checkpointing: bool) -> DPOConfig:
     from trl import DPOConfig
 
-    return DPOConfig(**_common_args(train, output_dir, device), max_length=train.max_length)
+    return DPOConfig(**_common_args(train, output_dir, device, checkpointing), max_length=train.max_length)
 
 
-def kto_args(train: TrainConfig, output_dir: Path, device: str) -> KTOConfig:
+def kto_args(train: TrainConfig, output_dir: Path, device: str, *, checkpointing: bool) -> KTOConfig:
     from trl import KTOConfig
 
-    return KTOConfig(**_common_args(train, output_dir, device), max_length=train.max_length)
+    return KTOConfig(**_common_args(train, output_dir, device, checkpointing), max_length=train.max_length)

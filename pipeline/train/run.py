@@ -32,7 +32,7 @@ from pipeline.locks import hold, run_lock
 from pipeline.train.measure import EvalSets, continuing_current, measure, measure_current, tokenized
 from pipeline.train.plan import Plan, make_plan, run_state
 from pipeline.train.progress import Progress, TrainProgress
-from pipeline.train.recipe import Recipe, compute_notes, get_lora_config, use_gradient_checkpointing
+from pipeline.train.recipe import Recipe, compute_notes, get_lora_config, gradient_checkpointing
 from pipeline.train.register import register_adapter, train_result
 from pipeline.train.result import TrainResult
 from pipeline.train.resume import RUN_FILE, RunState, check_resumable
@@ -192,10 +192,13 @@ def _train_and_register(
 
     # 4. the trainable adapter: the parent's weights (continue) or a fresh LoRA (scratch); train the stages
     device = base.device
-    notes.append(compute_notes(device))
-    model = _trainable(plan, base, model, current, sets, metrics, progress)
+    checkpointing = gradient_checkpointing(recipe.train, device, base.model.config)
+    notes.append(compute_notes(device, checkpointing))
+    model = _trainable(plan, base, model, current, sets, metrics, progress, checkpointing=checkpointing.on)
     trainable, total = model.get_nb_trainable_parameters()
-    results, resumed_from = run_stages(workspace, plan, state, model, base.tokenizer, sets.train, device, progress)
+    results, resumed_from = run_stages(
+        workspace, plan, state, model, base.tokenizer, sets.train, device, progress, checkpointing=checkpointing.on
+    )
     notes += [note for result in results.values() for note in result.notes]
 
     # 5. measure the new adapter, apply the gate
@@ -238,6 +241,8 @@ def _trainable(
     sets: EvalSets,
     metrics: dict[str, dict[str, Any] | None],
     progress: Progress,
+    *,
+    checkpointing: bool,
 ) -> Any:
     """``model`` with the adapter ``default`` to train: the parent's (continue; measured as the current
     adapter when it is that one) or a fresh LoRA (scratch)."""
@@ -247,9 +252,7 @@ def _trainable(
     from pipeline import registry
 
     if base.quantized:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=use_gradient_checkpointing(base.device)
-        )
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     if plan.mode != TrainingMode.CONTINUE:
         transformers.set_seed(plan.recipe.train.seed)
         return get_peft_model(model, get_lora_config(plan.recipe.lora))

@@ -40,6 +40,8 @@ def run_stages(
     train_set: Any,
     device: str,
     progress: Progress,
+    *,
+    checkpointing: bool,
 ) -> tuple[dict[str, StageResult], dict[str, int | None]]:
     """Train each of the plan's stages in order on ``model`` (its adapter ``default``), each from its
     last complete checkpoint when resuming (a stage finished before is loaded, not trained again); the
@@ -89,14 +91,16 @@ def run_stages(
         }
         if stage == Stage.SFT:
             packing = packing_mode(recipe.train.packing, model)
-            args = sft_args(recipe.train, stage_dir, device, packing)
+            args = sft_args(recipe.train, stage_dir, device, packing, checkpointing=checkpointing)
             result = train_sft(model, tokenizer, train_set, args=args, packing=packing, **common)
         elif stage == Stage.DPO:
             rows = preference_dataset(plan.data.preference_train[stage], stage)
-            result = train_dpo(model, tokenizer, rows, args=dpo_args(recipe.train, stage_dir, device), **common)
+            dpo = dpo_args(recipe.train, stage_dir, device, checkpointing=checkpointing)
+            result = train_dpo(model, tokenizer, rows, args=dpo, **common)
         else:
             rows = preference_dataset(plan.data.preference_train[stage], stage)
-            result = train_kto(model, tokenizer, rows, args=kto_args(recipe.train, stage_dir, device), **common)
+            kto = kto_args(recipe.train, stage_dir, device, checkpointing=checkpointing)
+            result = train_kto(model, tokenizer, rows, args=kto, **common)
         result.earlier_seconds = clock.before
         result.notes += skipped
         adapter_dir = stage_dir / ADAPTER_DIR

@@ -48,7 +48,7 @@ mode = "{mode}"
 eval_percent = 20
 lora = {{ r = 4, alpha = 8, dropout = {dropout}, target_modules = ["q_proj", "v_proj"] }}
 train = {{ max_steps = {max_steps}, learning_rate = {lr}, batch_size = {batch_size}, max_length = 96, """
-    """packing = {packing}, save_steps = {save_steps}, seed = 7, replay_fraction = {replay} }}
+    """packing = {packing}, save_steps = {save_steps}, seed = 7, replay_fraction = {replay}{checkpointing} }}
 gate = {{ min_improvement = 0.0, max_source_regression = {regression} }}
 """
 )
@@ -67,6 +67,7 @@ def write_config(
     replay: float = 0.5,
     regression: float = 0.5,
     packing: bool = False,
+    checkpointing: bool | None = None,
 ) -> None:
     (home / "plora.toml").write_text(
         CONFIG.format(
@@ -80,6 +81,7 @@ def write_config(
             dropout=dropout,
             replay=replay,
             regression=regression,
+            checkpointing="" if checkpointing is None else f", gradient_checkpointing = {str(checkpointing).lower()}",
         ),
         encoding="utf-8",
     )
@@ -371,7 +373,7 @@ def test_only_lora_weights_change(tmp_path: Path, models_dir: Path) -> None:
         model,
         base.tokenizer,
         train,
-        args=sft_args(settings, tmp_path / "out", "cpu"),
+        args=sft_args(settings, tmp_path / "out", "cpu", checkpointing=False),
         callbacks=[],
         resume_from=None,
         clock=StageClock(),
@@ -386,6 +388,45 @@ def test_only_lora_weights_change(tmp_path: Path, models_dir: Path) -> None:
     assert set(trainable) == set(lora_before) and all("lora_" in n for n in trainable)
     assert all(p.dtype == torch.float32 for p in trainable.values())  # TRL's bf16 cast undone on CPU
     assert any(not torch.equal(trainable[n], lora_before[n]) for n in trainable if "lora_B" in n)
+
+
+def test_gradient_checkpointing_changes_memory_not_the_training(tmp_path: Path, models_dir: Path) -> None:
+    """Recomputing activations in the backward pass (forced on for the tiny model, whose activations
+    are far below the automatic threshold) gives the same losses step for step: the gradients reach
+    the adapter either way."""
+    losses = {}
+    for on in (None, True):
+        home = new_home(tmp_path / f"home-{on}", models_dir, max_steps=4, checkpointing=on)
+        with open_workspace(home, check_paths=False) as workspace:
+            standard_snapshots(workspace)
+        out = run(home).as_dict()
+        (compute,) = [n for n in out["notes"] if n.startswith("compute on ")]
+        if on:
+            assert compute.endswith("gradient checkpointing on (train.gradient_checkpointing)")
+        else:
+            assert "gradient checkpointing off (a step would keep ~0.0 GiB of activations" in compute
+        losses[on] = [e["loss"] for e in out["loss_history"]]
+    assert losses[True] == pytest.approx(losses[None], rel=1e-4)
+    assert losses[True][-1] < losses[True][0]
+
+
+def test_gradient_checkpointing_turns_on_where_activations_would_not_fit_lightly() -> None:
+    from transformers import LlamaConfig
+
+    from pipeline.base_model import compute_dtype_choice
+    from pipeline.config import TrainConfig
+    from pipeline.train.recipe import gradient_checkpointing
+
+    smollm2 = LlamaConfig(num_hidden_layers=30, hidden_size=576, intermediate_size=1536)
+    big = TrainConfig(batch_size=4, max_length=512)
+    small = TrainConfig(batch_size=1, max_length=128)
+    choice = gradient_checkpointing(big, "cpu", smollm2)
+    element = compute_dtype_choice("cpu")[0].itemsize  # fp32, or bf16 on a CPU that has it
+    assert choice.on and f"~{4 * 512 * 30 * 576 * 30 * element / 2**30:.1f} GiB of activations" in choice.why
+    assert not gradient_checkpointing(small, "cpu", smollm2).on
+    assert gradient_checkpointing(small, "cuda", smollm2).on  # GPU memory is what limits there
+    assert not gradient_checkpointing(TrainConfig(gradient_checkpointing=False), "cuda", smollm2).on
+    assert gradient_checkpointing(TrainConfig(gradient_checkpointing=True), "cpu", smollm2).on
 
 
 def test_continue_starts_from_the_parent_with_replay_and_the_gate_rejects_a_worse_adapter(
