@@ -178,7 +178,7 @@ def activation_bytes(train: TrainConfig, model_config: Any, element_bytes: int) 
 def gradient_checkpointing(train: TrainConfig, device: str, model_config: Any) -> Checkpointing:
     """``train.gradient_checkpointing`` when set; else on a GPU always (memory is what limits QLoRA
     there), and on a CPU when a step would keep more than 1 GiB of activations. Recomputing each
-    layer in the backward pass costs one more forward pass (15% of the tokens/s, measured); keeping
+    layer in the backward pass costs one more forward pass (15-30% of the speed, measured); keeping
     the activations is what makes training memory grow with the batch (SmolLM2-135M at 4 x 512:
     4.2 GB of a 5.7 GB peak, see docs/benchmarks.md, real_training). The output head's logits are
     never kept whole either way (pipeline.lm_head)."""
@@ -194,8 +194,8 @@ def gradient_checkpointing(train: TrainConfig, device: str, model_config: Any) -
     estimate = activation_bytes(train, model_config, dtype.itemsize)
     size = f"a step would keep ~{estimate / 2**30:.1f} GiB of activations"
     if estimate > CHECKPOINTING_ABOVE_BYTES:
-        return Checkpointing(True, f"{size}; train.gradient_checkpointing = false keeps them, ~15% faster")
-    return Checkpointing(False, f"{size}: recomputing them would cost ~15% of the speed")
+        return Checkpointing(True, f"{size}; train.gradient_checkpointing = false keeps them, 15-30% faster")
+    return Checkpointing(False, f"{size}: recomputing them would cost 15-30% of the speed")
 
 
 def compute_notes(device: str, checkpointing: Checkpointing) -> str:
