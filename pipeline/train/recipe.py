@@ -168,10 +168,11 @@ class Checkpointing:
 
 
 def activation_bytes(train: TrainConfig, model_config: Any, element_bytes: int) -> int:
-    """About what one training step keeps for its backward pass without checkpointing."""
+    """About what one training step keeps for its backward pass without checkpointing (the text
+    model's layers for a multimodal config, as ``pipeline.lm_head`` reads it)."""
+    text = model_config.get_text_config()
     tokens = train.batch_size * train.max_length
-    layers = int(getattr(model_config, "num_hidden_layers", 0) or 0)
-    hidden = int(getattr(model_config, "hidden_size", 0) or 0)
+    layers, hidden = getattr(text, "num_hidden_layers", 0), getattr(text, "hidden_size", 0)
     return tokens * layers * hidden * ACTIVATION_VALUES_PER_HIDDEN * element_bytes
 
 
@@ -182,16 +183,13 @@ def gradient_checkpointing(train: TrainConfig, device: str, model_config: Any) -
     the activations is what makes training memory grow with the batch (SmolLM2-135M at 4 x 512:
     4.2 GB of a 5.7 GB peak, see docs/benchmarks.md, real_training). The output head's logits are
     never kept whole either way (pipeline.lm_head)."""
-    import torch
-
     from pipeline.base_model import compute_dtype_choice
 
     if train.gradient_checkpointing is not None:
         return Checkpointing(train.gradient_checkpointing, "train.gradient_checkpointing")
     if device.startswith("cuda"):
         return Checkpointing(True, "GPU memory")
-    dtype: torch.dtype = compute_dtype_choice(device)[0]
-    estimate = activation_bytes(train, model_config, dtype.itemsize)
+    estimate = activation_bytes(train, model_config, compute_dtype_choice(device)[0].itemsize)
     size = f"a step would keep ~{estimate / 2**30:.1f} GiB of activations"
     if estimate > CHECKPOINTING_ABOVE_BYTES:
         return Checkpointing(True, f"{size}; train.gradient_checkpointing = false keeps them, 15-30% faster")
